@@ -1,0 +1,74 @@
+"""Agreement maps (Figure 3): per-tap attention scores of sample images, and how often the logits
+layer's agreement singles out the true class."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gattanet.loader import Loader
+
+
+def sample_indices(labels: Sequence[int] | np.ndarray | Tensor, per_class: int = 1, seed: int = 0) -> list[int]:
+    """A seeded choice of `per_class` indices of each class present in `labels`, ordered by class."""
+    labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has {len(idx)} images, fewer than per_class={per_class}")
+        chosen += sorted(int(i) for i in rng.choice(idx, size=per_class, replace=False))
+    return chosen
+
+
+@torch.no_grad()
+def agreement_maps(model: nn.Module, x: Tensor, labels: Sequence[int] | Tensor,
+                   classes: Sequence[str]) -> list[dict]:
+    """Per image: {label, pred_baseline, pred_gattanet, scores}, scores[i] being tap i's agreement
+    map from the last attention pass (conv: H×W nested list, dense: N list). Eval mode.
+
+    `classes` checks that the logits have one entry per class and that the labels are in range.
+    """
+    labels = [int(c) for c in labels]
+    if len(labels) != len(x):
+        raise ValueError(f"got {len(x)} images but {len(labels)} labels")
+    if any(not 0 <= c < len(classes) for c in labels):
+        raise ValueError(f"labels must lie in [0, {len(classes)}), got {labels}")
+    model.eval()
+    logits, state = model(x, return_state=True)
+    if logits.shape[1] != len(classes):
+        raise ValueError(f"the model has {logits.shape[1]} outputs but there are {len(classes)} classes")
+    pred_gattanet = logits.argmax(1).tolist()
+    pred_baseline = model.baseline(x).argmax(1).tolist()
+    scores = [s.float().cpu() for s in state.scores]
+    return [{"label": labels[b], "pred_baseline": pred_baseline[b], "pred_gattanet": pred_gattanet[b],
+             "scores": [s[b].tolist() for s in scores]}
+            for b in range(len(x))]
+
+
+@torch.no_grad()
+def true_class_rank_stats(model: nn.Module, loader: Loader) -> dict:
+    """Over `loader.epoch(0)`: how often the true class has the highest agreement score of the last
+    tap (the logits layer), and how often it is among the 3 highest; with chance levels. Eval mode."""
+    model.eval()
+    n = top1 = top3 = 0
+    num_classes = None
+    for x, y in loader.epoch(0):
+        scores = model(x, return_state=True)[1].scores[-1]
+        if scores.dim() != 2:
+            raise ValueError(f"the last tap must be the dense logits layer; its scores have shape "
+                             f"{tuple(scores.shape)}")
+        num_classes = scores.shape[1]
+        k = min(3, num_classes)
+        y = y.to(scores.device)
+        top1 += int((scores.argmax(1) == y).sum())
+        top3 += int((scores.topk(k, dim=1).indices == y[:, None]).any(1).sum())
+        n += len(y)
+    if n == 0:
+        raise ValueError("the loader yielded no images")
+    return {"n": n, "top1_rate": top1 / n, "top3_rate": top3 / n,
+            "chance_top1": 1 / num_classes, "chance_top3": min(3, num_classes) / num_classes}

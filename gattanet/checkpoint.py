@@ -1,0 +1,162 @@
+"""Checkpoints: atomic save, safe load (weights_only=True), metadata checks; backbone and GAttANet helpers.
+
+A checkpoint is `{"format": "gattanet", "version": 1, "library_version", "meta", "state_dict"}`;
+`meta["kind"]` is "backbone", "gattanet" or "adapter". An attention checkpoint records the sha256 of
+the backbone checkpoint it was trained on, and loads only beside that exact file.
+"""
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import gattanet
+from gattanet.attention import GlobalAttention
+from gattanet.backbones import Backbone, build_backbone
+from gattanet.io import atomic_path
+from gattanet.model import GAttANet
+from gattanet.taps import Tap
+
+FORMAT, VERSION = "gattanet", 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, unreadable, unsafe, not ours, or not the one expected."""
+
+
+def save_checkpoint(path, state_dict: dict[str, Tensor], meta: dict) -> None:
+    """Write the checkpoint atomically (tensors moved to CPU): a killed writer never leaves half a file."""
+    payload = {"format": FORMAT, "version": VERSION, "library_version": gattanet.__version__,
+               "meta": meta, "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path, expect: dict | None = None) -> tuple[dict[str, Tensor], dict]:
+    """(state_dict, meta) of a gattanet checkpoint; CheckpointError if it is not one or meta differs from `expect`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; run the stage that writes it "
+                              "(e.g. `dvc repro`) or check the path")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():  # a class or function
+            raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain "
+                                  f"data (weights_only=True); delete it and regenerate it ({e})") from e
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e}); "
+                              "delete it and rerun the stage that writes it") from e
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a gattanet checkpoint (no format={FORMAT!r} header); "
+                              "save checkpoints with gattanet.checkpoint.save_checkpoint")
+    if obj.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}, this library "
+                              f"reads version {VERSION}; regenerate it")
+    meta = obj.get("meta")
+    if not isinstance(meta, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: malformed gattanet checkpoint (meta or state_dict missing)")
+    for key, want in (expect or {}).items():
+        found = meta.get(key)
+        if _plain(found) != _plain(want):
+            raise CheckpointError(f"{path}: meta {key!r} is {found!r}, expected {want!r}")
+    return obj["state_dict"], meta
+
+
+def backbone_meta(backbone: Backbone, dataset: str, classes) -> dict:
+    """Everything needed to rebuild `backbone` and to check what it was trained on."""
+    meta = {"kind": "backbone", "arch": backbone.arch, "dataset": dataset,
+            "num_classes": backbone.num_classes, "in_channels": backbone.in_channels,
+            "input_size": backbone.input_size, "classes": list(classes),
+            "taps": [t.as_dict() for t in backbone.taps()]}
+    if backbone.arch == "toy":
+        meta.update(widths=list(backbone.widths), hidden=backbone.hidden, dropout=backbone.dropout)
+    return meta
+
+
+def save_backbone(path, backbone: Backbone, dataset: str, classes, meta_extra: dict | None = None) -> dict:
+    """Save a backbone checkpoint; returns the meta written (backbone_meta + meta_extra)."""
+    meta = backbone_meta(backbone, dataset, classes) | dict(meta_extra or {})
+    save_checkpoint(path, backbone.state_dict(), meta)
+    return meta
+
+
+def load_backbone(path, device="cpu", expect: dict | None = None) -> tuple[Backbone, dict]:
+    """Rebuild a saved backbone (built on the meta device, then given the saved tensors) on `device`."""
+    state, meta = load_checkpoint(path, {"kind": "backbone"} | dict(expect or {}))
+    kw = {k: meta[k] for k in ("widths", "hidden", "dropout") if k in meta}
+    try:
+        with torch.device("meta"):
+            backbone = build_backbone(meta["arch"], meta["num_classes"], meta["in_channels"],
+                                      input_size=meta["input_size"], **kw)
+        backbone.load_state_dict(state, strict=True, assign=True)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild the backbone from it ({type(e).__name__}: {e})") from e
+    backbone = backbone.to(device).eval()
+    taps = [t.as_dict() for t in backbone.taps()]
+    if _plain(taps) != _plain(meta.get("taps")):
+        raise CheckpointError(f"{path}: meta 'taps' is {meta.get('taps')!r}, the rebuilt backbone has {taps!r}")
+    return backbone, meta
+
+
+def save_gattanet(path, model: GAttANet, backbone_path, meta_extra: dict | None = None) -> dict:
+    """Save only the attention state, tied to the backbone checkpoint file it runs on; returns the meta."""
+    bstate, bmeta = load_checkpoint(backbone_path, {"kind": "backbone", "arch": model.backbone.arch,
+                                                    "num_classes": model.backbone.num_classes})
+    own = model.backbone.state_dict()
+    if list(own) != list(bstate) or not all(torch.equal(v.cpu(), bstate[k]) for k, v in own.items()):
+        raise CheckpointError(f"{backbone_path}: its weights are not those of the model's backbone; "
+                              "pass the backbone checkpoint the model was built from")
+    att = model.attention
+    meta = {"kind": "gattanet", "attn_dim": att.dim, "dropout": att.dropout, "kq_norm": att.kq_norm,
+            "score_norm": att.score_norm, "iterations": model.iterations, "lesion": model.lesion,
+            "taps": [t.as_dict() for t in att.taps], "arch": bmeta["arch"], "dataset": bmeta["dataset"],
+            "num_classes": bmeta["num_classes"], "input_size": bmeta["input_size"],
+            "backbone_sha256": sha256_file(backbone_path)} | dict(meta_extra or {})
+    save_checkpoint(path, att.state_dict(), meta)
+    return meta
+
+
+def load_gattanet(attn_path, backbone_path, device="cpu") -> tuple[GAttANet, dict]:
+    """Rebuild a GAttANet from its attention checkpoint and the backbone checkpoint it was trained on."""
+    state, meta = load_checkpoint(attn_path, {"kind": "gattanet"})
+    backbone, bmeta = load_backbone(backbone_path, device)
+    for key in ("arch", "dataset", "num_classes", "input_size"):
+        if meta.get(key) != bmeta.get(key):
+            raise CheckpointError(f"{attn_path}: attention was trained for {key}={meta.get(key)!r} but backbone "
+                                  f"{backbone_path} has {key}={bmeta.get(key)!r}")
+    if _plain(meta.get("taps")) != _plain(bmeta.get("taps")):
+        raise CheckpointError(f"{attn_path}: attention taps {meta.get('taps')!r} differ from backbone "
+                              f"{backbone_path} taps {bmeta.get('taps')!r}")
+    sha = sha256_file(backbone_path)
+    if meta.get("backbone_sha256") != sha:
+        raise CheckpointError(f"{attn_path}: attention was trained on a backbone checkpoint with sha256 "
+                              f"{meta.get('backbone_sha256')}, but {backbone_path} has sha256 {sha}; "
+                              "retrain the attention on this backbone")
+    try:
+        taps = [Tap(t["name"], t["kind"], tuple(t["shape"])) for t in meta["taps"]]
+        attention = GlobalAttention(taps, meta["attn_dim"], meta["dropout"], meta["kq_norm"], meta["score_norm"])
+        attention.load_state_dict(state, strict=True)
+        model = GAttANet(backbone, attention.to(device), meta["lesion"], meta["iterations"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{attn_path}: cannot rebuild the attention from it ({type(e).__name__}: {e})") from e
+    return model, meta
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _plain(x):
+    """Tuples as lists, recursively, so metadata compares equal however it was spelt."""
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x

@@ -1,0 +1,25 @@
+"""Parameter counts and taps of a (backbone, dataset, attention dim) configuration, without loading weights."""
+
+import torch
+
+from gattanet.attention import GlobalAttention
+from gattanet.backbones import ARCHS, build_backbone
+from gattanet.specs import get_spec
+
+
+def describe(arch: str, dataset: str, attn_dim: int, kq_norm: bool = False, score_norm: bool = False) -> dict:
+    """Backbone and attention parameter counts and the taps' shapes, built on the meta device (no weights)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
+    spec = get_spec(dataset)
+    if not isinstance(attn_dim, int) or attn_dim < 1:
+        raise ValueError(f"attention dim must be an integer >= 1, got {attn_dim!r}")
+    with torch.device("meta"):
+        backbone = build_backbone(arch, spec.num_classes, spec.channels, input_size=spec.size)
+        taps = backbone.taps()
+        attention = GlobalAttention(taps, attn_dim, kq_norm=kq_norm, score_norm=score_norm)
+    return {"backbone": arch, "dataset": dataset, "attn_dim": attn_dim,
+            "input_shape": [spec.channels, spec.size, spec.size], "num_classes": spec.num_classes,
+            "backbone_params": sum(p.numel() for p in backbone.parameters()),
+            "attention_params": attention.count_parameters(),
+            "taps": [t.as_dict() for t in taps]}

@@ -1,0 +1,140 @@
+"""Loaders with one protocol: `num_samples`, `len()` (batches per epoch) and `epoch(e)` ->
+(x, y) batches on the device, x normalised. Shuffling, augmentation and noise depend only on
+the seeds and the epoch number, so an epoch is the same whether or not a run was resumed."""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gattanet.augment import Augment
+from gattanet.datasets import TensorData
+from gattanet.noise import add_noise, derive_seed, indexed_noise
+
+
+class Loader(Protocol):
+    num_samples: int
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, e: int) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+class _Finish:
+    """The device-side tail shared by the loaders: noise on [0,1] images, clip, normalise."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], sigma: float, noise_seed: int,
+                 clip: bool, device: torch.device, channels_last: bool) -> None:
+        if not sigma >= 0:
+            raise ValueError(f"noise sigma must be >= 0, got {sigma}")
+        shape = (1, len(mean), 1, 1)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
+        self.inv_std = 1 / torch.tensor(std, dtype=torch.float32, device=device).view(shape)
+        self.sigma, self.noise_seed, self.clip = float(sigma), int(noise_seed), clip
+        self.device, self.channels_last = device, channels_last
+
+    def __call__(self, x01: Tensor, indices: Tensor) -> Tensor:
+        if self.sigma > 0:
+            noise = indexed_noise(indices, tuple(x01.shape[1:]), self.noise_seed, self.device)
+            x01 = add_noise(x01, self.sigma, noise, clip=self.clip)
+        x = (x01 - self.mean).mul_(self.inv_std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not (isinstance(batch_size, int) and batch_size > 0):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+class TensorLoader:
+    """Batches of a `TensorData` held whole on the device as uint8. Per batch: /255 ->
+    augmentation -> noise sigma (per image index, see `indexed_noise`) -> clip -> normalise."""
+
+    def __init__(self, data: TensorData, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 augment: Augment | None = None, sigma: float = 0.0, noise_seed: int = 0,
+                 clip: bool = True, device: torch.device | str = "cpu",
+                 channels_last: bool = False) -> None:
+        _check_batch_size(batch_size)
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        self.num_samples = len(data)
+        self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
+        self.finish = _Finish(data.mean, data.std, sigma, noise_seed, clip, self.device, channels_last)
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def epoch(self, e: int) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, e))
+        order = torch.randperm(self.num_samples, generator=gen) if self.shuffle \
+            else torch.arange(self.num_samples)
+        for start in range(0, self.num_samples, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            dev_idx = idx.to(self.device, non_blocking=True)
+            x = self.images[dev_idx].float().div_(255)
+            if self.augment is not None:
+                x = self.augment(x, gen)
+            yield self.finish(x, idx), self.labels[dev_idx]
+
+
+class _Indexed(Dataset):
+    """Wraps a dataset so each item also carries its index (for per-image noise)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, y, i
+
+
+class _EpochSampler(Sampler[int]):
+    """Indices in order, or permuted by a generator seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int) -> None:
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+
+class FolderLoader:
+    """Batches of an image-folder dataset yielding [0,1] tensors (its transform without
+    normalisation), decoded by DataLoader workers; noise and normalisation run on the device."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, *, mean: Sequence[float],
+                 std: Sequence[float], shuffle: bool = False, seed: int = 0, sigma: float = 0.0,
+                 noise_seed: int = 0, clip: bool = True, device: torch.device | str = "cpu",
+                 workers: int = 4, channels_last: bool = False) -> None:
+        _check_batch_size(batch_size)
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.device = torch.device(device)
+        self.num_samples, self.batch_size = len(dataset), batch_size
+        self.sampler = _EpochSampler(len(dataset), shuffle, seed)
+        self.finish = _Finish(mean, std, sigma, noise_seed, clip, self.device, channels_last)
+        self.loader = DataLoader(_Indexed(dataset), batch_size=batch_size, sampler=self.sampler,
+                                 num_workers=workers, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=workers > 0)
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def epoch(self, e: int) -> Iterator[tuple[Tensor, Tensor]]:
+        self.sampler.epoch = e  # read when the DataLoader iterator starts, in this process
+        for x, y, idx in self.loader:
+            x = x.to(self.device, non_blocking=True)
+            yield self.finish(x, idx), y.to(self.device, non_blocking=True)

@@ -1,0 +1,1 @@
+"""The DVC pipeline around the gattanet library: params validation, stage entry points, report."""

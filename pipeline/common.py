@@ -1,0 +1,129 @@
+"""What the stages share: device choice, output paths, data access and model loading for a run."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+DATA = Path("data")
+BACKBONES = Path("models/backbones")
+ATTENTION = Path("models/attention")
+RESULTS = Path("results")
+REPORTS = Path("reports")
+RESUME = Path(".gattanet/resume")  # not a DVC output, so `dvc repro` keeps it across a kill
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` → CUDA when present, else CPU; an explicit CUDA device must exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available; use auto or cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(False)
+
+
+@contextmanager
+def stopwatch():
+    """Yield a dict whose 'seconds' is filled in when the block ends."""
+    t = {"seconds": 0.0}
+    start = time.perf_counter()
+    yield t
+    t["seconds"] = round(time.perf_counter() - start, 3)
+
+
+def data_path(dataset: str) -> Path:
+    return DATA / f"{dataset}.pt"
+
+
+def load_splits(params, dataset: str) -> dict:
+    """train/val/test TensorData of a materialised dataset (the validation split carved from train)."""
+    from gattanet.datasets import load_tensors, split_train_val
+
+    path = data_path(dataset)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro data@{dataset}` "
+                                f"(or `gattanet-cli stage data {dataset}`) first")
+    splits = load_tensors(path)
+    train, val = split_train_val(splits["train"], params.data[dataset].val_fraction, params.seed)
+    return {"train": train, "val": val, "test": splits["test"]}
+
+
+def subset(data, n: int, seed: int):
+    """The first n of a seeded permutation (n = 0: everything)."""
+    if n <= 0 or n >= len(data):
+        return data
+    g = torch.Generator().manual_seed(seed)
+    return data.subset(torch.randperm(len(data), generator=g)[:n])
+
+
+def load_run_model(params, key: str, device):
+    """The trained GAttANet of attention run `key` (checked against its backbone) and its metadata."""
+    from gattanet.checkpoint import load_gattanet
+
+    run = params.attention[key]
+    model, meta = load_gattanet(ATTENTION / f"{key}.pt", BACKBONES / f"{run.backbone}.pt", device=str(device))
+    if meta.get("dataset") != run.dataset:
+        raise ValueError(f"{ATTENTION / f'{key}.pt'} was trained on {meta.get('dataset')!r}, "
+                         f"but attention.{key}.dataset is {run.dataset!r}: rerun `dvc repro train-attn@{key}`")
+    model.to(device).eval()
+    return model, meta
+
+
+def entry(section: dict, key: str, name: str):
+    """params.<name>[key], or a ValueError listing the entries there are."""
+    if key not in section:
+        raise ValueError(f"{name}: no entry {key!r} in params; entries: {', '.join(section) or '(none)'}")
+    return section[key]
+
+
+def augment_of(cfg):
+    """The engine's augmentation for an Augment params block (None when everything is off)."""
+    from gattanet.augment import Augment
+
+    if cfg.rotation == 0 and cfg.shift == 0 and not cfg.hflip:
+        return None
+    return Augment(rotation=cfg.rotation, shift=cfg.shift, hflip=cfg.hflip)
+
+
+def history_rows(history: list[dict]) -> list[dict]:
+    return [{c: h[c] for c in HISTORY_COLUMNS} for h in history]
+
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+
+
+class DataSource:
+    """Loaders over one dataset's train/val/test splits, on the device, as the engine wants them."""
+
+    def __init__(self, params, dataset: str, device):
+        from gattanet.specs import get_spec
+
+        self.params, self.dataset, self.device = params, dataset, device
+        self.spec = get_spec(dataset)
+        self.splits = load_splits(params, dataset)
+        self.classes = tuple(self.splits["test"].classes)
+        self.num_classes = len(self.classes) or self.spec.num_classes
+        self.topk = (1, 5) if self.num_classes >= 100 else (1,)
+
+    def train_loader(self, batch_size: int, augment, train_subset: int = 0):
+        from gattanet.loader import TensorLoader
+
+        data = subset(self.splits["train"], train_subset, self.params.seed)
+        return TensorLoader(data, batch_size, shuffle=True, seed=self.params.seed, augment=augment,
+                            device=self.device)
+
+    def loader(self, split: str, batch_size: int, *, sigma: float = 0.0, noise_seed: int = 0,
+               clip: bool = True, limit: int = 0):
+        from gattanet.loader import TensorLoader
+
+        data = subset(self.splits[split], limit, self.params.seed)
+        return TensorLoader(data, batch_size, sigma=sigma, noise_seed=noise_seed, clip=clip,
+                            device=self.device)

@@ -1,0 +1,167 @@
+"""Render the HTML report (reports/index.html + reports/figures/) from the stage outputs.
+
+The builder only reads outputs (load.py), judges the paper's claims (claims.py), lays out
+tables (tables.py), draws figures (figures.py) and renders one Jinja2 template with
+autoescape on. To add a section: a loader in load.py, one entry in `build_context`, one
+`{% block %}` in templates/index.html.j2.
+"""
+
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import jinja2
+import yaml
+from markupsafe import Markup
+
+from gattanet.io import write_text
+
+from . import figures as figs
+from .claims import NOT_RUN, Claim, evaluate_claims, pct, pts
+from .load import Outputs, load_outputs, load_paper, stage_command
+from .tables import dataset_label, deviations, dims_table, lesion_tables, stage_times, table1
+
+TEMPLATES = Path(__file__).with_name("templates")
+VERSIONED = ("torch", "torchvision", "numpy", "dvc", "matplotlib", "umap-learn")
+
+
+def collect_provenance(root: Path, params: dict) -> dict:
+    """Commit, date, devices, library versions, each stage's wall time, and the params as YAML."""
+    stages = stage_times(load_outputs(params, Path(root)))
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {"commit": _git_commit(Path(root)), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "devices": sorted({s["device"] for s in stages if s["device"]}), "versions": versions,
+            "stages": stages, "params_yaml": yaml.safe_dump(params, sort_keys=False, allow_unicode=True)}
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (git not available)"
+    return res.stdout.strip() if res.returncode == 0 else "unknown (not a git checkout, or no commit yet)"
+
+
+def build_report(params: dict, root: Path, out_dir: Path, provenance: dict | None = None) -> Path:
+    """Write out_dir/index.html and out_dir/figures/*.png|svg; return the index path.
+
+    The page is rendered to a string first and written atomically, so a crash never leaves
+    a half index.html."""
+    root, out_dir = Path(root), Path(out_dir)
+    out = load_outputs(params, root)
+    if provenance is None:
+        provenance = collect_provenance(root, params)
+    html = render(build_context(params, out, out_dir, provenance))
+    index = out_dir / "index.html"
+    write_text(index, html)
+    return index
+
+
+def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -> dict:
+    """Everything the template shows; draws the figures into out_dir/figures on the way."""
+    paper = load_paper()
+    claims = evaluate_claims(out, paper, params)
+    stages = stage_times(out)
+    report = params.get("report") or {}
+    return {
+        "title": report.get("title", "GAttANet reproduction"),
+        "profile": params.get("profile", "unknown"),
+        "source": paper["source"],
+        "claims": claims,
+        "table1": table1(out, paper),
+        "figures": draw_figures(params, out, paper, claims, out_dir),
+        "dims": dims_table(out),
+        "dims_missing": None if out.dims is not None else "dvc repro dims",
+        "lesions": lesion_tables(out),
+        "deviations": deviations(paper, params),
+        "compute": {"seconds": sum(s["seconds"] for s in stages),
+                    "devices": sorted({s["device"] for s in stages if s["device"]})},
+        "provenance": provenance,
+    }
+
+
+def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], out_dir: Path) -> list[dict]:
+    """Figures 2a, 2b, 3, 4a, 4b, 4c: each drawn from its run's output, or 'not run' with the command."""
+    runs = (params.get("report") or {}).get("figures") or {}
+    by_id = {c.id: c for c in claims}
+    items = []
+
+    def add(fig_id: str, title: str, run: str | None, claim_id: str, draw, missing) -> None:
+        item = {"id": fig_id, "title": title, "run": run, "paper": paper["figures"][fig_id],
+                "links": None, "measured": "", "not_run": None}
+        if run is None:
+            key = "fig2" if fig_id in ("fig2a", "fig2b", "fig3") else fig_id
+            item["not_run"] = f"set `report.figures.{key}` in params.yaml to an attention run"
+        elif run not in out.train_attn:
+            item["not_run"] = f"`{run}` is not an attention run in params.yaml (`attention:`)"
+        else:
+            fig = draw(run)
+            if fig is None:
+                item["not_run"] = missing(run)
+            else:
+                item["links"] = figs.save(fig, out_dir, fig_id)
+                item["measured"] = _measured(by_id[claim_id], run)
+        items.append(item)
+
+    def noise_title(run: str) -> str:
+        s = out.noise[run]
+        return f"{run}: {dataset_label(s['dataset'])}, d = {s['attn_dim']}, noise clipped to [0, 1]: {s['clip']}"
+
+    def noise_fig(run: str):
+        return figs.noise_curve(out.noise[run], noise_title(run)) if run in out.noise else None
+
+    def noise_missing(run: str) -> str:
+        return stage_command(params, "attention", "noise", run)
+
+    def embed_fig(run: str):
+        emb = out.embedding.get(run)
+        if emb is None:
+            return None
+        title = f"{run}: UMAP of the {emb['stats']['attn_dim']}-D global query ({emb['stats']['n_points']} images)"
+        return figs.embedding_scatter(emb["points"], emb["stats"]["classes"], title)
+
+    def maps_fig(run: str):
+        return figs.agreement_maps(out.maps[run]["maps"]) if run in out.maps else None
+
+    def lesion_fig(run: str):
+        return figs.lesion_bars(out.lesions[run]) if run in out.lesions else None
+
+    add("fig2a", "Figure 2a — accuracy under additive Gaussian noise", runs.get("fig2"), "noise",
+        noise_fig, noise_missing)
+    add("fig2b", "Figure 2b — 2-D embedding of the global query", runs.get("fig2"), "query_space",
+        embed_fig, lambda run: stage_command(params, "embedding", "embed", run))
+    add("fig3", "Figure 3 — global attention agreement maps", runs.get("fig2"), "true_class",
+        maps_fig, lambda run: stage_command(params, "maps", "maps", run))
+    add("fig4a", "Figure 4a — accuracy under noise (the paper's d = 16 panel)", runs.get("fig4a"), "noise",
+        noise_fig, noise_missing)
+    add("fig4b", "Figure 4b — accuracy under noise (the paper's d = 64 panel)", runs.get("fig4b"), "noise",
+        noise_fig, noise_missing)
+    add("fig4c", "Figure 4c — lesions", runs.get("fig4c"), "lesions",
+        lesion_fig, lambda run: stage_command(params, "lesions", "lesions", run))
+    return items
+
+
+def _measured(claim: Claim, run: str) -> str:
+    """The claim's numbers for this run, as one sentence."""
+    for e in claim.evidence:
+        if e.run == run:
+            nums = "; ".join(f"{k}: {v}" for k, v in e.numbers.items())
+            note = f" ({e.note})" if e.note else ""
+            return f"{nums}. Verdict on “{claim.title}”: {e.verdict}{note}."
+    return f"Verdict on “{claim.title}”: {NOT_RUN} for this run."
+
+
+def render(context: dict) -> str:
+    """The page as a string; autoescape on, so text from params or data shows as text."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters |= {"pct": pct, "pts": pts, "css_class": lambda v: v.replace(" ", "-")}
+    css = Markup((TEMPLATES / "report.css").read_text())  # our own file, inlined as is
+    return env.get_template("index.html.j2").render(css=css, **context)

@@ -1,0 +1,149 @@
+"""The paper's Figures 2-4 redrawn from this run's outputs (matplotlib, PNG + SVG).
+
+Uses matplotlib's object API (`Figure`, no pyplot), so nothing needs a display and no global
+figure registry leaks between calls.
+"""
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+from gattanet.io import atomic_path
+
+BASELINE_COLOR, GATTANET_COLOR = "#555555", "#c0392b"
+KIND_COLORS = {"none": "#888888", "full": "#c0392b", "ablate": "#2e6f9e", "alone": "#e39b2f"}
+MAX_MAP_SAMPLES = 10
+
+
+def save(fig: Figure, out_dir: Path, name: str) -> dict[str, str]:
+    """Write `name`.png and `name`.svg atomically under out_dir/figures; links relative to out_dir."""
+    links = {}
+    # fixed SVG ids and no date stamp: the same data gives byte-identical files (DVC-friendly)
+    with matplotlib.rc_context({"svg.hashsalt": "gattanet"}):
+        for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
+            path = Path(out_dir) / "figures" / f"{name}.{fmt}"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight", metadata=meta)
+            links[fmt] = f"figures/{name}.{fmt}"
+    return links
+
+
+def noise_curve(sweep: dict, title: str) -> Figure:
+    """Accuracy vs noise σ (log axis; σ = 0 drawn left of the smallest σ) and the gain with its CI."""
+    sig = np.asarray(sweep["sigmas"], dtype=float)
+    order = np.argsort(sig)
+    sig = sig[order]
+    positive = sig[sig > 0]
+    zero_x = positive.min() / 2 if positive.size else 1e-3
+    x = np.where(sig > 0, sig, zero_x)
+    series = {k: 100 * np.asarray(v, dtype=float)[order] for k, v in (
+        ("baseline", sweep["baseline"]["mean"]), ("gattanet", sweep["gattanet"]["mean"]),
+        ("diff", sweep["diff"]["mean"]), ("lo", sweep["diff"]["ci_low"]), ("hi", sweep["diff"]["ci_high"]))}
+
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    top.plot(x, series["baseline"], "o-", color=BASELINE_COLOR, label="baseline (backbone)")
+    top.plot(x, series["gattanet"], "o-", color=GATTANET_COLOR, label="GAttANet")
+    top.set_ylabel("test accuracy (%)")
+    top.legend(frameon=False)
+    top.set_title(title, fontsize=10)
+    bottom.axhline(0, color="black", lw=0.8)
+    bottom.fill_between(x, series["lo"], series["hi"], color=GATTANET_COLOR, alpha=0.2, lw=0, label="CI")
+    bottom.plot(x, series["diff"], "o-", color=GATTANET_COLOR, label="GAttANet − baseline")
+    bottom.set_ylabel("gain (points)")
+    bottom.set_xlabel("noise σ (log axis; leftmost point: clean)")
+    bottom.legend(frameon=False, fontsize=8)
+    bottom.set_xscale("log")
+    bottom.set_xticks(x, ["0" if s == 0 else f"{s:g}" for s in sig], rotation=45, fontsize=8)
+    bottom.minorticks_off()
+    return fig
+
+
+def embedding_scatter(points: dict[str, list], classes: list[str], title: str) -> Figure:
+    """2-D embedding of the global query, one colour per class (Fig. 2b)."""
+    labels = np.asarray(points["label"])
+    n = max(len(classes), int(labels.max()) + 1 if labels.size else 1)
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"]
+    colors = cmap(np.linspace(0, 1, n)) if n > 20 else cmap(np.arange(n))
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(points["x"], points["y"], c=labels, cmap=ListedColormap(colors), vmin=-0.5, vmax=n - 0.5,
+               s=4, lw=0, rasterized=True)
+    if n <= 20:
+        for i in range(n):
+            ax.scatter([], [], color=colors[i], s=20, label=classes[i] if i < len(classes) else str(i))
+        ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), markerscale=1.2)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def agreement_maps(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Figure:
+    """Fig. 3: per image, the image, each conv tap's agreement map (RdBu_r centred on 0: red up,
+    blue down) and each dense tap's scores as bars; on the last tap the true class bar is red."""
+    taps, samples, classes = maps["taps"], maps["samples"][:max_samples], maps["classes"]
+    fig = Figure(figsize=(1.75 * (len(taps) + 1), 1.55 * len(samples) + 0.4), layout="constrained")
+    grid = fig.subplots(len(samples), len(taps) + 1, squeeze=False)
+    for r, sample in enumerate(samples):
+        ax = grid[r][0]
+        image = _as_image(sample["image"])
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(f"{_name(classes, sample['label'])}\nbase: {_name(classes, sample['pred_baseline'])}, "
+                     f"att: {_name(classes, sample['pred_gattanet'])}", fontsize=6)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for c, (tap, score) in enumerate(zip(taps, sample["scores"]), start=1):
+            ax = grid[r][c]
+            score = np.asarray(score, dtype=float)
+            if tap["kind"] == "conv":
+                m = float(np.abs(score).max()) or 1.0
+                ax.imshow(score, cmap="RdBu_r", vmin=-m, vmax=m)
+                ax.set_yticks([])
+            else:
+                colors = np.full(score.shape[0], "#888888", dtype=object)
+                if c == len(taps):
+                    colors[sample["label"]] = "#d62728"
+                ax.bar(np.arange(score.shape[0]), score, width=1.0, color=list(colors), lw=0)
+                ax.axhline(0, color="black", lw=0.5)
+                ax.tick_params(labelsize=5)
+            ax.set_xticks([])
+            if r == 0:
+                ax.set_title(f"{tap['name']} ({tap['kind']})", fontsize=7)
+    return fig
+
+
+def _as_image(image: list) -> np.ndarray:
+    """H×W or C×H×W uint8 nested lists -> an array imshow takes (H×W or H×W×3)."""
+    a = np.asarray(image, dtype=np.uint8)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+    return a
+
+
+def _name(classes: list[str], i: int) -> str:
+    return classes[i] if 0 <= i < len(classes) else str(i)
+
+
+def lesion_bars(lesion: dict) -> Figure:
+    """Fig. 4c: accuracy per lesion pattern; baseline and full model marked by lines and colours."""
+    patterns = lesion["patterns"]
+    acc = np.array([100 * p["accuracy"] for p in patterns])
+    fig = Figure(figsize=(max(5.0, 0.55 * len(patterns) + 1.5), 4.0), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(np.arange(len(patterns)), acc, color=[KIND_COLORS.get(p["kind"], "#444444") for p in patterns])
+    ax.axhline(100 * lesion["baseline_acc"], color=KIND_COLORS["none"], ls="--", lw=1, label="baseline '.....'")
+    ax.axhline(100 * lesion["full_acc"], color=KIND_COLORS["full"], ls="--", lw=1, label="full model")
+    for kind, color in KIND_COLORS.items():
+        ax.bar([0], [0], color=color, label={"none": "no modulation", "full": "all layers", "ablate":
+                                            "one layer ablated", "alone": "one layer alone"}[kind])
+    ax.set_xticks(np.arange(len(patterns)), [p["pattern"] for p in patterns], family="monospace", rotation=60)
+    spread = max(acc.max() - acc.min(), 1.0)
+    ax.set_ylim(max(0.0, acc.min() - 0.6 * spread), min(100.0, acc.max() + 0.4 * spread))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"lesions of {lesion['run']} (mode: {lesion['mode']})", fontsize=10)
+    ax.legend(frameon=False, fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    return fig

@@ -1,0 +1,16 @@
+"""data@NAME: materialise a small dataset once as uint8 tensors with a content hash (data/NAME.pt)."""
+
+from gattanet.datasets import load_raw, save_tensors
+from pipeline.common import data_path, entry
+
+
+def run(params, key: str) -> None:
+    cfg = entry(params.data, key, "data")
+    if key == "imagenet":
+        from pipeline.imagenet import write_manifest
+
+        write_manifest(cfg.root, data_path(key).with_suffix(".json"))
+        return
+    splits = load_raw(key, cfg.root)
+    save_tensors(data_path(key), splits, key)
+    print(f"{key}: {len(splits['train'])} train, {len(splits['test'])} test images -> {data_path(key)}")

@@ -1,0 +1,124 @@
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from gattanet.agreement import agreement_maps, sample_indices, true_class_rank_stats
+from gattanet.attention import GlobalAttention
+from gattanet.backbones import build_backbone
+from gattanet.datasets import TensorData
+from gattanet.loader import TensorLoader
+from gattanet.model import GAttANet
+
+CLASSES = tuple(str(c) for c in range(10))
+
+
+def toy_model(dim: int = 4) -> GAttANet:
+    torch.manual_seed(0)
+    backbone = build_backbone("toy", 10, 1)
+    model = GAttANet(backbone, GlobalAttention(backbone.taps(), dim))
+    with torch.no_grad():
+        model.attention.alpha.fill_(0.5)  # modulate, so GAttANet and baseline can differ
+    return model
+
+
+def random_data(n: int) -> TensorData:
+    g = torch.Generator().manual_seed(1)
+    return TensorData(images=torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g),
+                      labels=torch.randint(0, 10, (n,), generator=g), mean=(0.5,), std=(0.25,),
+                      classes=CLASSES)
+
+
+class Batches:
+    """A loader stand-in: fixed (x, y) batches as epoch 0."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def epoch(self, e: int):
+        return iter(self.batches)
+
+
+def test_sample_indices_one_per_class_and_seeded():
+    labels = np.repeat(np.arange(5), 20)
+    np.random.default_rng(0).shuffle(labels)
+    idx = sample_indices(labels, seed=3)
+    assert [labels[i] for i in idx] == [0, 1, 2, 3, 4]
+    assert sample_indices(labels, seed=3) == idx
+    assert sample_indices(labels, seed=4) != idx
+    two = sample_indices(torch.as_tensor(labels), per_class=2, seed=0)
+    assert len(set(two)) == 10 and sorted(labels[two].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    with pytest.raises(ValueError, match="fewer"):
+        sample_indices([0, 0, 1], per_class=2)
+    with pytest.raises(ValueError):
+        sample_indices(labels, per_class=0)
+
+
+def test_agreement_maps_shapes_and_predictions():
+    model = toy_model()
+    model.train()
+    data = random_data(3)
+    x = next(TensorLoader(data, batch_size=3).epoch(0))[0]
+    maps = agreement_maps(model, x, data.labels, CLASSES)
+    assert not model.training
+    with torch.no_grad():
+        logits, state = model(x, return_state=True)
+        base = model.baseline(x)
+    assert len(maps) == 3
+    for b, m in enumerate(maps):
+        assert m["label"] == int(data.labels[b])
+        assert m["pred_gattanet"] == int(logits[b].argmax())
+        assert m["pred_baseline"] == int(base[b].argmax())
+        assert len(m["scores"]) == len(model.taps)
+        for tap, s, full in zip(model.taps, m["scores"], state.scores):
+            want = tap.shape[1:] if tap.kind == "conv" else tap.shape
+            assert np.array(s).shape == tuple(want)
+            np.testing.assert_allclose(s, full[b].numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="labels"):
+        agreement_maps(model, x, [0, 1, 10], CLASSES)
+    with pytest.raises(ValueError, match="classes"):
+        agreement_maps(model, x, [0, 1, 2], CLASSES[:5])
+
+
+def test_true_class_rank_stats_equals_direct_computation():
+    model = toy_model()
+    data = random_data(12)
+    loader = TensorLoader(data, batch_size=5)
+    stats = true_class_rank_stats(model, loader)
+    model.eval()
+    with torch.no_grad():
+        scores = torch.cat([model(x, return_state=True)[1].scores[-1] for x, _ in loader.epoch(0)])
+    top1 = (scores.argmax(1) == data.labels).float().mean().item()
+    top3 = np.mean([int(y) in torch.topk(s, 3).indices.tolist() for s, y in zip(scores, data.labels)])
+    assert stats["n"] == 12
+    assert stats["top1_rate"] == pytest.approx(top1) and stats["top3_rate"] == pytest.approx(top3)
+    assert stats["chance_top1"] == pytest.approx(0.1) and stats["chance_top3"] == pytest.approx(0.3)
+
+
+class ScoresModel:
+    """A model stand-in: image i (an index) has the given last-tap agreement scores."""
+
+    def __init__(self, last_scores: torch.Tensor):
+        self.last_scores = last_scores
+
+    def eval(self):
+        return self
+
+    def __call__(self, x, return_state=False):
+        return None, SimpleNamespace(scores=[self.last_scores[x]])
+
+
+def test_true_class_rank_stats_on_constructed_scores():
+    # 4 images, 5 classes; the true class (0) ranks 1st, 1st, 2nd and 5th
+    scores = torch.tensor([[9., 1, 2, 3, 4], [5., 1, 0, 0, 0], [3., 4, 1, 0, 0], [0., 1, 2, 3, 4]])
+    loader = Batches([(torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long)),
+                      (torch.tensor([2, 3]), torch.zeros(2, dtype=torch.long))])
+    stats = true_class_rank_stats(ScoresModel(scores), loader)
+    assert stats == {"n": 4, "top1_rate": 0.5, "top3_rate": 0.75, "chance_top1": 0.2, "chance_top3": 0.6}
+    two_classes = true_class_rank_stats(ScoresModel(scores[:, :2]), loader)
+    assert two_classes["chance_top3"] == 1.0 and two_classes["top3_rate"] == 1.0
+    with pytest.raises(ValueError, match="no images"):
+        true_class_rank_stats(ScoresModel(scores), Batches([]))
+    with pytest.raises(ValueError, match="logits"):
+        true_class_rank_stats(ScoresModel(torch.zeros(4, 3, 3)), loader)

@@ -1,0 +1,238 @@
+"""Attention (Eqs. 1-4), lesions, and the two-pass GAttANet (Eq. 5) with its frozen backbone."""
+
+import pytest
+import torch
+
+from gattanet.attention import GlobalAttention
+from gattanet.backbones import build_backbone
+from gattanet.lesion import ablation_patterns, full_pattern, parse_lesion
+from gattanet.model import GAttANet
+from gattanet.taps import Tap
+from gattanet.toy import ToyCNN
+
+TINY = [Tap("conv", "conv", (2, 2, 2)), Tap("dense", "dense", (3,))]
+
+
+def toy_model(dim=4, dropout=0.0, seed=0, **kw):
+    torch.manual_seed(seed)
+    backbone = ToyCNN(3, 10)
+    return GAttANet(backbone, GlobalAttention(backbone.taps(), dim, dropout=dropout), **kw)
+
+
+def images(n=2, seed=1):
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+# --- attention -------------------------------------------------------------------------------
+
+def test_attention_parameter_count_matches_the_paper():
+    taps = ToyCNN(3, 10).taps()
+    assert GlobalAttention(taps, 16).count_parameters() == 15_781
+    # kq_norm adds a BatchNorm (weight + bias, d each) on keys and on queries of all 5 taps
+    assert GlobalAttention(taps, 16, kq_norm=True).count_parameters() == 15_781 + 5 * 2 * 2 * 16
+    assert GlobalAttention(taps, 16, score_norm=True).count_parameters() == 15_781
+    assert GlobalAttention(taps, 1).count_parameters() > 0
+    with pytest.raises(ValueError, match=">= 1"):
+        GlobalAttention(taps, 0)
+
+
+def test_alpha_starts_at_zero():
+    att = GlobalAttention(TINY, 2)
+    assert torch.equal(att.alpha.data, torch.zeros(2)) and att.alpha.requires_grad
+
+
+def set_tiny_weights(att):
+    """Queries: identity 1x1 conv (no bias) and W_q rows e1, e2, e1+e2; keys: identity conv with bias (1, 0)."""
+    conv, dense = att.layers
+    with torch.no_grad():
+        conv.query.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        conv.query.bias.zero_()
+        conv.key.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        conv.key.bias.copy_(torch.tensor([1.0, 0.0]))
+        dense.query.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        dense.key.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 1.0], [-1.0, 0.0]]))
+
+
+def test_global_query_and_scores_by_hand():
+    att = GlobalAttention(TINY, 2).eval()
+    set_tiny_weights(att)
+    conv_x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 4.0]]]])  # (1, C=2, 2, 2)
+    dense_x = torch.tensor([[2.0, 4.0, 6.0]])
+    s = att([conv_x, dense_x])
+    # Eq. 3: conv layer mean query = channel means (2.5, 1); dense: q_i = x_i W_q[i] = (2,0), (0,4), (6,6),
+    # mean (8/3, 10/3); global query = mean of the two layer means
+    assert torch.allclose(s.query, torch.tensor([[(5 / 2 + 8 / 3) / 2, (1 + 10 / 3) / 2]]))
+    q1, q2 = 31 / 12, 13 / 6
+    # Eq. 4: conv key at (y, x) = X[:, y, x] + (1, 0)
+    expected_conv = torch.tensor([[[q1 * 2 + q2 * 0, q1 * 3 + q2 * 0], [q1 * 4 + q2 * 0, q1 * 5 + q2 * 4]]])
+    assert torch.allclose(s.scores[0], expected_conv)
+    # dense keys k_i = x_i W_k[i] = (2, 4), (0, 4), (-6, 0)
+    expected_dense = torch.tensor([[q1 * 2 + q2 * 4, q2 * 4, -6 * q1]])
+    assert torch.allclose(s.scores[1], expected_dense)
+
+
+def test_state_shapes_and_scores_are_dot_products():
+    torch.manual_seed(0)
+    att = GlobalAttention(TINY, 5).eval()
+    s = att([torch.randn(3, 2, 2, 2), torch.randn(3, 3)])
+    assert [tuple(k.shape) for k in s.keys] == [(3, 5, 2, 2), (3, 3, 5)]
+    assert [tuple(q.shape) for q in s.queries] == [(3, 5, 2, 2), (3, 3, 5)]
+    assert s.query.shape == (3, 5) and [tuple(a.shape) for a in s.scores] == [(3, 2, 2), (3, 3)]
+    for b in range(3):
+        for y in range(2):
+            for x in range(2):
+                assert torch.isclose(s.scores[0][b, y, x], sum(s.query[b, j] * s.keys[0][b, j, y, x] for j in range(5)))
+        for i in range(3):
+            assert torch.isclose(s.scores[1][b, i], sum(s.query[b, j] * s.keys[1][b, i, j] for j in range(5)))
+
+
+def test_norm_options():
+    torch.manual_seed(0)
+    acts = [torch.randn(4, 2, 2, 2), torch.randn(4, 3)]
+    att = GlobalAttention(TINY, 3, score_norm=True).eval()
+    normed = att(acts).scores
+    att.score_norm = False
+    # each layer's map is standardised over its own positions (H×W) or units (N), per image
+    for a, raw in zip(normed, att(acts).scores):
+        flat = raw.flatten(1)
+        mean, var = flat.mean(1, keepdim=True), flat.var(1, unbiased=False, keepdim=True)
+        assert torch.allclose(a.flatten(1), (flat - mean) / torch.sqrt(var + 1e-5), atol=1e-5)
+    att = GlobalAttention(TINY, 3, kq_norm=True, dropout=0.0).train()
+    s = att(acts)
+    # in training, BatchNorm gives keys zero mean per feature over batch × positions (units)
+    assert torch.allclose(s.keys[0].mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(s.keys[1].mean(dim=(0, 1)), torch.zeros(3), atol=1e-5)
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    att = GlobalAttention(TINY, 8, dropout=0.5)
+    acts = [torch.randn(2, 2, 2, 2), torch.randn(2, 3)]
+    att.eval()
+    assert torch.equal(att(acts).query, att(acts).query)
+    att.train()
+    assert not torch.equal(att(acts).keys[0], att(acts).keys[0])
+
+
+# --- lesions ---------------------------------------------------------------------------------
+
+def test_lesion_patterns():
+    taps = ToyCNN(3, 10).taps()
+    assert full_pattern(taps) == "cccdd"
+    assert parse_lesion(None, taps) == [True] * 5
+    assert parse_lesion("c.cd.", taps) == [True, False, True, True, False]
+    with pytest.raises(ValueError, match=r"lesion 'ccxdd': position 2 \(conv3, a conv tap\) must be 'c' or '.'"):
+        parse_lesion("ccxdd", taps)
+    with pytest.raises(ValueError, match=r"position 3 \(fc1, a dense tap\) must be 'd'"):
+        parse_lesion("cccc.", taps)
+    with pytest.raises(ValueError, match="has 3 characters but there are 5 taps"):
+        parse_lesion("ccc", taps)
+    rows = ablation_patterns(taps)
+    assert rows[:2] == [{"pattern": ".....", "kind": "none", "layer": None},
+                        {"pattern": "cccdd", "kind": "full", "layer": None}]
+    assert [r["pattern"] for r in rows if r["kind"] == "ablate"] == [".ccdd", "c.cdd", "cc.dd", "ccc.d", "cccd."]
+    assert [(r["pattern"], r["layer"]) for r in rows if r["kind"] == "alone"] == [
+        ("c....", "conv1"), (".c...", "conv2"), ("..c..", "conv3"), ("...d.", "fc1"), ("....d", "logits")]
+
+
+# --- GAttANet --------------------------------------------------------------------------------
+
+def test_zero_alpha_or_empty_lesion_gives_the_baseline_exactly():
+    model = toy_model()
+    x = images()
+    base = model.baseline(x)
+    assert torch.equal(model(x), base)
+    with torch.no_grad():
+        model.attention.alpha.fill_(0.5)
+    assert torch.equal(model(x, lesion="....."), base)
+    assert not torch.allclose(model(x), base)
+
+
+def test_lesion_modulates_only_the_named_taps(monkeypatch):
+    model = toy_model()
+    with torch.no_grad():
+        model.attention.alpha.copy_(torch.tensor([0.3, -0.2, 0.1, 0.05, 0.2]))
+    x = images()
+    calls = []
+    run = model.backbone.run
+
+    def spy(x, transforms=None):
+        logits, acts = run(x, transforms)
+        calls.append((transforms, acts))
+        return logits, acts
+
+    monkeypatch.setattr(model.backbone, "run", spy)
+    logits, state = model(x, lesion="c....", return_state=True)
+    (_, plain), (transforms, modulated) = calls
+    assert transforms[0] is not None and transforms[1:] == [None] * 4
+    # tap 0 is the plain activation scaled by 1 + α₀·a₀, broadcast over channels (Eq. 5)
+    gain = 1 + 0.3 * state.scores[0].unsqueeze(1)
+    assert torch.allclose(modulated[0], plain[0] * gain)
+    # the other taps are what the backbone computes from the modulated conv1, untouched
+    monkeypatch.undo()
+    expected, acts = model.backbone.run(x, [lambda a: a * gain, None, None, None, None])
+    assert torch.equal(logits, expected) and all(torch.equal(a, b) for a, b in zip(acts, modulated))
+    assert not torch.allclose(logits, model(x))  # the full pattern differs
+
+
+def test_lesion_attribute_validates_and_per_call_override():
+    model = toy_model(lesion="cc.dd")
+    assert model.lesion == "cc.dd"
+    model.lesion = None
+    assert model.lesion == "cccdd"
+    with pytest.raises(ValueError, match="position 2"):
+        model.lesion = "ccxdd"
+    with pytest.raises(ValueError, match="5 taps"):
+        model(images(), lesion="cc")
+
+
+def test_iterations():
+    x = images()
+    one, three = toy_model(), toy_model(iterations=3)
+    assert torch.equal(three(x), one.baseline(x))  # α = 0
+    for m in (one, three):
+        with torch.no_grad():
+            m.attention.alpha.fill_(0.4)
+    assert not torch.allclose(three(x), one(x))
+    with pytest.raises(ValueError, match="iterations"):
+        toy_model(iterations=0)
+
+
+def test_attention_must_fit_the_backbone():
+    backbone = ToyCNN(3, 10)
+    with pytest.raises(ValueError, match="attention was built for taps"):
+        GAttANet(backbone, GlobalAttention(ToyCNN(3, 100).taps(), 4))
+
+
+def test_training_step_moves_only_the_attention():
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", 10, 3, input_size=32)
+    model = GAttANet(backbone, GlobalAttention(backbone.taps(), 4, kq_norm=True, score_norm=True))
+    with torch.no_grad():
+        model.attention.alpha.fill_(0.1)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model.train()
+    assert model.training and model.attention.training
+    assert not any(m.training for m in backbone.modules())
+    assert [id(p) for p in model.attention_parameters()] == [id(p) for p in model.attention.parameters()]
+    opt = torch.optim.Adam(model.attention_parameters(), lr=1e-2)
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([1, 7])
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    assert all(p.grad is not None for p in model.attention_parameters())
+    assert model.attention.alpha.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())  # weights and BN stats
+    model.eval()
+    assert not model.attention.training
+
+
+def test_backbone_dropout_stays_off_in_training():
+    model = toy_model(dropout=0.0)
+    with torch.no_grad():
+        model.attention.alpha.fill_(0.2)
+    model.train()
+    x = images()
+    assert torch.equal(model(x), model(x))
+    assert torch.equal(model.baseline(x), model.backbone.eval()(x))

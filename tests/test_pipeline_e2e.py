@@ -1,0 +1,104 @@
+"""The whole pipeline through the real `dvc repro` on the tiny profile, in a temporary copy of the repo."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, write_fashion_mnist
+
+pytestmark = pytest.mark.slow
+COPIED = ["gattanet", "pipeline", "profiles", "dvc.yaml", "pyproject.toml"]
+
+
+def sh(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               PYTHONHASHSEED="0")
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh copy of the project on the tiny profile, after one full `dvc repro`."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    repo = tmp / "repo"
+    repo.mkdir()
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, repo / name)
+    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    params["data"]["fashion-mnist"]["root"] = str(write_fashion_mnist(tmp / "fmnist", 400, 200))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    sh(["git", "init", "-q"], repo)
+    sh(["dvc", "init", "-q"], repo)
+    sh(["dvc", "config", "core.analytics", "false"], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "tiny"], repo)
+    sh(["dvc", "repro"], repo)
+    return repo
+
+
+def load(repo: Path, rel: str):
+    return json.loads((repo / rel).read_text())
+
+
+def test_every_stage_output_is_present_and_valid(repo):
+    runs = ["toy-fmnist-d4", "toy-fmnist-d16"]
+    assert (repo / "data/fashion-mnist.pt").stat().st_size > 0
+    assert load(repo, "results/pretrain/toy-fmnist/metrics.json")["params"] > 0
+    for run in runs:
+        m = load(repo, f"results/train-attn/{run}/metrics.json")
+        assert 0 <= m["baseline_acc"] <= 1 and 0 <= m["gattanet_acc"] <= 1
+        assert m["attn_dim"] == int(run.split("-d")[-1]) and len(m["alpha"]) == 5
+        s = load(repo, f"results/noise/{run}/sweep.json")
+        assert s["sigmas"] == [0.0, 0.03, 0.1] and len(s["gattanet"]["per_seed"]) == 2
+        assert (repo / f"results/noise/{run}/curve.csv").read_text().startswith("sigma,")
+        e = load(repo, f"results/embedding/{run}/stats.json")
+        assert e["n_points"] == 100 and 0 <= e["knn_acc_2d"] <= 1
+        assert len((repo / f"results/embedding/{run}/points.csv").read_text().splitlines()) == 101
+        maps = load(repo, f"results/maps/{run}/maps.json")
+        assert len(maps["samples"]) == 10 and len(maps["samples"][0]["scores"]) == 5
+        assert 0 <= load(repo, f"results/maps/{run}/stats.json")["top3_rate"] <= 1
+    lesions = load(repo, "results/lesions/toy-fmnist-d16.json")
+    assert len(lesions["patterns"]) == 12
+    train = load(repo, "results/train-attn/toy-fmnist-d16/metrics.json")
+    assert lesions["baseline_acc"] == train["baseline_acc"] and lesions["full_acc"] == train["gattanet_acc"]
+    assert [r["attn_dim"] for r in load(repo, "results/dims.json")["rows"]] == [4, 16]
+    summary = load(repo, "reports/summary.json")
+    assert {r["attn_dim"] for r in summary["rows"]} == {4, 16}
+    assert set(summary["rows"][0]) >= {"backbone", "dataset", "attn_dim", "backbone_params",
+                                       "attention_params", "baseline_acc", "gattanet_acc"}
+    html = (repo / "reports/index.html").read_text()
+    assert "Table 1" in html and "<img" in html
+
+
+def test_dvc_tools_work_on_the_outputs(repo):
+    assert "up to date" in sh(["dvc", "status"], repo).stdout
+    metrics = sh(["dvc", "metrics", "show", "--json"], repo).stdout
+    assert "gattanet_acc" in metrics
+    sh(["dvc", "plots", "show", "-o", str(repo.parent / "plots")], repo)
+    assert (repo.parent / "plots" / "index.html").exists()
+
+
+def test_changing_one_dimension_touches_only_its_stages(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["attention"]["toy-fmnist-d4"]["attn_dim"] = 8
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(sh(["dvc", "status", "--json"], repo).stdout)
+    assert set(status) == {"train-attn@toy-fmnist-d4", "dims", "summary"}
+    dry = sh(["dvc", "repro", "--dry"], repo).stdout
+    would_run = {line.split("'")[1] for line in dry.splitlines() if line.startswith("Running stage")}
+    assert would_run == {"train-attn@toy-fmnist-d4", "noise@toy-fmnist-d4", "embed@toy-fmnist-d4",
+                         "maps@toy-fmnist-d4", "dims", "summary", "report"}
