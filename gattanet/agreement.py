@@ -10,19 +10,23 @@ from torch import Tensor, nn
 from gattanet.loader import Loader
 
 
-def sample_indices(labels: Sequence[int] | np.ndarray | Tensor, per_class: int = 1, seed: int = 0) -> list[int]:
-    """A seeded choice of `per_class` indices of each class present in `labels`, ordered by class."""
-    labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
+def sample_indices(labels: Sequence[int] | np.ndarray | Tensor, per_class: int = 1,
+                   seed: int = 0) -> Tensor:
+    """A seeded choice of `per_class` indices (int64 tensor) of each class present in `labels`,
+    ordered by class, then by index."""
+    labels = torch.as_tensor(labels).cpu()
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
-    rng = np.random.default_rng(seed)
+    if labels.dim() != 1 or len(labels) == 0:
+        raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {tuple(labels.shape)}")
+    gen = torch.Generator().manual_seed(seed)
     chosen = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
         if len(idx) < per_class:
-            raise ValueError(f"class {c} has {len(idx)} images, fewer than per_class={per_class}")
-        chosen += sorted(int(i) for i in rng.choice(idx, size=per_class, replace=False))
-    return chosen
+            raise ValueError(f"class {int(c)} has {len(idx)} images, fewer than per_class={per_class}")
+        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]].sort().values)
+    return torch.cat(chosen).long()
 
 
 @torch.no_grad()

@@ -109,7 +109,8 @@ def embedding_stats(Q: np.ndarray, X2: np.ndarray, y: np.ndarray, classes: Seque
     most common class's frequency), and the group separation (None without groups)."""
     y = np.asarray(y)
     if len(Q) != len(y) or len(X2) != len(y):
-        raise ValueError(f"Q, X2 and y must have the same number of points, got {len(Q)}, {len(X2)}, {len(y)}")
+        raise ValueError(f"Q, X2 and y must have the same number of points, "
+                         f"got {len(Q)}, {len(X2)}, {len(y)}")
     return {"n_points": int(len(y)),
             "attn_dim": int(np.asarray(Q).shape[1]),
             "classes": list(classes),

@@ -45,7 +45,8 @@ def noise_sweep(evaluate_at: Callable[[float, int], dict], sigmas: Sequence[floa
     increasing and ≥ 0. σ = 0 draws no noise, so it is evaluated once (first seed) and its
     result repeated for every seed. `per_seed[s][i]` is the accuracy for seeds[s] at sigmas[i];
     `diff` = gattanet − baseline per seed, its CI over seeds by Student t (the value itself when
-    there is one seed). `negative_from` is the first σ after the peak whose mean gain is < 0.
+    there is one seed). `peak` is the σ of the largest mean gain (σ = 0 included, first on ties);
+    `negative_from` is the first σ after the peak whose mean gain is < 0, or None.
     """
     sigmas = [float(s) for s in sigmas]
     seeds = [int(s) for s in seeds]
@@ -78,17 +79,6 @@ def noise_sweep(evaluate_at: Callable[[float, int], dict], sigmas: Sequence[floa
     out["peak"] = {"sigma": sigmas[peak], "diff": diff_mean[peak]}
     out["negative_from"] = negative_from
     return out
-
-
-def curve_rows(sweep: dict) -> list[dict]:
-    """One row per σ with columns sigma, baseline, gattanet, diff, ci_low, ci_high (the curve.csv layout)."""
-    return [{"sigma": sigma,
-             "baseline": sweep["baseline"]["mean"][i],
-             "gattanet": sweep["gattanet"]["mean"][i],
-             "diff": sweep["diff"]["mean"][i],
-             "ci_low": sweep["diff"]["ci_low"][i],
-             "ci_high": sweep["diff"]["ci_high"][i]}
-            for i, sigma in enumerate(sweep["sigmas"])]
 
 
 def _validate(sigmas: list[float], seeds: list[int]) -> None:

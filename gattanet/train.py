@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -109,9 +110,7 @@ def train_epoch(step: Step, loader: Loader, epoch: int, progress: Progress | Non
     n_batches = _n_batches(loader, step.cfg)
     task = progress.add_task(f"{label} epoch {epoch}", total=n_batches, stats="") if progress else None
     total_loss, correct, seen = 0.0, 0, 0
-    for i, (x, y) in enumerate(loader.epoch(epoch)):
-        if i == n_batches:
-            break
+    for i, (x, y) in enumerate(itertools.islice(loader.epoch(epoch), n_batches)):
         loss, hits = step(x, y, epoch, i + 1)
         total_loss, correct, seen = total_loss + loss * len(y), correct + hits, seen + len(y)
         if progress is not None:

@@ -25,11 +25,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(False)
-
-
 @contextmanager
 def stopwatch():
     """Yield a dict whose 'seconds' is filled in when the block ends."""
@@ -54,14 +49,6 @@ def load_splits(params, dataset: str) -> dict:
     splits = load_tensors(path)
     train, val = split_train_val(splits["train"], params.data[dataset].val_fraction, params.seed)
     return {"train": train, "val": val, "test": splits["test"]}
-
-
-def subset(data, n: int, seed: int):
-    """The first n of a seeded permutation (n = 0: everything)."""
-    if n <= 0 or n >= len(data):
-        return data
-    g = torch.Generator().manual_seed(seed)
-    return data.subset(torch.randperm(len(data), generator=g)[:n])
 
 
 def load_run_model(params, key: str, device):
@@ -101,29 +88,82 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "s
 
 
 class DataSource:
-    """Loaders over one dataset's train/val/test splits, on the device, as the engine wants them."""
+    """Loaders over one dataset's train/val/test splits, on the device, as the engine wants them.
+
+    Small sets come from data/NAME.pt as device-resident uint8 tensors; ImageNet comes from its
+    folder tree (the manifest data/imagenet.pt names it) through DataLoader workers.
+    """
 
     def __init__(self, params, dataset: str, device):
         from gattanet.specs import get_spec
 
         self.params, self.dataset, self.device = params, dataset, device
         self.spec = get_spec(dataset)
-        self.splits = load_splits(params, dataset)
-        self.classes = tuple(self.splits["test"].classes)
+        if dataset == "imagenet":
+            from pipeline.imagenet import folder_splits
+
+            self.splits, self.mean, self.std = folder_splits(params, data_path(dataset))
+            self.classes = tuple(self.splits["test"].classes)
+        else:
+            self.splits = load_splits(params, dataset)
+            self.classes = tuple(self.splits["test"].classes)
+            self.mean, self.std = self.splits["train"].mean, self.splits["train"].std
         self.num_classes = len(self.classes) or self.spec.num_classes
         self.topk = (1, 5) if self.num_classes >= 100 else (1,)
 
-    def train_loader(self, batch_size: int, augment, train_subset: int = 0):
-        from gattanet.loader import TensorLoader
+    def _loader(self, data, batch_size: int, **kw):
+        from gattanet.loader import FolderLoader, TensorLoader
 
+        if self.dataset == "imagenet":
+            kw.pop("augment", None)  # ImageNet runs use the weights' eval transform only
+            return FolderLoader(data, batch_size, mean=self.mean, std=self.std, device=self.device, **kw)
+        return TensorLoader(data, batch_size, device=self.device, **kw)
+
+    def train_loader(self, batch_size: int, augment, train_subset: int = 0):
         data = subset(self.splits["train"], train_subset, self.params.seed)
-        return TensorLoader(data, batch_size, shuffle=True, seed=self.params.seed, augment=augment,
-                            device=self.device)
+        return self._loader(data, batch_size, shuffle=True, seed=self.params.seed, augment=augment)
 
     def loader(self, split: str, batch_size: int, *, sigma: float = 0.0, noise_seed: int = 0,
                clip: bool = True, limit: int = 0):
-        from gattanet.loader import TensorLoader
-
         data = subset(self.splits[split], limit, self.params.seed)
-        return TensorLoader(data, batch_size, sigma=sigma, noise_seed=noise_seed, clip=clip,
-                            device=self.device)
+        return self._loader(data, batch_size, sigma=sigma, noise_seed=noise_seed, clip=clip)
+
+    def labels(self, split: str) -> torch.Tensor:
+        data = self.splits[split]
+        return data.labels if hasattr(data, "labels") else torch.as_tensor(_targets(data))
+
+    def batch(self, split: str, indices: torch.Tensor):
+        """The chosen images as one normalised batch (x, y) and as [0,1] float images (C,H,W) for figures."""
+        data = subset_at(self.splits[split], indices)
+        x, y = next(iter(self._loader(data, len(indices)).epoch(0)))
+        if hasattr(data, "images"):
+            raw = data.images.float() / 255
+        else:
+            raw = torch.stack([data[i][0] for i in range(len(indices))])
+        return x, y, raw
+
+
+def subset_at(data, indices: torch.Tensor):
+    if hasattr(data, "subset"):
+        return data.subset(indices)
+    from torch.utils.data import Subset
+
+    return Subset(data, indices.tolist())
+
+
+def _targets(data) -> list[int]:
+    """Labels of an ImageFolder or a Subset of one, without decoding images."""
+    from torch.utils.data import Subset
+
+    if isinstance(data, Subset):
+        t = _targets(data.dataset)
+        return [t[i] for i in data.indices]
+    return list(data.targets)
+
+
+def subset(data, n: int, seed: int):
+    """The first n of a seeded permutation (n = 0: everything); TensorData or a map-style Dataset."""
+    if n <= 0 or n >= len(data):
+        return data
+    g = torch.Generator().manual_seed(seed)
+    return subset_at(data, torch.randperm(len(data), generator=g)[:n])

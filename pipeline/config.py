@@ -107,6 +107,7 @@ class Params:
     lesions: dict[str, LesionRun]
     embedding: EmbeddingCfg
     maps_per_class: int
+    maps_max_images: int
     report: dict
     raw: dict = field(repr=False, default_factory=dict)
 
@@ -241,7 +242,7 @@ def validate(raw: dict) -> Params:
     for fig, run in _section(report.get("figures", {}), "report.figures").items():
         _choice(run, f"report.figures.{fig}", list(attention))
     emb = _fields(raw["embedding"], "embedding", ("max_points", "n_neighbors", "knn_k"))
-    maps = _fields(raw["maps"], "maps", ("per_class",))
+    maps = _fields(raw["maps"], "maps", ("per_class", "max_images"))
     return Params(
         profile=_str(raw["profile"], "profile"),
         seed=_int(raw["seed"], "seed", 0),
@@ -252,6 +253,7 @@ def validate(raw: dict) -> Params:
                                _int(emb["n_neighbors"], "embedding.n_neighbors", 2),
                                _int(emb["knn_k"], "embedding.knn_k", 1)),
         maps_per_class=_int(maps["per_class"], "maps.per_class", 1),
+        maps_max_images=_int(maps["max_images"], "maps.max_images", 1),
         report=report, raw=raw)
 
 
@@ -308,8 +310,11 @@ def check_lesion(pattern: str, arch: str, dataset: str, key: str) -> None:
     from gattanet.lesion import parse_lesion
     from gattanet.specs import get_spec
 
+    import torch
+
     spec = get_spec(dataset)
-    taps = build_backbone(arch, spec.num_classes, spec.channels, input_size=spec.size).taps()
+    with torch.device("meta"):  # only the tap list is needed: no memory, no init cost
+        taps = build_backbone(arch, spec.num_classes, spec.channels, input_size=spec.size).taps()
     try:
         parse_lesion(pattern, taps)
     except ValueError as e:

@@ -84,7 +84,8 @@ def write_fake_outputs(root: Path, params: dict, gain: float = 0.02, skip: tuple
 def _sweep(key: str, dim: int, gain: float, noise: dict) -> dict:
     sig = np.asarray(noise["sigmas"])
     base = 0.1 + 0.75 * np.exp(-sig / 0.05)                       # falls from 85 % to chance (10 %)
-    diff = gain * (1 + 2 * np.exp(-((sig - 0.04) / 0.03) ** 2))   # grows at moderate σ ...
+    bump = np.exp(-((sig - 0.04) / 0.03) ** 2)
+    diff = gain * (1 + 2 * (bump - bump[0]))                      # grows at moderate σ ...
     diff[sig >= 0.25] = -0.002                                    # ... and vanishes near chance
     seeds = noise["seeds"]
     per_seed = {"baseline": [base.tolist() for _ in seeds], "gattanet": [(base + diff).tolist() for _ in seeds]}

@@ -44,15 +44,18 @@ def test_sample_indices_one_per_class_and_seeded():
     labels = np.repeat(np.arange(5), 20)
     np.random.default_rng(0).shuffle(labels)
     idx = sample_indices(labels, seed=3)
-    assert [labels[i] for i in idx] == [0, 1, 2, 3, 4]
-    assert sample_indices(labels, seed=3) == idx
-    assert sample_indices(labels, seed=4) != idx
+    assert idx.dtype == torch.int64
+    assert labels[idx.numpy()].tolist() == [0, 1, 2, 3, 4]
+    assert torch.equal(sample_indices(labels, seed=3), idx)
+    assert not torch.equal(sample_indices(labels, seed=4), idx)
     two = sample_indices(torch.as_tensor(labels), per_class=2, seed=0)
-    assert len(set(two)) == 10 and sorted(labels[two].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert len(set(two.tolist())) == 10 and labels[two.numpy()].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     with pytest.raises(ValueError, match="fewer"):
         sample_indices([0, 0, 1], per_class=2)
     with pytest.raises(ValueError):
         sample_indices(labels, per_class=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        sample_indices([])
 
 
 def test_agreement_maps_shapes_and_predictions():

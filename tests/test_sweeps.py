@@ -10,7 +10,7 @@ from gattanet.datasets import TensorData
 from gattanet.evaluate import accuracies
 from gattanet.loader import TensorLoader
 from gattanet.model import GAttANet
-from gattanet.sweeps import curve_rows, default_sigmas, mean_ci, noise_sweep
+from gattanet.sweeps import default_sigmas, mean_ci, noise_sweep
 
 
 def noisy_eval(calls: list | None = None):
@@ -78,14 +78,6 @@ def test_peak_and_negative_from_on_hand_made_curve():
 
     never = noise_sweep(lambda s, _seed: {"baseline": 0.5, "gattanet": 0.5 + s}, [0.0, 0.1], [0, 1])
     assert never["peak"]["sigma"] == 0.1 and never["negative_from"] is None
-
-
-def test_curve_rows_follow_the_sweep():
-    out = noise_sweep(noisy_eval(), [0.0, 0.05], [0, 1])
-    rows = curve_rows(out)
-    assert [r["sigma"] for r in rows] == [0.0, 0.05]
-    assert rows[1]["diff"] == out["diff"]["mean"][1]
-    assert list(rows[0]) == ["sigma", "baseline", "gattanet", "diff", "ci_low", "ci_high"]
 
 
 def test_default_sigmas_cover_range_log_spaced_and_denser_near_peak():

@@ -49,7 +49,7 @@ class GatherExcite(nn.Module):
     def __init__(self, channels: int, rd_channels: int, extent: int = 8):
         super().__init__()
         steps = round(math.log2(extent)) if extent >= 2 else 0
-        if 2 ** steps != extent:
+        if steps < 1 or 2 ** steps != extent:
             raise ValueError(f"gather-excite: extent must be a power of two >= 2, got {extent}")
         layers: list[nn.Module] = []
         for i in range(steps):

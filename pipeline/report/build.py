@@ -112,7 +112,8 @@ def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], o
 
     def noise_title(run: str) -> str:
         s = out.noise[run]
-        return f"{run}: {dataset_label(s['dataset'])}, d = {s['attn_dim']}, noise clipped to [0, 1]: {s['clip']}"
+        clip = "noisy images clipped to [0, 1]" if s["clip"] else "noisy images not clipped"
+        return f"{run}: {dataset_label(s['dataset'])}, d = {s['attn_dim']}, {clip}"
 
     def noise_fig(run: str):
         return figs.noise_curve(out.noise[run], noise_title(run)) if run in out.noise else None

@@ -16,17 +16,20 @@ from gattanet.io import atomic_path
 BASELINE_COLOR, GATTANET_COLOR = "#555555", "#c0392b"
 KIND_COLORS = {"none": "#888888", "full": "#c0392b", "ablate": "#2e6f9e", "alone": "#e39b2f"}
 MAX_MAP_SAMPLES = 10
+MAX_BARS = 64
 
 
 def save(fig: Figure, out_dir: Path, name: str) -> dict[str, str]:
     """Write `name`.png and `name`.svg atomically under out_dir/figures; links relative to out_dir."""
     links = {}
+    fig.draw_without_rendering()     # lay out once (constrained layout) ...
+    fig.set_layout_engine("none")    # ... and keep it: each savefig would redo it
     # fixed SVG ids and no date stamp: the same data gives byte-identical files (DVC-friendly)
     with matplotlib.rc_context({"svg.hashsalt": "gattanet"}):
         for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
             path = Path(out_dir) / "figures" / f"{name}.{fmt}"
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight", metadata=meta)
+                fig.savefig(tmp, format=fmt, dpi=110, metadata=meta)
             links[fmt] = f"figures/{name}.{fmt}"
     return links
 
@@ -107,7 +110,11 @@ def agreement_maps(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Figure:
                 colors = np.full(score.shape[0], "#888888", dtype=object)
                 if c == len(taps):
                     colors[sample["label"]] = "#d62728"
-                ax.bar(np.arange(score.shape[0]), score, width=1.0, color=list(colors), lw=0)
+                units = np.arange(score.shape[0])
+                if score.shape[0] <= MAX_BARS:
+                    ax.bar(units, score, width=1.0, color=list(colors), lw=0)
+                else:  # hundreds of units: one line collection draws much faster than as many bars
+                    ax.vlines(units, 0, score, colors=list(colors), lw=0.6)
                 ax.axhline(0, color="black", lw=0.5)
                 ax.tick_params(labelsize=5)
             ax.set_xticks([])
@@ -135,7 +142,7 @@ def lesion_bars(lesion: dict) -> Figure:
     fig = Figure(figsize=(max(5.0, 0.55 * len(patterns) + 1.5), 4.0), layout="constrained")
     ax = fig.subplots()
     ax.bar(np.arange(len(patterns)), acc, color=[KIND_COLORS.get(p["kind"], "#444444") for p in patterns])
-    ax.axhline(100 * lesion["baseline_acc"], color=KIND_COLORS["none"], ls="--", lw=1, label="baseline '.....'")
+    ax.axhline(100 * lesion["baseline_acc"], color=KIND_COLORS["none"], ls="--", lw=1, label="baseline (no modulation)")
     ax.axhline(100 * lesion["full_acc"], color=KIND_COLORS["full"], ls="--", lw=1, label="full model")
     for kind, color in KIND_COLORS.items():
         ax.bar([0], [0], color=color, label={"none": "no modulation", "full": "all layers", "ablate":

@@ -58,7 +58,7 @@ def compare_gain(ours: float, low: float | None, high: float | None) -> str:
 def table1(out: Outputs, paper: dict) -> dict:
     """This run's rows beside the closest paper row, and the paper rows this profile did not run."""
     prow = paper["table1"]
-    rows = []
+    rows, stand_ins = [], {}
     for key, m in out.train_attn.items():
         ref = closest_paper_row(m["arch"], m["dataset"], m["attn_dim"], prow)
         gain = m["gattanet_acc"] - m["baseline_acc"]
@@ -68,6 +68,7 @@ def table1(out: Outputs, paper: dict) -> dict:
                "attn_dim": str(m["attn_dim"]), "attn_params": count(m["attention_params"]),
                "gattanet_acc": pct(m["gattanet_acc"]), "gain": pts(gain), "gain_positive": gain > 0, "paper": None}
         if ref is not None:
+            stand_ins.setdefault(ref["id"], []).append(key)
             if ref["dataset"] != m["dataset"]:
                 notes.append(f"dataset substituted: {dataset_label(m['dataset'])} for {ref['dataset_label']}")
             if m["attn_dim"] not in ref["attn_dims"]:
@@ -89,7 +90,7 @@ def table1(out: Outputs, paper: dict) -> dict:
     ran = {(m["arch"], m["dataset"]) for m in out.train_attn.values()}
     not_run = [{"label": f"{r['backbone']}, {r['dataset_label']}", "base_acc": pct(r["base_acc"]),
                 "attn_dims": ", ".join(map(str, r["attn_dims"])), "gain": r["gain"]["text"],
-                "command": PAPER_PROFILE_COMMAND}
+                "command": PAPER_PROFILE_COMMAND, "stand_ins": ", ".join(stand_ins.get(r["id"], []))}
                for r in prow if (r["arch"], r["dataset"]) not in ran]
     tv = paper["torchvision_baselines"]
     torchvision = [{"backbone": r["backbone"], "paper": pct(r["base_acc"]), "torchvision": pct(tv[r["arch"]]),
@@ -141,16 +142,26 @@ def param_values(params: dict, path: str) -> list[tuple[str, object]]:
 
 
 def deviations(paper: dict, params: dict) -> list[dict]:
-    """paper.yaml's deviations that apply to these params, each with the params values behind it."""
+    """paper.yaml's deviations that apply to these params, each with the params values behind it.
+
+    An entry's `when` is {param, in: [values]} or {param, match: {key: value}} (for dicts)."""
     rows = []
     for d in paper["deviations"]:
-        when = d.get("when")
-        if when and not any(str(v) in map(str, when["in"]) for _, v in param_values(params, when["param"])):
+        if d.get("when") and not _applies(d["when"], params):
             continue
         used = param_values(params, d["param"]) if d.get("param") else []
         rows.append({"topic": d["topic"], "paper": d["paper"], "here": d["here"],
                      "params": ", ".join(f"{k} = {_show(v)}" for k, v in used)})
     return rows
+
+
+def _applies(when: dict, params: dict) -> bool:
+    """True when some value at when["param"] is in when["in"], or is a dict matching all of when["match"]."""
+    values = [v for _, v in param_values(params, when["param"])]
+    if "in" in when:
+        return any(_show(v) in map(_show, when["in"]) for v in values)
+    return any(isinstance(v, dict) and all(_show(v.get(k)) == _show(x) for k, x in when["match"].items())
+               for v in values)
 
 
 def _show(v: object) -> str:

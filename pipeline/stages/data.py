@@ -9,7 +9,7 @@ def run(params, key: str) -> None:
     if key == "imagenet":
         from pipeline.imagenet import write_manifest
 
-        write_manifest(cfg.root, data_path(key).with_suffix(".json"))
+        write_manifest(cfg.root, data_path(key))
         return
     splits = load_raw(key, cfg.root)
     save_tensors(data_path(key), splits, key)

@@ -1,6 +1,8 @@
 """maps@KEY: agreement maps of one seeded test image per class (Fig. 3), and over the whole test set
 how often the true class has the highest (top-3) last-layer agreement score."""
 
+import torch
+
 from gattanet.agreement import agreement_maps, sample_indices, true_class_rank_stats
 from gattanet.io import write_json
 from pipeline import common
@@ -12,16 +14,15 @@ def run(params, key: str) -> None:
     device = common.resolve_device(params.device)
     source = common.DataSource(params, run_cfg.dataset, device)
     model, _ = common.load_run_model(params, key, device)
-    test = source.splits["test"]
     with common.stopwatch() as clock:
-        idx = sample_indices(test.labels, per_class=params.maps_per_class, seed=params.seed)
-        chosen = test.subset(idx)
-        x, y = next(iter(source_batches(chosen, device)))
+        idx = sample_indices(source.labels("test"), per_class=params.maps_per_class, seed=params.seed)
+        idx = idx[:params.maps_max_images]
+        x, y, images = source.batch("test", idx)
         samples = agreement_maps(model, x, y, list(source.classes))
         stats = true_class_rank_stats(model, source.loader("test", 512))
-    for sample, i in zip(samples, idx.tolist()):
+    for sample, i, image in zip(samples, idx.tolist(), images):
         sample["index"] = i
-        sample["image"] = test.images[i].squeeze(0).tolist()
+        sample["image"] = (image * 255).round().to(torch.uint8).squeeze(0).tolist()
     out = RESULTS / "maps" / key
     write_json(out / "maps.json", {"run": key, "classes": list(source.classes),
                                    "taps": [t.as_dict() for t in model.taps],
@@ -31,9 +32,3 @@ def run(params, key: str) -> None:
     print(f"maps {key}: true class on top {stats['top1_rate']:.3f} (chance {stats['chance_top1']:.3f}), "
           f"in top 3 {stats['top3_rate']:.3f}")
 
-
-def source_batches(data, device):
-    """All of `data` as one normalised batch."""
-    from gattanet.loader import TensorLoader
-
-    return TensorLoader(data, len(data), device=device).epoch(0)

@@ -1,0 +1,80 @@
+"""Paired accuracies: same batches for every forward, top-k, batch-size independence, no_grad."""
+
+import pytest
+import torch
+from torch import nn
+
+from gattanet.datasets import TensorData
+from gattanet.evaluate import accuracies, accuracy, predictions
+from gattanet.loader import TensorLoader
+
+
+def data(n: int = 30, classes: int = 5) -> TensorData:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, 4, 4), generator=g, dtype=torch.uint8)
+    return TensorData(images, torch.randint(0, classes, (n,), generator=g), (0.5,), (0.3,),
+                      tuple("abcde"[:classes]))
+
+
+def linear(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 5)).eval()
+
+
+def test_accuracy_does_not_depend_on_batch_size_with_noise():
+    model = linear()
+    small = TensorLoader(data(), 7, sigma=0.2, noise_seed=1)
+    large = TensorLoader(data(), 64, sigma=0.2, noise_seed=1)
+    a, b = accuracies({"m": model}, small, topk=(1, 3)), accuracies({"m": model}, large, topk=(1, 3))
+    assert a == b
+    clean = accuracies({"m": model}, TensorLoader(data(), 64), topk=(1, 3))
+    assert clean != a  # the noise changes some predictions
+    pred, labels = predictions(model, large)
+    assert a["m"]["top1"] == (pred == labels).float().mean().item()
+
+
+def test_topk_counts_labels_among_the_k_best():
+    d = data()
+    d.images[:, 0, 0, 0] = d.labels.to(torch.uint8) * 50  # the label, readable from the image
+    d.images[:, 0, 0, 1] = torch.arange(30, dtype=torch.uint8) % 5 * 50  # the rank to put it at
+
+    def ranked(x):
+        pixels = ((x[:, 0, 0, :2] * 0.3 + 0.5) * 255 / 50).round().long()
+        logits = torch.zeros(len(x), 5)
+        for row, (label, rank) in enumerate(pixels.tolist()):
+            order = [c for c in range(5) if c != label]
+            order.insert(rank, label)
+            logits[row, order] = torch.arange(5, 0, -1, dtype=torch.float)
+        return logits
+
+    acc = accuracy(ranked, TensorLoader(d, 8), topk=(1, 2, 5))
+    assert acc == {"top1": pytest.approx(1 / 5), "top2": pytest.approx(2 / 5), "top5": 1.0}
+
+
+def test_forwards_see_the_same_batches_under_no_grad():
+    seen = {"a": [], "b": []}
+
+    def recorder(name):
+        def forward(x):
+            assert not torch.is_grad_enabled()
+            seen[name].append(x.clone())
+            with torch.enable_grad():  # a forward may need autograd inside: not inference_mode
+                w = torch.ones(16, 5, requires_grad=True)
+                out = x.flatten(1) @ w
+                torch.autograd.grad(out.sum(), w)
+            return out.detach()
+        return forward
+
+    result = accuracies({"a": recorder("a"), "b": recorder("b")}, TensorLoader(data(), 8, sigma=0.1))
+    assert set(result) == {"a", "b"} and result["a"] == result["b"]
+    assert len(seen["a"]) == 4 and all(torch.equal(x, y) for x, y in zip(seen["a"], seen["b"]))
+
+
+def test_bad_arguments():
+    loader = TensorLoader(data(), 8)
+    with pytest.raises(ValueError, match="top-6 asked of 5 classes"):
+        accuracy(linear(), loader, topk=(1, 6))
+    with pytest.raises(ValueError, match="topk"):
+        accuracy(linear(), loader, topk=(0,))
+    with pytest.raises(ValueError, match="no forwards"):
+        accuracies({}, loader)

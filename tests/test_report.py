@@ -1,0 +1,263 @@
+"""The HTML report: builds from (fake) stage outputs, shows every figure, escapes params text,
+computes verdicts from the data, says "not run" for what did not run, and renders in Chromium."""
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.report import figures
+from pipeline.report.build import build_report, collect_provenance
+from pipeline.report.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, evaluate_claims
+from pipeline.report.load import ReportInputError, load_outputs, load_paper
+from pipeline.report.tables import deviations
+from tests.report_fixtures import OPTIONAL, fake_params, write_fake_outputs
+
+FIGURE_IDS = ("fig2a", "fig2b", "fig3", "fig4a", "fig4b", "fig4c")
+PROVENANCE = {"commit": "test", "date": "2021-04-12T00:00:00+00:00", "devices": ["cpu"],
+              "versions": {"python": "3"}, "stages": [], "params_yaml": "profile: default\n"}
+
+
+class Page(HTMLParser):
+    """Collects <img> src, element ids, <script> elements and the text of an HTML page."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.imgs, self.ids, self.scripts, self.text, self.attrs = [], set(), 0, [], {}
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.ids.add(a.get("id"))
+        if tag == "img":
+            self.imgs.append(a["src"])
+        if tag == "script":
+            self.scripts += 1
+        if tag == "body":
+            self.attrs = a
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _html_of(index: Path) -> tuple[str, Page]:
+    html = index.read_text()
+    return html, Page(html)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One full report from the complete fixture (figures drawn once for the module)."""
+    root = tmp_path_factory.mktemp("run")
+    params = fake_params()
+    params["report"]["title"] = "<script>alert(1)</script> report"
+    write_fake_outputs(root, params)
+    index = build_report(params, root, root / "reports", provenance=PROVENANCE)
+    return root, params, index
+
+
+def test_report_builds_with_every_figure_as_an_image(built):
+    root, _, index = built
+    html, page = _html_of(index)
+    assert index == root / "reports" / "index.html"
+    for fig in FIGURE_IDS:
+        assert fig in page.ids
+        png = f"figures/{fig}.png"
+        assert png in page.imgs, f"{fig} is not shown as an <img>"
+        with Image.open(index.parent / png) as im:  # exists and decodes
+            im.load()
+            assert min(im.size) > 50
+        assert (index.parent / f"figures/{fig}.svg").read_text().lstrip().startswith("<?xml")
+    text = " ".join(page.text)
+    assert "toy model, CIFAR10" in text and "dataset substituted: Fashion-MNIST for CIFAR10" in text
+    assert "ResNet50, ImageNet-1k" in text and "gattanet-cli profile paper && dvc repro" in text
+    assert "69.76 %" in text and "68.43 %" in text  # torchvision beside the paper's baseline
+
+
+def test_params_text_is_escaped_and_page_has_no_script(built):
+    _, _, index = built
+    html, page = _html_of(index)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>" not in html
+    assert page.scripts == 0
+
+
+def test_verdicts_follow_the_data(tmp_path):
+    params, paper = fake_params(), load_paper()
+    write_fake_outputs(tmp_path / "good", params, gain=0.02)
+    write_fake_outputs(tmp_path / "bad", params, gain=-0.02)
+    good = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path / "good"), paper, params)}
+    bad = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path / "bad"), paper, params)}
+    assert all(c.verdict == SUPPORTED for c in good.values()), {k: c.verdict for k, c in good.items()}
+    for claim in ("clean_gain", "noise", "lesions", "dimension"):
+        assert bad[claim].verdict == NOT_SUPPORTED, claim
+    assert "-2.00 pts" in bad["clean_gain"].evidence[0].numbers["gain"]
+
+
+def test_noise_claim_fails_when_the_gain_dies_far_above_chance(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params)
+    path = tmp_path / "results/noise/toy-fmnist-d16/sweep.json"
+    sweep = json.loads(path.read_text())
+    sweep["diff"]["mean"][2] = -0.01  # σ = 0.02, where the baseline is ~60 %, far above 2 × chance
+    path.write_text(json.dumps(sweep))
+    claim = evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)[1]
+    verdicts = {e.run: e for e in claim.evidence}
+    assert verdicts["toy-fmnist-d16"].verdict == NOT_SUPPORTED
+    assert "σ = 0.02" in verdicts["toy-fmnist-d16"].note
+    assert verdicts["toy-fmnist-d64"].verdict == SUPPORTED and claim.verdict == NOT_SUPPORTED
+
+
+def test_lesion_claim_needs_a_harmless_last_layer(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params)
+    path = tmp_path / "results/lesions/toy-fmnist-d16.json"
+    les = json.loads(path.read_text())
+    for p in les["patterns"]:
+        if p["pattern"] == "cccd.":
+            p["accuracy"] = les["baseline_acc"]  # ablating the last layer now loses the whole gain
+    path.write_text(json.dumps(les))
+    claim = evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)[4]
+    assert claim.verdict == NOT_SUPPORTED
+    assert "last layer" in claim.evidence[0].note
+
+
+def test_missing_optional_outputs_say_not_run_with_the_command(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params, skip=OPTIONAL)
+    index = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+    html, page = _html_of(index)
+    assert page.imgs == []
+    text = " ".join(page.text)
+    assert text.count("not run") >= len(FIGURE_IDS)
+    for command in ("dvc repro noise@toy-fmnist-d16", "dvc repro noise@toy-fmnist-d64", "dvc repro embed@toy-fmnist-d16",
+                    "dvc repro maps@toy-fmnist-d16", "dvc repro lesions@toy-fmnist-d16", "dvc repro dims"):
+        assert command in text, command
+    claims = {c.id: c.verdict for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
+    assert claims == {"clean_gain": SUPPORTED, "noise": NOT_RUN, "query_space": NOT_RUN, "true_class": NOT_RUN,
+                      "lesions": NOT_RUN, "dimension": NOT_RUN}
+
+
+def test_a_run_without_params_entry_says_how_to_add_it(tmp_path):
+    params = fake_params()
+    del params["embedding"]
+    write_fake_outputs(tmp_path, params, skip=OPTIONAL)
+    claim = evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)[2]
+    assert claim.verdict == NOT_RUN and "embedding:" in claim.how_to_run
+
+
+def test_missing_required_metrics_names_the_file(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params)
+    (tmp_path / "results/train-attn/toy-fmnist-d64/metrics.json").unlink()
+    with pytest.raises(ReportInputError, match=r"train-attn/toy-fmnist-d64/metrics\.json.*train-attn@toy-fmnist-d64"):
+        build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+
+
+def test_malformed_output_names_file_and_key(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params, skip=OPTIONAL)
+    path = tmp_path / "results/train-attn/toy-fmnist-d16/metrics.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "gattanet_acc"}))
+    with pytest.raises(ReportInputError, match="metrics.json: missing key.*gattanet_acc"):
+        load_outputs(params, tmp_path)
+
+
+def test_a_failed_build_leaves_the_previous_index_whole(tmp_path, monkeypatch):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params, skip=("embedding", "maps", "lesions"))
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "index.html").write_text("previous report")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("figure failed")
+    monkeypatch.setattr(figures, "noise_curve", broken)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        build_report(params, tmp_path, out, provenance=PROVENANCE)
+    assert (out / "index.html").read_text() == "previous report"
+
+
+def test_provenance_and_deviations_come_from_outputs_and_params(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params)
+    prov = collect_provenance(tmp_path, params)
+    assert prov["devices"] == ["cpu"] and "torch" in prov["versions"]
+    assert prov["commit"].startswith("unknown") or len(prov["commit"]) == 40
+    stages = {s["stage"]: s["seconds"] for s in prov["stages"]}
+    assert stages["train-attn@toy-fmnist-d16"] == 30.0 and stages["pretrain@toy-fmnist"] == 12.5
+    assert "attn_dim: 64" in prov["params_yaml"]
+
+    topics = {d["topic"]: d for d in deviations(load_paper(), params)}
+    assert topics["Noise clipping"]["params"] == "noise.clip = true"
+    assert "Dataset" in topics and "ResNet18 backbone" not in topics  # no ResNet in these params
+    params["backbones"]["toy-fmnist"]["dataset"] = "cifar10"
+    params["profile"] = "paper"
+    topics = {d["topic"] for d in deviations(load_paper(), params)}
+    assert "Dataset" not in topics and "Epoch budgets" not in topics and "Initial attention strength α₀" in topics
+
+
+def test_agreement_maps_figure_is_generic_over_taps(tmp_path):
+    """A ResNet-like 6-tap layout (4 conv, 2 dense) and RGB images draw as a 6 + 1 column grid."""
+    rng = np.random.default_rng(0)
+    taps = [{"name": f"layer{i}", "kind": "conv", "shape": [8, 8 >> (i // 2), 8 >> (i // 2)]} for i in range(4)]
+    taps += [{"name": "avgpool", "kind": "dense", "shape": [512]}, {"name": "logits", "kind": "dense", "shape": [5]}]
+    sample = {"index": 0, "label": 2, "pred_baseline": 1, "pred_gattanet": 2,
+              "image": rng.integers(0, 256, size=(3, 16, 16)).tolist(),
+              "scores": [rng.normal(size=t["shape"][1:] if t["kind"] == "conv" else t["shape"]).tolist() for t in taps]}
+    fig = figures.agreement_maps({"taps": taps, "classes": list("abcde"), "samples": [sample, sample]})
+    assert len(fig.axes) == 2 * 7
+    assert fig.axes[-1].patches[2].get_facecolor()[:3] == pytest.approx((0.839, 0.153, 0.157), abs=1e-2)  # true class red
+    links = figures.save(fig, tmp_path, "maps6")
+    assert (tmp_path / links["png"]).exists() and (tmp_path / links["svg"]).exists()
+
+
+CHECK_SCRIPT = """<script>
+window.addEventListener('load', () => {
+  const box = el => { const r = el.getBoundingClientRect(); return [r.width, r.height]; };
+  const imgs = [...document.images].map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0,
+                                               box: box(i)}));
+  const t1 = document.querySelector('#table1 table');
+  document.body.setAttribute('data-check', JSON.stringify({imgs, table1: t1 ? box(t1) : null}));
+});
+</script>"""
+
+
+def test_report_renders_in_headless_chromium(built, tmp_path):
+    """One Chromium run on a test-only copy of the page (same folder, so the figure links resolve)
+    with a check script appended: --dump-dom returns what the script measured (every <img> loaded
+    with a non-zero size, Table 1 laid out); --screenshot must not be blank. The report itself
+    carries no script."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if chromium is None:
+        pytest.skip("no chromium binary found (looked for chromium, chromium-browser, /usr/bin/chromium)")
+    _, _, index = built
+    check = index.with_name("_chromium_check.html")
+    check.write_text(index.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+    shot = tmp_path / "shot.png"
+    try:
+        res = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,4000",
+             "--dump-dom", check.as_uri()], capture_output=True, text=True, timeout=120)
+    finally:
+        check.unlink()
+    assert res.returncode == 0, res.stderr[-2000:]
+    body = Page(res.stdout).attrs
+    assert "data-check" in body, f"the check script did not run; DOM starts {res.stdout[:300]!r}"
+    result = json.loads(body["data-check"])
+    assert result["table1"] and min(result["table1"]) > 50, result["table1"]
+    assert {i["src"] for i in result["imgs"]} == {f"figures/{f}.png" for f in FIGURE_IDS}
+    broken = [i for i in result["imgs"] if not i["ok"] or min(i["box"]) < 50]
+    assert not broken, broken
+    with Image.open(shot) as im:
+        pixels = np.asarray(im.convert("L"), dtype=float)
+    assert pixels.shape == (4000, 1280)
+    assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # text, tables and figures, not a blank page

@@ -1,0 +1,200 @@
+"""The training loop: determinism, resume, early stopping, NaN guard, L2; bench output keys."""
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from gattanet.augment import Augment
+from gattanet.datasets import TensorData
+from gattanet.loader import TensorLoader
+from gattanet.train import NonFiniteLossError, Step, TrainConfig, fit
+
+
+class Tiny(nn.Module):
+    """Linear -> ReLU -> dropout -> linear, times a learned scalar (not L2-decayed)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc1, self.fc2 = nn.Linear(16, 8), nn.Linear(8, 2)
+        self.drop = nn.Dropout(0.3)
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.relu(self.fc1(x.flatten(1))))) * self.scale
+
+
+def make_data(n: int, seed: int, flip: bool = False) -> TensorData:
+    """4x4 noisy images, label 1 when the left half is the bright one (0 with flip)."""
+    g = torch.Generator().manual_seed(seed)
+    left = torch.randint(0, 2, (n,), generator=g)
+    images = torch.randint(0, 100, (n, 1, 4, 4), generator=g, dtype=torch.uint8)
+    images[left == 1, :, :, :2] += 120
+    images[left == 0, :, :, 2:] += 120
+    return TensorData(images, left ^ int(flip), (0.5,), (0.3,), ("right", "left"))
+
+
+def loaders(val_flip: bool = False):
+    train = TensorLoader(make_data(48, 0), 8, shuffle=True, seed=1, augment=Augment(10, 0.1, False))
+    return train, TensorLoader(make_data(24, 1, val_flip), 10)
+
+
+def run(cfg: TrainConfig, train=None, val=None, seed: int = 0, **kw):
+    default_train, default_val = loaders()
+    model = Tiny(seed)
+    result = fit(model, model.parameters(), train or default_train, val or default_val, cfg,
+                 progress=False, **kw)
+    return model, result
+
+
+def same_run(a, b) -> bool:
+    (ma, ra), (mb, rb) = a, b
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    return strip(ra.history) == strip(rb.history) and all(
+        torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mb.state_dict().values()))
+
+
+CFG = TrainConfig(epochs=5, patience=10, lr=0.01, l2=1e-3, seed=3)
+
+
+def test_identical_fits_are_identical_and_learn(capsys):
+    first = run(CFG)
+    model = Tiny(0)
+    train, val = loaders()
+    shown = fit(model, model.parameters(), train, val, CFG, progress=True)  # non-TTY: must not break
+    assert same_run(first, (model, shown))
+    _, result = first
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5] and result.epochs_run == 5
+    assert set(result.history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
+    assert result.best_val_acc == max(h["val_acc"] for h in result.history) > 0.7
+    assert not result.stopped_early and result.seconds > 0
+    cpu_amp = run(TrainConfig(**{**CFG.__dict__, "amp": True}))  # plain fp32 on the CPU
+    assert same_run(first, cpu_amp)
+    assert not same_run(first, run(TrainConfig(**{**CFG.__dict__, "seed": 4})))  # dropout draws differ
+
+
+class Interrupted(TensorLoader):
+    """Raises when epoch `at` starts, as a killed run would stop."""
+
+    def __init__(self, *args, at: int, **kw):
+        super().__init__(*args, **kw)
+        self.at = at
+
+    def epoch(self, e):
+        if e == self.at:
+            raise KeyboardInterrupt(f"killed at epoch {e}")
+        yield from super().epoch(e)
+
+
+def test_interrupted_then_resumed_fit_equals_uninterrupted(tmp_path):
+    reference = run(CFG)
+    resume = tmp_path / "resume" / "run.pt"
+    train, val = loaders()
+    killed = Interrupted(make_data(48, 0), 8, shuffle=True, seed=1, augment=Augment(10, 0.1, False), at=3)
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, train=killed, resume_path=resume)
+    assert torch.load(resume, weights_only=True)["epoch"] == 2
+    resumed = run(CFG, seed=99, resume_path=resume)  # weights come from the resume file
+    assert same_run(reference, resumed)
+    assert not resume.exists()
+
+
+def test_resume_file_of_another_config_is_ignored(tmp_path, caplog):
+    resume = tmp_path / "run.pt"
+    killed = Interrupted(make_data(48, 0), 8, shuffle=True, seed=1, augment=Augment(10, 0.1, False), at=2)
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, train=killed, resume_path=resume)
+    other = TrainConfig(**{**CFG.__dict__, "lr": 0.02})
+    with caplog.at_level(logging.WARNING):
+        restarted = run(other, resume_path=resume)
+    assert "another configuration: starting fresh" in caplog.text
+    assert same_run(restarted, run(other))
+
+
+def test_early_stopping_stops_on_plateau_and_restores_best_weights():
+    cfg = TrainConfig(epochs=40, patience=3, lr=0.02, seed=0)
+    val = loaders(val_flip=True)[1]  # learning the training rule makes validation worse
+    model, result = run(cfg, val=val)
+    accs = [h["val_acc"] for h in result.history]
+    assert result.stopped_early and result.epochs_run == result.best_epoch + cfg.patience < 40
+    assert result.best_val_acc == max(accs) == accs[result.best_epoch - 1]
+    assert all(a <= result.best_val_acc for a in accs[result.best_epoch:])
+    short = run(TrainConfig(epochs=result.best_epoch, patience=3, lr=0.02, seed=0), val=val)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), short[0].state_dict().values()))
+
+
+class NaNAt(TensorLoader):
+    """Poisons one batch with NaN."""
+
+    def __init__(self, *args, at: tuple[int, int], **kw):
+        super().__init__(*args, **kw)
+        self.at = at
+
+    def epoch(self, e):
+        for i, (x, y) in enumerate(super().epoch(e)):
+            yield (x * float("nan") if (e, i + 1) == self.at else x), y
+
+
+def test_nan_loss_raises_and_keeps_last_good_resume_state(tmp_path):
+    resume = tmp_path / "run.pt"
+    poisoned = NaNAt(make_data(48, 0), 8, shuffle=True, seed=1, augment=Augment(10, 0.1, False), at=(2, 2))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 2, step 2"):
+        run(CFG, train=poisoned, resume_path=resume)
+    saved = torch.load(resume, weights_only=True)
+    one_epoch, _ = run(TrainConfig(**{**CFG.__dict__, "epochs": 1}))
+    assert saved["epoch"] == 1
+    assert all(torch.equal(saved["model"][k], v) for k, v in one_epoch.state_dict().items())
+
+
+def test_nan_on_first_step_takes_no_optimizer_step():
+    model = Tiny(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train, val = loaders()
+    poisoned = NaNAt(make_data(48, 0), 8, at=(1, 1))
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 1"):
+        fit(model, model.parameters(), poisoned, val, CFG, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_l2_penalises_weight_tensors_only():
+    model = Tiny(0).eval()
+    x, y = torch.randn(5, 1, 4, 4), torch.tensor([0, 1, 1, 0, 1])
+    step = Step(model, model.parameters(), TrainConfig(epochs=1, patience=1, lr=1e-3, l2=0.5))
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    step(x, y, 1, 1)
+    plain = Tiny(0).eval()
+    nn.functional.cross_entropy(plain(x), y).backward()
+    for (name, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
+        extra = 2 * 0.5 * weights[name] if p.dim() >= 2 else 0
+        assert torch.allclose(p.grad, q.grad + extra, atol=1e-6), name
+
+
+def test_max_batches_and_config_validation():
+    seen = []
+
+    class Counting(TensorLoader):
+        def epoch(self, e):
+            for batch in super().epoch(e):
+                seen.append(e)
+                yield batch
+
+    train = Counting(make_data(48, 0), 8)
+    run(TrainConfig(epochs=2, patience=5, lr=0.01, max_batches=2), train=train)
+    assert seen == [1, 1, 2, 2]
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(epochs=1, patience=0, lr=0.1)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        TrainConfig(epochs=1, patience=1, lr=0.0)
+
+
+def test_bench_reports_all_measures_and_targets():
+    from gattanet.bench import run_bench
+
+    result = run_bench(n_images=64, batch_size=32, warmup=0, repeats=1)
+    keys = {"bare_loop", "pretrain_step", "attn_step", "backbone_infer", "gattanet_infer", "loader"}
+    assert set(result["img_per_s"]) == keys and all(v > 0 for v in result["img_per_s"].values())
+    assert set(result["ratios"]) == set(result["targets"]) == {
+        "pretrain_vs_bare", "attn_vs_pretrain", "gattanet_vs_backbone_infer", "loader_vs_pretrain"}
+    assert result["device"] == "cpu"
