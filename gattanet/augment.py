@@ -38,9 +38,10 @@ class Augment:
         shift = (2 * u[:, 1:3] - 1) * (2 * self.shift)  # grid coordinates span 2 per size
         flip = torch.where(u[:, 3] < 0.5, -1.0, 1.0) if self.hflip else torch.ones_like(angle)
         cos, sin = torch.cos(angle), torch.sin(angle)
+        aspect = x.shape[2] / x.shape[3]  # grid coordinates are scaled per axis: rotate in pixels
         # theta maps output coordinates to input ones: flip, then rotate, then shift.
-        theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
-                             torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1).to(x.dtype)
+        theta = torch.stack([torch.stack([cos * flip, -sin * aspect, shift[:, 0]], 1),
+                             torch.stack([sin * flip / aspect, cos, shift[:, 1]], 1)], 1).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

@@ -72,13 +72,13 @@ class TensorLoader:
         gen = torch.Generator().manual_seed(derive_seed(self.seed, e))
         order = torch.randperm(self.num_samples, generator=gen) if self.shuffle \
             else torch.arange(self.num_samples)
+        device_order = order.to(self.device)
         for start in range(0, self.num_samples, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            dev_idx = idx.to(self.device, non_blocking=True)
-            x = self.images[dev_idx].float().div_(255)
+            idx = device_order[start:start + self.batch_size]
+            x = self.images[idx].float().div_(255)
             if self.augment is not None:
                 x = self.augment(x, gen)
-            yield self.finish(x, idx), self.labels[dev_idx]
+            yield self.finish(x, order[start:start + self.batch_size]), self.labels[idx]
 
 
 class _Indexed(Dataset):

@@ -96,6 +96,18 @@ class EmbeddingCfg:
 
 
 @dataclass(frozen=True)
+class BaselinesCfg:
+    run: str
+    backbone: str
+    dataset: str
+    methods: tuple[str, ...]
+    epochs: int
+    train_subset: int
+    test_subset: int
+    peak_sigma: float
+
+
+@dataclass(frozen=True)
 class Params:
     profile: str
     seed: int
@@ -109,6 +121,7 @@ class Params:
     maps_per_class: int
     maps_max_images: int
     report: dict
+    baselines: BaselinesCfg | None = None  # always set by validate()
     raw: dict = field(repr=False, default_factory=dict)
 
 
@@ -221,7 +234,8 @@ def _device(v: Any) -> str:
 # ---------------------------------------------------------------- sections
 
 TOP = ("profile", "seed", "device", "data", "backbones", "attention", "noise", "lesions",
-       "embedding", "maps", "report")
+       "embedding", "maps", "report", "baselines")
+BASELINE_METHODS = ("gattanet", "se", "eca", "cbam", "gather-excite", "non-local", "aa-conv", "gsa", "wider-toy")
 BACKBONE_KEYS = ("arch", "dataset", "weights", "epochs", "patience", "batch_size", "lr",
                  "train_subset", "augment")
 ATTENTION_KEYS = ("backbone", "dataset", "attn_dim", "lesion", "epochs", "patience", "batch_size",
@@ -254,7 +268,8 @@ def validate(raw: dict) -> Params:
                                _int(emb["knn_k"], "embedding.knn_k", 1)),
         maps_per_class=_int(maps["per_class"], "maps.per_class", 1),
         maps_max_images=_int(maps["max_images"], "maps.max_images", 1),
-        report=report, raw=raw)
+        report=report, raw=raw,
+        baselines=_baselines(raw["baselines"], attention))
 
 
 def _data(name: str, v: Any) -> DataCfg:
@@ -342,3 +357,19 @@ def _lesion_run(k: str, v: Any, attention: dict) -> LesionRun:
         if d[f] != getattr(run, f):
             raise ParamsError(f"{key}.{f}: {d[f]!r} must match attention.{k}.{f} = {getattr(run, f)!r}")
     return LesionRun(k, run.backbone, run.dataset, _choice(d["mode"], f"{key}.mode", LESION_MODES))
+
+
+def _baselines(v: Any, attention: dict) -> BaselinesCfg:
+    d = _fields(v, "baselines", ("run", "backbone", "dataset", "methods", "epochs", "train_subset",
+                                 "test_subset", "peak_sigma"))
+    run = attention[_choice(d["run"], "baselines.run", list(attention))]
+    for f in ("backbone", "dataset"):
+        if d[f] != getattr(run, f):
+            raise ParamsError(f"baselines.{f}: {d[f]!r} must match attention.{run.key}.{f} = {getattr(run, f)!r}")
+    if not isinstance(d["methods"], list) or not d["methods"]:
+        raise ParamsError(f"baselines.methods: expected a non-empty list of {', '.join(BASELINE_METHODS)}")
+    methods = tuple(_choice(m, f"baselines.methods[{i}]", BASELINE_METHODS) for i, m in enumerate(d["methods"]))
+    return BaselinesCfg(run.key, run.backbone, run.dataset, methods, _int(d["epochs"], "baselines.epochs", 1),
+                        _int(d["train_subset"], "baselines.train_subset", 0),
+                        _int(d["test_subset"], "baselines.test_subset", 0),
+                        _float(d["peak_sigma"], "baselines.peak_sigma", 0))

@@ -106,6 +106,17 @@ def test_augment_rotation_keeps_the_centre_and_rejects_bad_args():
         Augment()(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.Generator())
 
 
+def test_augment_rotates_in_pixel_space_on_non_square_images():
+    x = torch.zeros(32, 1, 21, 41)
+    x[:, :, 10, 28] = 1.0  # 8 pixels right of the centre (10, 20)
+    out = Augment(rotation=180, shift=0, hflip=False)(x, torch.Generator().manual_seed(0))[:, 0]
+    rows, cols = torch.meshgrid(torch.arange(21.0), torch.arange(41.0), indexing="ij")
+    mass = out.sum((1, 2))
+    dy, dx = (out * rows).sum((1, 2)) / mass - 10, (out * cols).sum((1, 2)) / mass - 20
+    assert torch.allclose(torch.hypot(dx, dy), torch.full((32,), 8.0), atol=0.5)  # a circle, not an ellipse
+    assert dy.abs().max() > 6  # and it did rotate far
+
+
 def test_indexed_noise_depends_only_on_seed_and_index():
     a = indexed_noise(torch.tensor([3, 5, 7]), (2, 4, 4), noise_seed=1)
     b = indexed_noise(torch.tensor([7, 3]), (2, 4, 4), noise_seed=1)

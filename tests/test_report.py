@@ -143,12 +143,18 @@ def test_missing_optional_outputs_say_not_run_with_the_command(tmp_path):
                       "lesions": NOT_RUN, "dimension": NOT_RUN}
 
 
-def test_a_run_without_params_entry_says_how_to_add_it(tmp_path):
+def test_fixture_params_follow_the_params_contract():
+    from pipeline.config import validate
+
+    validate(fake_params())
+
+
+def test_no_lesion_runs_in_params_says_how_to_add_one(tmp_path):
     params = fake_params()
-    del params["embedding"]
+    params["lesions"] = {}
     write_fake_outputs(tmp_path, params, skip=OPTIONAL)
-    claim = evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)[2]
-    assert claim.verdict == NOT_RUN and "embedding:" in claim.how_to_run
+    claim = evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)[4]
+    assert claim.verdict == NOT_RUN and "lesions:" in claim.how_to_run
 
 
 def test_missing_required_metrics_names_the_file(tmp_path):

@@ -137,9 +137,9 @@ def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], o
     add("fig2a", "Figure 2a — accuracy under additive Gaussian noise", runs.get("fig2"), "noise",
         noise_fig, noise_missing)
     add("fig2b", "Figure 2b — 2-D embedding of the global query", runs.get("fig2"), "query_space",
-        embed_fig, lambda run: stage_command(params, "embedding", "embed", run))
+        embed_fig, lambda run: stage_command(params, "attention", "embed", run))
     add("fig3", "Figure 3 — global attention agreement maps", runs.get("fig2"), "true_class",
-        maps_fig, lambda run: stage_command(params, "maps", "maps", run))
+        maps_fig, lambda run: stage_command(params, "attention", "maps", run))
     add("fig4a", "Figure 4a — accuracy under noise (the paper's d = 16 panel)", runs.get("fig4a"), "noise",
         noise_fig, noise_missing)
     add("fig4b", "Figure 4b — accuracy under noise (the paper's d = 64 panel)", runs.get("fig4b"), "noise",

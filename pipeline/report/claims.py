@@ -128,10 +128,10 @@ def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
                   "(at least halfway from chance to 100 %), and, for datasets with class groups (animals/"
                   "vehicles, clothing/footwear/bags), the group k-NN accuracy on the 2-D embedding is at "
                   "least halfway from the largest group's share to 100 % with a positive group silhouette.")
-    for key in params.get("embedding") or {}:
+    for key in out.train_attn:
         emb = out.embedding.get(key)
         if emb is None:
-            claim.evidence.append(Evidence(key, NOT_RUN, {}, stage_command(params, "embedding", "embed", key)))
+            claim.evidence.append(Evidence(key, NOT_RUN, {}, stage_command(params, "attention", "embed", key)))
             continue
         s = emb["stats"]
         bar = halfway(s["chance"])
@@ -150,8 +150,6 @@ def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
                 numbers["group k-NN in 2-D"] = f"{pct(groups['knn_acc_2d'])} (bar {pct(gbar)})"
                 numbers["group silhouette"] = f"{groups['silhouette']:.3f}"
         claim.evidence.append(Evidence(key, _verdict(ok), numbers))
-    if not claim.evidence:
-        claim.how_to_run = "add a run under `embedding:` in params.yaml, then `dvc repro`"
     return claim
 
 
@@ -171,18 +169,16 @@ def true_class(out: Outputs, paper: dict, params: dict) -> Claim:
                   "Supported on a run when the true class is among the 3 highest last-layer agreement "
                   "scores well above chance: a top-3 rate at least halfway from chance (3/C) to 100 % "
                   "(always ≥ 50 %, the paper's 'typically').")
-    for key in params.get("maps") or {}:
+    for key in out.train_attn:
         maps = out.maps.get(key)
         if maps is None:
-            claim.evidence.append(Evidence(key, NOT_RUN, {}, stage_command(params, "maps", "maps", key)))
+            claim.evidence.append(Evidence(key, NOT_RUN, {}, stage_command(params, "attention", "maps", key)))
             continue
         s = maps["stats"]
         bar = halfway(s["chance_top3"])
         claim.evidence.append(Evidence(key, _verdict(s["top3_rate"] >= bar), {
             "top-3 rate": f"{pct(s['top3_rate'])} (bar {pct(bar)}, chance {pct(s['chance_top3'])})",
             "top-1 rate": f"{pct(s['top1_rate'])} (chance {pct(s['chance_top1'])})", "images": str(s["n"])}))
-    if not claim.evidence:
-        claim.how_to_run = "add a run under `maps:` in params.yaml, then `dvc repro`"
     return claim
 
 
@@ -200,7 +196,7 @@ def lesions(out: Outputs, paper: dict, params: dict) -> Claim:
             continue
         claim.evidence.append(_lesion_evidence(key, les))
     if not claim.evidence:
-        claim.how_to_run = "add a run under `lesions:` in params.yaml, then `dvc repro`"
+        claim.how_to_run = "add an attention run under `lesions:` in params.yaml, then `dvc repro`"
     return claim
 
 

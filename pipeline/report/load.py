@@ -124,12 +124,12 @@ def load_outputs(params: dict, root: Path) -> Outputs:
         path = root / "results" / "lesions" / f"{key}.json"
         if path.exists():
             out.lesions[key] = read_json(path, LESION_KEYS)
-    for key in params.get("embedding") or {}:
+    for key in runs:  # embed@KEY and maps@KEY run for every attention run
         stats = root / "results" / "embedding" / key / "stats.json"
         points = root / "results" / "embedding" / key / "points.csv"
         if stats.exists() and points.exists():
             out.embedding[key] = {"stats": read_json(stats, EMBED_KEYS), "points": read_points(points)}
-    for key in params.get("maps") or {}:
+    for key in runs:
         maps = root / "results" / "maps" / key / "maps.json"
         stats = root / "results" / "maps" / key / "stats.json"
         if maps.exists() and stats.exists():
