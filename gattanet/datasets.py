@@ -125,7 +125,8 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             gzipped = f.read(2) == b"\x1f\x8b"
-        raw = gzip.open(path).read() if gzipped else Path(path).read_bytes()
+        with (gzip.open if gzipped else open)(path, "rb") as f:
+            raw = f.read()
     except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"{path}: cannot read ({e}); the file is truncated or corrupt") from e
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":

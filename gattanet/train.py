@@ -3,7 +3,6 @@ best weights restored, per-epoch resume, a guard against non-finite losses, and 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import itertools
@@ -108,7 +107,8 @@ def train_epoch(step: Step, loader: Loader, epoch: int, progress: Progress | Non
     """One epoch of `step` over `loader`; returns (mean cross-entropy, accuracy)."""
     step.model.train()
     n_batches = _n_batches(loader, step.cfg)
-    task = progress.add_task(f"{label} epoch {epoch}", total=n_batches, stats="") if progress else None
+    task = progress.add_task(f"{label} epoch {epoch}", total=n_batches, stats="") \
+        if progress is not None else None
     total_loss, correct, seen = 0.0, 0, 0
     for i, (x, y) in enumerate(itertools.islice(loader.epoch(epoch), n_batches)):
         loss, hits = step(x, y, epoch, i + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 import webbrowser
 from pathlib import Path
@@ -81,6 +82,7 @@ def _stage_command(name: str, module: str, keyed: bool) -> None:
         def go():
             from pipeline.config import load_params
 
+            logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
             p = load_params(params, overrides)
             stage = importlib.import_module(f"pipeline.stages.{module}")
             stage.run(p, key) if keyed else stage.run(p)

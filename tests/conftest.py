@@ -1,7 +1,11 @@
 """Shared fixtures: small Fashion-MNIST IDX files in the real on-disk format, and a params dict."""
 
 import gzip
+import os
+import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +45,39 @@ def fmnist_root(tmp_path) -> Path:
 @pytest.fixture
 def tiny_params() -> dict:
     return yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+
+
+PROJECT_FILES = ["gattanet", "pipeline", "profiles", "dvc.yaml", "pyproject.toml", ".gitignore"]
+
+
+def sh(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a command with the venv's tools on PATH; on failure show its output."""
+    r = subprocess.run(cmd, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout, **kw)
+    if check:
+        assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return r
+
+
+def project_env() -> dict:
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+
+
+def make_project(where: Path, params: dict, n_train: int = 400, n_test: int = 200) -> Path:
+    """A fresh git + DVC copy of the project under `where`, with `params` and small Fashion-MNIST files."""
+    repo = where / "repo"
+    repo.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, repo / name)
+    params["data"]["fashion-mnist"]["root"] = str(write_fashion_mnist(where / "fmnist", n_train, n_test))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "init", "-q"], repo)
+    sh(["dvc", "init", "-q"], repo)
+    sh(["dvc", "config", "core.analytics", "false"], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "project"], repo)
+    return repo

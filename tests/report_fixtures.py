@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gattanet.adapters.budget import within_budget
 from gattanet.io import write_csv, write_json
 from gattanet.specs import FASHION_CLASSES
 
@@ -17,7 +18,11 @@ TOY_TAPS = [{"name": "conv1", "kind": "conv", "shape": [32, 32, 32]},
             {"name": "conv3", "kind": "conv", "shape": [128, 8, 8]},
             {"name": "fc1", "kind": "dense", "shape": [256]},
             {"name": "logits", "kind": "dense", "shape": [10]}]
-OPTIONAL = ("noise", "lesions", "embedding", "maps", "dims")
+OPTIONAL = ("noise", "lesions", "embedding", "maps", "dims", "baselines")
+TOY_PARAMS = 620_362
+# invented, per baselines method: (clean gain as a multiple of `gain`, trainable params as a multiple of GAttANet's)
+FAKE_BASELINES = {"gattanet": (1.0, 1.0), "se": (0.5, 1.04), "eca": (0.25, None), "cbam": (-0.5, 1.3),
+                  "wider-toy": (0.2, None)}
 
 
 def fake_params() -> dict:
@@ -39,8 +44,8 @@ def fake_params() -> dict:
         "embedding": {"max_points": 200, "n_neighbors": 15, "knn_k": 10},
         "maps": {"per_class": 1, "max_images": 10},
         "baselines": {"run": "toy-fmnist-d16", "backbone": "toy-fmnist", "dataset": "fashion-mnist",
-                      "methods": ["gattanet", "se"], "epochs": 1, "train_subset": 0, "test_subset": 0,
-                      "peak_sigma": 0.035},  # not read by the report yet (issue 8)
+                      "methods": list(FAKE_BASELINES), "epochs": 2, "train_subset": 5000, "test_subset": 1000,
+                      "peak_sigma": 0.035},
         "report": {"title": "GAttANet reproduction (test fixture)",
                    "figures": {"fig2": "toy-fmnist-d16", "fig4a": "toy-fmnist-d16", "fig4b": "toy-fmnist-d64",
                                "fig4c": "toy-fmnist-d16"}},
@@ -54,7 +59,7 @@ def write_fake_outputs(root: Path, params: dict, gain: float = 0.02, skip: tuple
     res = root / "results"
     for key, b in params["backbones"].items():
         write_json(res / "pretrain" / key / "metrics.json", {
-            "run": key, "arch": b["arch"], "dataset": b["dataset"], "params": 620_362, "val_acc": 0.86,
+            "run": key, "arch": b["arch"], "dataset": b["dataset"], "params": TOY_PARAMS, "val_acc": 0.86,
             "test_acc": 0.85, "best_epoch": 1, "epochs_run": 1, "seconds": 12.5, "device": "cpu"})
     dims = []
     for i, (key, a) in enumerate(params["attention"].items()):
@@ -62,7 +67,7 @@ def write_fake_outputs(root: Path, params: dict, gain: float = 0.02, skip: tuple
         base = 0.85
         write_json(res / "train-attn" / key / "metrics.json", {
             "run": key, "backbone_run": a["backbone"], "arch": "toy", "dataset": "fashion-mnist",
-            "attn_dim": a["attn_dim"], "lesion": "cccdd", "backbone_params": 620_362,
+            "attn_dim": a["attn_dim"], "lesion": "cccdd", "backbone_params": TOY_PARAMS,
             "attention_params": 981 * a["attn_dim"] + 85, "baseline_acc": base, "gattanet_acc": base + g,
             "val_acc": base + g, "best_epoch": 1, "epochs_run": 1, "seconds": 30.0, "device": "cpu",
             "alpha": [0.1] * 5, "taps": [t["name"] for t in TOY_TAPS]})
@@ -83,6 +88,8 @@ def write_fake_outputs(root: Path, params: dict, gain: float = 0.02, skip: tuple
         _embedding(res / "embedding" / key, key)
     for key in params["attention"] if "maps" not in skip else ():
         _maps(res / "maps" / key, key)
+    for method in params["baselines"]["methods"] if "baselines" not in skip else ():
+        write_json(res / "baselines" / f"{method}.json", _baseline(method, params, gain))
 
 
 def _sweep(key: str, dim: int, gain: float, noise: dict) -> dict:
@@ -101,6 +108,27 @@ def _sweep(key: str, dim: int, gain: float, noise: dict) -> dict:
             "diff": {"mean": diff.tolist(), "ci_low": (diff - 0.004).tolist(), "ci_high": (diff + 0.004).tolist()},
             "peak": {"sigma": float(sig[peak]), "diff": float(diff[peak])}, "negative_from": 0.25,
             "seconds": 8.0, "device": "cpu"}
+
+
+def _baseline(method: str, params: dict, gain: float) -> dict:
+    """results/baselines/METHOD.json: the fixture's backbone noise curve plus a method-specific gain."""
+    cfg = params["baselines"]
+    scale, budget = FAKE_BASELINES[method]
+    sweep = _sweep(cfg["run"], 16, gain * scale, params["noise"])
+    sig = sweep["sigmas"]
+    peak = min(range(len(sig)), key=lambda i: abs(sig[i] - cfg["peak_sigma"]))
+    attn = 981 * 16 + 85
+    trainable = {"eca": 3 * 3 + 3, "wider-toy": TOY_PARAMS + attn + 117}.get(method) or round(attn * budget)
+    acc, base = sweep["gattanet"]["mean"], sweep["baseline"]["mean"]
+    return {"method": method, "run": cfg["run"], "arch": "toy", "dataset": "fashion-mnist",
+            "width": {"gattanet": None, "wider-toy": {"widths": [33, 66, 132], "hidden": 264}}.get(method, 8), "trainable_params": trainable, "gattanet_params": attn,
+            "matchable": method != "eca",
+            "within_budget": None if method == "wider-toy" else within_budget(trainable, attn),
+            "clean_acc": acc[0], "baseline_acc": base[0], "peak_sigma": sig[peak], "acc_at_peak": acc[peak],
+            "baseline_at_peak": base[peak], "sigmas": sig, "acc": acc, "baseline": base,
+            "infer_img_per_s": 800.0, "backbone_infer_img_per_s": 1000.0, "rel_infer": 0.8,
+            "train_img_per_s": 500.0, "backbone_train_img_per_s": 400.0, "rel_train": 1.25,
+            "epochs_run": cfg["epochs"], "best_epoch": cfg["epochs"], "seconds": 20.0, "device": "cpu"}
 
 
 def _lesions(key: str, gain: float) -> dict:

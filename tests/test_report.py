@@ -1,5 +1,6 @@
 """The HTML report: builds from (fake) stage outputs, shows every figure, escapes params text,
-computes verdicts from the data, says "not run" for what did not run, and renders in Chromium."""
+computes verdicts from the data, compares GAttANet with the related attention modules, says "not run"
+for what did not run, and renders in Chromium."""
 
 import json
 import shutil
@@ -13,9 +14,9 @@ from PIL import Image
 
 from pipeline.report import figures
 from pipeline.report.build import build_report, collect_provenance
-from pipeline.report.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, evaluate_claims
+from pipeline.report.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, evaluate_claims, pct, pts
 from pipeline.report.load import ReportInputError, load_outputs, load_paper
-from pipeline.report.tables import deviations
+from pipeline.report.tables import BASELINE_METHODS, baselines_section, count, deviations
 from tests.report_fixtures import OPTIONAL, fake_params, write_fake_outputs
 
 FIGURE_IDS = ("fig2a", "fig2b", "fig3", "fig4a", "fig4b", "fig4c")
@@ -43,6 +44,36 @@ class Page(HTMLParser):
 
     def handle_data(self, data):
         self.text.append(data)
+
+
+class Rows(HTMLParser):
+    """The cell texts of each body row of the first <table> whose class is `cls`."""
+
+    def __init__(self, html: str, cls: str):
+        super().__init__()
+        self.cls, self.rows, self.state, self.cell = cls, [], "before", None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table" and self.state == "before" and dict(attrs).get("class") == self.cls:
+            self.state = "in"
+        elif self.state == "in" and tag == "tbody":
+            self.state = "body"
+        elif self.state == "body" and tag == "tr":
+            self.rows.append([])
+        elif self.state == "body" and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if self.state == "body" and tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append(" ".join(" ".join(self.cell).split()))
+            self.cell = None
+        elif self.state == "body" and tag == "table":
+            self.state = "after"
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
 
 
 def _html_of(index: Path) -> tuple[str, Page]:
@@ -136,7 +167,8 @@ def test_missing_optional_outputs_say_not_run_with_the_command(tmp_path):
     text = " ".join(page.text)
     assert text.count("not run") >= len(FIGURE_IDS)
     for command in ("dvc repro noise@toy-fmnist-d16", "dvc repro noise@toy-fmnist-d64", "dvc repro embed@toy-fmnist-d16",
-                    "dvc repro maps@toy-fmnist-d16", "dvc repro lesions@toy-fmnist-d16", "dvc repro dims"):
+                    "dvc repro maps@toy-fmnist-d16", "dvc repro lesions@toy-fmnist-d16", "dvc repro dims",
+                    *(f"dvc repro baselines@{m}" for m in params["baselines"]["methods"])):
         assert command in text, command
     claims = {c.id: c.verdict for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
     assert claims == {"clean_gain": SUPPORTED, "noise": NOT_RUN, "query_space": NOT_RUN, "true_class": NOT_RUN,
@@ -197,6 +229,7 @@ def test_provenance_and_deviations_come_from_outputs_and_params(tmp_path):
     assert prov["commit"].startswith("unknown") or len(prov["commit"]) == 40
     stages = {s["stage"]: s["seconds"] for s in prov["stages"]}
     assert stages["train-attn@toy-fmnist-d16"] == 30.0 and stages["pretrain@toy-fmnist"] == 12.5
+    assert stages["baselines@se"] == 20.0
     assert "attn_dim: 64" in prov["params_yaml"]
 
     topics = {d["topic"]: d for d in deviations(load_paper(), params)}
@@ -221,6 +254,105 @@ def test_agreement_maps_figure_is_generic_over_taps(tmp_path):
     assert fig.axes[-1].patches[2].get_facecolor()[:3] == pytest.approx((0.839, 0.153, 0.157), abs=1e-2)  # true class red
     links = figures.save(fig, tmp_path, "maps6")
     assert (tmp_path / links["png"]).exists() and (tmp_path / links["svg"]).exists()
+
+
+def _baseline_files(root: Path, params: dict) -> dict[str, dict]:
+    return {m: json.loads((root / "results/baselines" / f"{m}.json").read_text())
+            for m in params["baselines"]["methods"] if (root / "results/baselines" / f"{m}.json").exists()}
+
+
+def test_baselines_section_compares_every_method_gattanet_first(built):
+    root, params, index = built
+    html, page = _html_of(index)
+    assert "baselines" in page.ids and 'href="#baselines"' in html
+    assert html.index('id="lesions"') < html.index('id="baselines"')
+    files = _baseline_files(root, params)
+    modules = sorted((m for m in files if m not in ("gattanet", "wider-toy")), key=lambda m: -files[m]["clean_acc"])
+    order = ["gattanet", *modules, "wider-toy"]
+    rows = Rows(html, "baselines").rows
+    assert [r[0] for r in rows] == [BASELINE_METHODS[m][0] for m in order] + ["frozen backbone"]
+    for m, row in zip(order, rows):
+        r = files[m]
+        assert row[2] == count(r["trainable_params"]) and count(r["gattanet_params"]) in row[3]
+        assert row[4:8] == [pct(r["clean_acc"]), pts(r["clean_acc"] - r["baseline_acc"]),
+                            pct(r["acc_at_peak"]), pts(r["acc_at_peak"] - r["baseline_at_peak"])], m
+        assert row[8] == f"{1 / r['rel_train']:.2f}×" and row[9] == f"{1 / r['rel_infer']:.2f}×"
+    budget = {m: row[3] for m, row in zip(order, rows)}
+    assert "unmatchable" in budget["eca"] and "within ±10 %" in budget["se"] and "outside ±10 %" in budget["cbam"]
+    assert "backbone + GAttANet" in budget["wider-toy"]
+    assert rows[-1][3] == pct(files["gattanet"]["baseline_acc"])  # frozen backbone; params cells are merged
+    cfg = params["baselines"]
+    text = " ".join(" ".join(page.text).split())
+    assert f"at most {cfg['epochs']} epochs on a seeded subset of {cfg['train_subset']:,} training images" in text
+    assert f"{cfg['test_subset']:,} test images" in text and f"acc at σ = {files['se']['peak_sigma']:g}" in text
+    assert "figures/baselines.png" in page.imgs
+    with Image.open(index.parent / "figures/baselines.png") as im:
+        im.load()
+        assert min(im.size) > 50
+    assert (index.parent / "figures/baselines.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_baselines_leaders_are_computed_from_the_files(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params, skip=OPTIONAL[:-1])
+    leaders = baselines_section(load_outputs(params, tmp_path), params)["leaders"]
+    n = len(params["baselines"]["methods"])
+    assert leaders[0].startswith(f"Highest accuracy on clean images of the {n} methods run: GAttANet")
+    path = tmp_path / "results/baselines/se.json"
+    se = json.loads(path.read_text())
+    se["clean_acc"] = _baseline_files(tmp_path, params)["gattanet"]["clean_acc"] + 0.01
+    path.write_text(json.dumps(se))
+    leaders = baselines_section(load_outputs(params, tmp_path), params)["leaders"]
+    assert leaders[0].startswith(f"Highest accuracy on clean images of the {n} methods run: SE ({pct(se['clean_acc'])})")
+    assert "1.00 pts ahead of the next, GAttANet; GAttANet ranks 2" in leaders[0]
+    path.write_text(json.dumps({**se, "peak_sigma": 0.1}))  # as if measured under other params: not comparable
+    section = baselines_section(load_outputs(params, tmp_path), params)
+    assert section["peak_header"] == "the peak σ (per row)" and "not ranked" in section["leaders"][0]
+    assert [r["peak"].endswith("(σ = 0.1)") for r in section["rows"]].count(True) == 1
+
+
+def test_a_missing_baselines_method_shows_not_run_with_its_command(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params, skip=OPTIONAL[:-1])
+    (tmp_path / "results/baselines/cbam.json").unlink()
+    index = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+    html, page = _html_of(index)
+    rows = {r[0]: r for r in Rows(html, "baselines").rows}
+    assert rows["CBAM"][2] == "not run dvc repro baselines@cbam"
+    assert all("not run" not in " ".join(r) for label, r in rows.items() if label != "CBAM")
+    assert len(rows) == len(params["baselines"]["methods"]) + 1  # and the frozen backbone
+    assert page.imgs == ["figures/baselines.png"]
+    params.pop("baselines")
+    assert "add a `baselines:` section" in baselines_section(load_outputs(params, tmp_path), params)["missing"]
+
+
+def test_malformed_baselines_file_names_file_and_problem(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params, skip=OPTIONAL[:-1])
+    path = tmp_path / "results/baselines/se.json"
+    se = json.loads(path.read_text())
+    path.write_text(json.dumps({**se, "acc": se["acc"][:-1]}))
+    with pytest.raises(ReportInputError, match=r"baselines/se\.json: acc must be a list of one value per sigma"):
+        load_outputs(params, tmp_path)
+    path.write_text(json.dumps({**se, "method": "eca"}))
+    with pytest.raises(ReportInputError, match=r"se\.json: holds method 'eca', expected 'se'"):
+        load_outputs(params, tmp_path)
+
+
+def test_baselines_figure_draws_each_method_and_the_backbone_on_a_log_sigma_axis(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params, skip=OPTIONAL[:-1])
+    files = _baseline_files(tmp_path, params)
+    results = [(BASELINE_METHODS[m][0], r) for m, r in files.items()]
+    fig = figures.baselines_curves(results, "test", peak_sigma=files["se"]["peak_sigma"])
+    top, bottom = fig.axes
+    assert [t.get_text() for t in top.get_legend().get_texts()] == ["frozen backbone", *(label for label, _ in results)]
+    assert bottom.get_xscale() == "log"
+    lines = {line.get_label(): line for line in top.get_lines()}
+    assert np.allclose(lines["GAttANet"].get_ydata(), 100 * np.asarray(files["gattanet"]["acc"]))
+    assert np.allclose(lines["frozen backbone"].get_ydata(), 100 * np.asarray(files["gattanet"]["baseline"]))
+    with pytest.raises(ValueError, match="no results"):
+        figures.baselines_curves([], "empty")
 
 
 CHECK_SCRIPT = """<script>
@@ -260,7 +392,7 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
     assert "data-check" in body, f"the check script did not run; DOM starts {res.stdout[:300]!r}"
     result = json.loads(body["data-check"])
     assert result["table1"] and min(result["table1"]) > 50, result["table1"]
-    assert {i["src"] for i in result["imgs"]} == {f"figures/{f}.png" for f in FIGURE_IDS}
+    assert {i["src"] for i in result["imgs"]} == {f"figures/{f}.png" for f in (*FIGURE_IDS, "baselines")}
     broken = [i for i in result["imgs"] if not i["ok"] or min(i["box"]) < 50]
     assert not broken, broken
     with Image.open(shot) as im:

@@ -21,7 +21,8 @@ from gattanet.io import write_text
 from . import figures as figs
 from .claims import NOT_RUN, Claim, evaluate_claims, pct, pts
 from .load import Outputs, load_outputs, load_paper, stage_command
-from .tables import dataset_label, deviations, dims_table, lesion_tables, stage_times, table1
+from .tables import (baselines_section, dataset_label, deviations, dims_table, lesion_tables, method_label,
+                     stage_times, table1)
 
 TEMPLATES = Path(__file__).with_name("templates")
 VERSIONED = ("torch", "torchvision", "numpy", "dvc", "matplotlib", "umap-learn")
@@ -80,6 +81,7 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
         "dims": dims_table(out),
         "dims_missing": None if out.dims is not None else "dvc repro dims",
         "lesions": lesion_tables(out),
+        "baselines": draw_baselines(params, out, out_dir),
         "deviations": deviations(paper, params),
         "compute": {"seconds": sum(s["seconds"] for s in stages),
                     "devices": sorted({s["device"] for s in stages if s["device"]})},
@@ -147,6 +149,35 @@ def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], o
     add("fig4c", "Figure 4c — lesions", runs.get("fig4c"), "lesions",
         lesion_fig, lambda run: stage_command(params, "lesions", "lesions", run))
     return items
+
+
+def draw_baselines(params: dict, out: Outputs, out_dir: Path) -> dict:
+    """The baselines section (tables.baselines_section) plus its noise-curve figure and caption, when any ran."""
+    section = baselines_section(out, params)
+    section["figure"] = None
+    if section["missing"] or not section["rows"]:
+        return section
+    cfg, noise = params["baselines"], params.get("noise") or {}
+    results = [(method_label(r["method"]), out.baselines[r["method"]]) for r in section["rows"]]
+    first = results[0][1]
+    sigmas = {r["peak_sigma"] for _, r in results}
+    peak = sigmas.pop() if len(sigmas) == 1 else None
+    title = (f"{dataset_label(first['dataset'])}: {len(results)} method{'s' * (len(results) > 1)} on the frozen "
+             f"{cfg['backbone']} backbone (budget of run {cfg['run']})")
+    fig = figs.baselines_curves(results, title, peak_sigma=peak)
+    seeds = noise.get("seeds") or []
+    images = ("all test images" if cfg["test_subset"] <= 0
+              else f"a seeded subset of {cfg['test_subset']:,} test images")
+    clip = "clipped to [0, 1]" if noise.get("clip") else "not clipped"
+    peak_text = (f"; dotted: σ = {peak:g}, the measured σ nearest to the peak-gain level "
+                 f"baselines.peak_sigma = {cfg['peak_sigma']:g}" if peak is not None else "")
+    section["figure"] = {"links": figs.save(fig, out_dir, "baselines"), "caption": (
+        f"Measured: top-1 accuracy on {images} of {dataset_label(first['dataset'])}, each image with additive "
+        f"Gaussian noise of standard deviation σ on the [0, 1] pixel scale ({clip}), averaged over "
+        f"{len(seeds)} noise seed{'s' * (len(seeds) != 1)}; every method and the frozen backbone see the same "
+        f"noisy images. Top: each method (solid) and the frozen backbone alone (dashed, from "
+        f"{section['backbone']['source']}); bottom: each method minus the backbone, in points{peak_text}.")}
+    return section
 
 
 def _measured(claim: Claim, run: str) -> str:

@@ -1,9 +1,11 @@
-"""The paper's Figures 2-4 redrawn from this run's outputs (matplotlib, PNG + SVG).
+"""The paper's Figures 2-4 redrawn from this run's outputs, and the baselines' noise curves (matplotlib,
+PNG + SVG).
 
 Uses matplotlib's object API (`Figure`, no pyplot), so nothing needs a display and no global
 figure registry leaks between calls.
 """
 
+from itertools import cycle
 from pathlib import Path
 
 import matplotlib
@@ -34,13 +36,26 @@ def save(fig: Figure, out_dir: Path, name: str) -> dict[str, str]:
     return links
 
 
+def _zero_x(sigmas: np.ndarray) -> float:
+    """Where σ = 0 sits on a log axis: half the smallest positive σ."""
+    positive = sigmas[sigmas > 0]
+    return positive.min() / 2 if positive.size else 1e-3
+
+
+def _sigma_ticks(ax, sigmas: np.ndarray, zero_x: float) -> None:
+    """Log σ axis with one labelled tick per measured σ (σ = 0 at zero_x, labelled 0)."""
+    ax.set_xscale("log")
+    ax.set_xticks(np.where(sigmas > 0, sigmas, zero_x), ["0" if s == 0 else f"{s:g}" for s in sigmas],
+                  rotation=45, fontsize=8)
+    ax.minorticks_off()
+
+
 def noise_curve(sweep: dict, title: str) -> Figure:
     """Accuracy vs noise σ (log axis; σ = 0 drawn left of the smallest σ) and the gain with its CI."""
     sig = np.asarray(sweep["sigmas"], dtype=float)
     order = np.argsort(sig)
     sig = sig[order]
-    positive = sig[sig > 0]
-    zero_x = positive.min() / 2 if positive.size else 1e-3
+    zero_x = _zero_x(sig)
     x = np.where(sig > 0, sig, zero_x)
     series = {k: 100 * np.asarray(v, dtype=float)[order] for k, v in (
         ("baseline", sweep["baseline"]["mean"]), ("gattanet", sweep["gattanet"]["mean"]),
@@ -59,9 +74,46 @@ def noise_curve(sweep: dict, title: str) -> Figure:
     bottom.set_ylabel("gain (points)")
     bottom.set_xlabel("noise σ (log axis; leftmost point: clean)")
     bottom.legend(frameon=False, fontsize=8)
-    bottom.set_xscale("log")
-    bottom.set_xticks(x, ["0" if s == 0 else f"{s:g}" for s in sig], rotation=45, fontsize=8)
-    bottom.minorticks_off()
+    _sigma_ticks(bottom, sig, zero_x)
+    return fig
+
+
+def baselines_curves(results: list[tuple[str, dict]], title: str, peak_sigma: float | None = None,
+                     highlight: str = "GAttANet") -> Figure:
+    """Each method's accuracy vs noise σ beside the frozen backbone's (log axis, σ = 0 at the left), and
+    below each method minus the backbone. results: (label, baselines file) pairs, drawn in order; the
+    backbone curve comes from the first; the `highlight` label is drawn in GAttANet's colour."""
+    if not results:
+        raise ValueError("baselines_curves: no results to draw")
+    everything = np.unique(np.concatenate([np.asarray(r["sigmas"], dtype=float) for _, r in results]))
+    zero_x = _zero_x(everything)
+    others = cycle(matplotlib.colormaps["tab10"](i) for i in (0, 1, 2, 4, 5, 6, 8, 9))  # no red, no grey
+
+    def curve(r: dict, key: str) -> tuple[np.ndarray, np.ndarray]:
+        sig = np.asarray(r["sigmas"], dtype=float)
+        order = np.argsort(sig)
+        return np.where(sig > 0, sig, zero_x)[order], 100 * np.asarray(r[key], dtype=float)[order]
+
+    fig = Figure(figsize=(7.4, 6.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    x, base = curve(results[0][1], "baseline")
+    top.plot(x, base, "s--", color=BASELINE_COLOR, lw=1.6, ms=4, label="frozen backbone", zorder=3)
+    bottom.axhline(0, color=BASELINE_COLOR, ls="--", lw=1)
+    for label, r in results:
+        style = ({"color": GATTANET_COLOR, "lw": 2.2, "zorder": 4} if label == highlight
+                 else {"color": next(others), "lw": 1.2})
+        x, acc = curve(r, "acc")
+        top.plot(x, acc, "o-", ms=3, label=label, **style)
+        bottom.plot(x, acc - curve(r, "baseline")[1], "o-", ms=3, **style)
+    if peak_sigma is not None:
+        for ax in (top, bottom):
+            ax.axvline(peak_sigma if peak_sigma > 0 else zero_x, color="black", ls=":", lw=0.8)
+    top.set_ylabel("test accuracy (%)")
+    top.set_title(title, fontsize=10)
+    top.legend(frameon=False, fontsize=7, loc="lower left", ncols=2 if len(results) > 5 else 1)
+    bottom.set_ylabel("method − backbone (points)")
+    bottom.set_xlabel("noise σ (log axis; leftmost point: clean; dotted: the peak-gain σ)")
+    _sigma_ticks(bottom, everything, zero_x)
     return fig
 
 

@@ -31,6 +31,7 @@ class Outputs:
     embedding: dict[str, dict] = field(default_factory=dict)      # {"stats": ..., "points": ...}
     maps: dict[str, dict] = field(default_factory=dict)           # {"maps": ..., "stats": ...}
     dims: dict | None = None
+    baselines: dict[str, dict] = field(default_factory=dict)      # results/baselines/METHOD.json
 
 
 TRAIN_ATTN_KEYS = ("run", "backbone_run", "arch", "dataset", "attn_dim", "backbone_params",
@@ -43,6 +44,10 @@ EMBED_KEYS = ("run", "n_points", "attn_dim", "classes", "knn_k", "knn_acc_query"
               "chance", "groups", "seconds")
 MAPS_KEYS = ("run", "classes", "taps", "samples")
 MAPS_STATS_KEYS = ("run", "n", "top1_rate", "top3_rate", "chance_top1", "chance_top3", "seconds")
+BASELINE_KEYS = ("method", "run", "arch", "dataset", "trainable_params", "gattanet_params", "matchable",
+                 "within_budget", "clean_acc", "baseline_acc", "peak_sigma", "acc_at_peak", "baseline_at_peak",
+                 "sigmas", "acc", "baseline", "rel_infer", "rel_train", "epochs_run", "best_epoch", "seconds",
+                 "device")
 DIMS_ROW_KEYS = ("run", "arch", "dataset", "attn_dim", "attention_params", "baseline_acc",
                  "gattanet_acc", "peak_sigma", "baseline_at_peak", "gattanet_at_peak")
 
@@ -91,6 +96,17 @@ def _check_sweep(path: Path, sweep: dict) -> dict:
     return sweep
 
 
+def _check_baseline(path: Path, method: str, res: dict) -> dict:
+    """A baselines file must be the one of `method`, with one accuracy per σ for the method and the backbone."""
+    if res["method"] != method:
+        raise ReportInputError(f"{path}: holds method {res['method']!r}, expected {method!r}")
+    n = len(res["sigmas"]) if isinstance(res["sigmas"], list) else -1
+    for name in ("acc", "baseline"):
+        if n < 1 or not isinstance(res[name], list) or len(res[name]) != n:
+            raise ReportInputError(f"{path}: {name} must be a list of one value per sigma ({max(n, 0)} sigmas)")
+    return res
+
+
 def stage_command(params: dict, section: str, stage: str, key: str) -> str:
     """How to produce a missing output: the dvc command, after adding the params entry if needed."""
     if key not in (params.get(section) or {}):
@@ -134,6 +150,10 @@ def load_outputs(params: dict, root: Path) -> Outputs:
         stats = root / "results" / "maps" / key / "stats.json"
         if maps.exists() and stats.exists():
             out.maps[key] = {"maps": read_json(maps, MAPS_KEYS), "stats": read_json(stats, MAPS_STATS_KEYS)}
+    for method in (params.get("baselines") or {}).get("methods") or ():
+        path = root / "results" / "baselines" / f"{method}.json"
+        if path.exists():
+            out.baselines[method] = _check_baseline(path, method, read_json(path, BASELINE_KEYS))
     dims = root / "results" / "dims.json"
     if dims.exists():
         out.dims = read_json(dims, ("rows",))

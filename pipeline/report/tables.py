@@ -1,4 +1,5 @@
-"""The report's tables: Table 1 beside the paper, dimensions, lesions, deviations, compute spent.
+"""The report's tables: Table 1 beside the paper, dimensions, lesions, the related-work baselines,
+deviations, compute spent.
 
 Rows are plain dicts of display strings (and a few flags) so the template only lays them out.
 """
@@ -180,4 +181,161 @@ def stage_times(out: Outputs) -> list[dict]:
              for k, e in out.embedding.items()]
     rows += [{"stage": f"maps@{k}", "seconds": m["stats"]["seconds"], "device": m["stats"].get("device")}
              for k, m in out.maps.items()]
+    rows += [{"stage": f"baselines@{k}", "seconds": r["seconds"], "device": r["device"]}
+             for k, r in out.baselines.items()]
     return rows
+
+
+# What each baselines method is and where its code comes from (gattanet/adapters/modules.py).
+ZERO_GATE = "inside a zero-init residual gate x + γ·(module(x) − x), γ = 0 at start"
+BASELINE_METHODS = {
+    "gattanet": ("GAttANet", "global attention agreement: one global query pooled from every tapped layer "
+                 "modulates each layer by its keys' agreement with it (Eq. 1-5); conv and dense taps",
+                 "this repository (gattanet/attention.py), α = 0 at start; retrained under the budget below"),
+    "se": ("SE", "Squeeze-and-Excitation (Hu et al., 2018): channel gate from an MLP on globally pooled features",
+           f"timm SEModule, {ZERO_GATE}"),
+    "eca": ("ECA", "Efficient Channel Attention (Wang et al., 2020): channel gate from a 1-D conv (k taps) "
+            "across the pooled channels", f"timm EcaModule, {ZERO_GATE}"),
+    "cbam": ("CBAM", "Convolutional Block Attention Module (Woo et al., 2018): channel MLP gate, then a 7×7 "
+             "spatial gate", f"timm CbamModule, {ZERO_GATE}"),
+    "gather-excite": ("Gather-Excite θ+", "Gather-Excite (Hu et al., 2018), extent 8: depthwise strided "
+                      "gather, MLP excite, upsampled sigmoid gate",
+                      "compact re-implementation (timm 1.0.31's GatherExcite cannot be built with its MLP), "
+                      f"{ZERO_GATE}"),
+    "non-local": ("Non-local", "Non-local block (Wang et al., 2018): self-attention over all positions, "
+                  "added residually", "timm NonLocalAttn; its own zero-init BatchNorm is the gate"),
+    "aa-conv": ("AA-conv", "Attention-augmented convolution (Bello et al., 2019): multi-head self-attention "
+                "with 2-D relative position logits", "compact re-implementation, 4 heads; the attention maps "
+                "are added through a zero-init 1×1 projection, x + proj(MHSA(x)), instead of concatenated"),
+    "gsa": ("GSA", "Global Self-Attention (Shen et al.): efficient global content attention plus axial "
+            "(column, then row) positional attention", "compact re-implementation, 4 heads, without the "
+            "paper's per-conv BatchNorms; added through a zero-init 1×1 projection"),
+    "wider-toy": ("wider toy CNN", "the paper's matched-parameter control: the toy model with wider layers, "
+                  "total parameters ≈ toy + GAttANet, no attention",
+                  "gattanet/toy.py scaled by one width factor, trained from scratch like the backbone"),
+}
+ECA_UNMATCHABLE = ("unmatchable: ECA's only weights are one k-tap 1-D kernel per layer (k odd, ≤ 2·C − 1) "
+                   "and its gate γ, far below GAttANet's budget; its real count is shown")
+BUDGET_TOL = 0.10  # gattanet.adapters.budget.within_budget's default, which the stage applies
+
+
+def baselines_section(out: Outputs, params: dict) -> dict:
+    """The baselines comparison: rows (GAttANet first, then the attention modules by clean accuracy, then
+    the wider-toy control), the methods not run with their command, the budget and the computed leaders."""
+    cfg = params.get("baselines")
+    if not cfg:
+        return {"missing": "add a `baselines:` section to params.yaml (see profiles/), then `dvc repro baselines`"}
+    ran = [m for m in cfg["methods"] if m in out.baselines]
+    ran.sort(key=lambda m: (m != "gattanet", m == "wider-toy", -_or(out.baselines[m]["clean_acc"], -1.0)))
+    sigmas = sorted({out.baselines[m]["peak_sigma"] for m in ran})
+    rows = [_baseline_row(m, out.baselines[m], out, len(sigmas) > 1) for m in ran]
+    not_run = [{"method": m, "label": _method(m)[0], "description": _method(m)[1],
+                "command": f"dvc repro baselines@{m}"} for m in cfg["methods"] if m not in out.baselines]
+    reference = out.baselines[ran[0]] if ran else None
+    return {"missing": None, "rows": rows, "not_run": not_run, "budget": _budget(cfg, params),
+            "peak_header": f"σ = {sigmas[0]:g}" if len(sigmas) == 1 else "the peak σ (per row)",
+            "backbone": None if reference is None else {
+                "source": f"{ran[0]}.json", "clean": pct(reference["baseline_acc"]),
+                "peak": pct(reference["baseline_at_peak"])},
+            "leaders": _leaders([(m, out.baselines[m]) for m in ran], sigmas)}
+
+
+def _method(m: str) -> tuple[str, str, str]:
+    return BASELINE_METHODS.get(m, (m, "", ""))
+
+
+def method_label(m: str) -> str:
+    """A baselines method's display name: 'gather-excite' -> 'Gather-Excite θ+'."""
+    return _method(m)[0]
+
+
+def _or(x: float | None, default: float) -> float:
+    return default if x is None else x
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _baseline_row(m: str, r: dict, out: Outputs, show_sigma: bool) -> dict:
+    label, description, source = _method(m)
+    d_clean, d_peak = _diff(r["clean_acc"], r["baseline_acc"]), _diff(r["acc_at_peak"], r["baseline_at_peak"])
+    peak = pct(r["acc_at_peak"]) + (f" (σ = {r['peak_sigma']:g})" if show_sigma else "")
+    return {"method": m, "label": label, "description": description, "source": source,
+            "trainable": count(r["trainable_params"]), "gattanet_params": count(r["gattanet_params"]),
+            "budget": _budget_note(m, r, out), "clean": pct(r["clean_acc"]), "d_clean": pts(d_clean),
+            "d_clean_up": _or(d_clean, 0) > 0, "peak": peak, "d_peak": pts(d_peak), "d_peak_up": _or(d_peak, 0) > 0,
+            "train_cost": _cost(r["rel_train"]), "infer_cost": _cost(r["rel_infer"]),
+            "epochs": f"{r['epochs_run']} (best {r['best_epoch']})"}
+
+
+def _budget_note(m: str, r: dict, out: Outputs) -> str:
+    """How the method's parameters compare with GAttANet's budget (the wider toy: with backbone + GAttANet)."""
+    if m == "gattanet":
+        return "the budget itself"
+    if not r["matchable"]:
+        return ECA_UNMATCHABLE if m == "eca" else "unmatchable: its real count is shown"
+    target, what = r["gattanet_params"], "GAttANet"
+    if r["within_budget"] is None:  # wider-toy: its total is matched to the backbone plus GAttANet
+        backbone = out.train_attn.get(r["run"], {}).get("backbone_params")
+        if backbone is None:
+            return "total matched to backbone + GAttANet (backbone count not available)"
+        target, what = backbone + r["gattanet_params"], f"backbone + GAttANet = {count(backbone + r['gattanet_params'])}"
+    dev = (r["trainable_params"] - target) / target
+    inside = r["within_budget"] if r["within_budget"] is not None else abs(dev) <= BUDGET_TOL
+    return f"{'within' if inside else 'outside'} ±{100 * BUDGET_TOL:.0f} % of {what} ({100 * dev:+.1f} %)"
+
+
+def _cost(rel: float | None) -> str:
+    """Throughput ratio (method ÷ backbone images/s) as a time cost per image, × the backbone's."""
+    return "—" if not rel else f"{1 / rel:.2f}×"
+
+
+def _epochs(n: object) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
+def _subset(n: int) -> str:
+    return "all training images" if n <= 0 else f"a seeded subset of {n:,} training images"
+
+
+def _budget(cfg: dict, params: dict) -> str:
+    """The training budget every method got, from params (the stage trains under exactly these)."""
+    run = (params.get("attention") or {}).get(cfg["run"], {})
+    text = (f"Every attention method, GAttANet included, was trained under the same reduced budget: at most "
+            f"{_epochs(cfg['epochs'])} on {_subset(cfg['train_subset'])}, with the "
+            f"other settings of attention run {cfg['run']} (batch {run.get('batch_size', '?')}, "
+            f"learning rate {run.get('lr', '?')}, early-stopping patience {run.get('patience', '?')}), "
+            f"on its frozen {cfg['backbone']} backbone.")
+    if "wider-toy" in cfg["methods"]:
+        bb = (params.get("backbones") or {}).get(cfg["backbone"], {})
+        text += (f" The wider-toy control has no frozen part and is trained from scratch like the backbone: at most "
+                 f"{_epochs(bb.get('epochs', '?'))} on {_subset(bb.get('train_subset', 0))}.")
+    return text
+
+
+def _leaders(results: list[tuple[str, dict]], sigmas: list[float]) -> list[str]:
+    """Which method is most accurate clean and at the peak σ (by how much), and GAttANet's rank, from the files."""
+    lines, checks = [], [("clean_acc", "on clean images")]
+    if len(sigmas) == 1:
+        checks.append(("acc_at_peak", f"at σ = {sigmas[0]:g}"))
+    elif sigmas:
+        lines.append("Accuracy at the peak σ is not ranked: the files were measured at different σ "
+                     f"({', '.join(f'{s:g}' for s in sigmas)}).")
+    for key, what in checks:
+        accs = {m: r[key] for m, r in results if r[key] is not None}
+        if len(accs) < 2:
+            continue
+        top = max(accs.values())
+        best = [m for m, a in accs.items() if a == top]
+        text = (f"Highest accuracy {what} of the {len(accs)} methods run: "
+                f"{' and '.join(_method(m)[0] for m in best)} ({pct(top)})")
+        rest = {m: a for m, a in accs.items() if a < top}
+        if rest:
+            second = max(rest, key=rest.get)
+            text += f", {100 * (top - rest[second]):.2f} pts ahead of the next, {_method(second)[0]}"
+        if "gattanet" in rest:
+            rank = 1 + sum(a > accs["gattanet"] for a in accs.values())
+            text += f"; GAttANet ranks {rank} ({pct(accs['gattanet'])})"
+        lines.append(text + ".")
+    return lines

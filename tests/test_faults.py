@@ -1,0 +1,178 @@
+"""Faults and bad input: kill and resume, atomic outputs, corrupt or hostile inputs, NaN, concurrent runs."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from gattanet.io import atomic_path, write_json
+from pipeline.cli import app
+from tests.conftest import ROOT, make_project, project_env, sh, write_fashion_mnist
+
+runner = CliRunner()
+
+
+def tiny(**backbone) -> dict:
+    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    params["backbones"]["toy-fmnist"].update(backbone)
+    return params
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+# ---------------------------------------------------------------- 1. kill -9 and resume
+
+@pytest.mark.slow
+def test_kill_during_pretraining_then_repro_resumes_and_matches(tmp_path):
+    params = tiny(epochs=4, patience=4, train_subset=400)
+    clean = make_project(tmp_path / "clean", params)
+    sh(["dvc", "repro", "pretrain@toy-fmnist"], clean)
+
+    killed = make_project(tmp_path / "killed", params)
+    sh(["dvc", "repro", "data@fashion-mnist"], killed)
+    resume = killed / ".gattanet/resume/pretrain-toy-fmnist.pt"
+    proc = subprocess.Popen(["dvc", "repro", "pretrain@toy-fmnist"], cwd=killed, env=project_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not resume.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert resume.exists() and not (killed / "models/backbones/toy-fmnist.pt").exists()
+
+    r = sh(["dvc", "repro", "pretrain@toy-fmnist"], killed)
+    assert "resuming after epoch" in r.stdout + r.stderr
+    assert not resume.exists()
+    a = json.loads((clean / "results/pretrain/toy-fmnist/metrics.json").read_text())
+    b = json.loads((killed / "results/pretrain/toy-fmnist/metrics.json").read_text())
+    assert without_seconds([a]) == without_seconds([b])
+    sa = torch.load(clean / "models/backbones/toy-fmnist.pt", weights_only=True)["state_dict"]
+    sb = torch.load(killed / "models/backbones/toy-fmnist.pt", weights_only=True)["state_dict"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ---------------------------------------------------------------- 2. atomic outputs
+
+def test_atomic_write_leaves_the_old_file_on_a_crash(tmp_path):
+    target = tmp_path / "out.json"
+    write_json(target, {"good": True})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"half": ')
+            raise RuntimeError("killed mid-write")
+    assert json.loads(target.read_text()) == {"good": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A working directory with the tiny params and data, data stage done."""
+    params = tiny()
+    params["data"]["fashion-mnist"]["root"] = str(write_fashion_mnist(tmp_path / "fm", 200, 100))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["stage", "data", "fashion-mnist"]).exit_code == 0
+    return tmp_path
+
+
+def test_crashed_stage_keeps_previous_outputs(project, monkeypatch):
+    assert runner.invoke(app, ["stage", "pretrain", "toy-fmnist"]).exit_code == 0
+    before = {p: p.read_bytes() for p in (project / "models").rglob("*.pt")}
+    before |= {p: p.read_bytes() for p in (project / "results").rglob("*.*")}
+    r = runner.invoke(app, ["stage", "pretrain", "toy-fmnist", "-S", "backbones.toy-fmnist.lr=1.0e+30"])
+    assert r.exit_code == 1
+    assert {p: p.read_bytes() for p in before} == before
+
+
+# ---------------------------------------------------------------- 4. missing or corrupt inputs
+
+def test_missing_dataset_names_path_and_remedy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = tiny()
+    params["data"]["fashion-mnist"]["root"] = str(tmp_path / "nowhere")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    r = runner.invoke(app, ["stage", "data", "fashion-mnist"])
+    assert r.exit_code == 1 and str(tmp_path / "nowhere") in r.output and "dataset-fashion-mnist" in r.output
+    assert not (tmp_path / "data").exists()
+
+
+def test_truncated_idx_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = write_fashion_mnist(tmp_path / "fm", 50, 20)
+    f = root / "train-images-idx3-ubyte.gz"
+    import gzip
+    raw = gzip.decompress(f.read_bytes())
+    f.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    params = tiny()
+    params["data"]["fashion-mnist"]["root"] = str(root)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    r = runner.invoke(app, ["stage", "data", "fashion-mnist"])
+    assert r.exit_code == 1 and "train-images-idx3-ubyte.gz" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "data/fashion-mnist.pt").exists()
+
+
+def test_corrupt_checkpoint_is_refused_clearly(project):
+    ckpt = project / "models/backbones/toy-fmnist.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"\x80\x04 not a checkpoint")
+    r = runner.invoke(app, ["stage", "train-attn", "toy-fmnist-d16"])
+    assert r.exit_code == 1 and "models/backbones/toy-fmnist.pt" in r.output
+    assert not (project / "models/attention").exists()
+
+
+class Hostile:
+    def __reduce__(self):
+        return (os.system, (f"touch {Hostile.marker}",))
+
+
+def test_pickle_carrying_code_is_refused(project):
+    Hostile.marker = project / "pwned"
+    ckpt = project / "models/backbones/toy-fmnist.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"format": "gattanet", "payload": Hostile()}, ckpt)
+    r = runner.invoke(app, ["stage", "train-attn", "toy-fmnist-d16"])
+    assert r.exit_code == 1 and "toy-fmnist.pt" in r.output
+    assert not Hostile.marker.exists()
+
+
+# ---------------------------------------------------------------- 5. numerical faults
+
+def test_nan_loss_stops_with_epoch_and_step_and_writes_no_checkpoint(project):
+    r = runner.invoke(app, ["stage", "pretrain", "toy-fmnist", "-S", "backbones.toy-fmnist.lr=1.0e+30"])
+    assert r.exit_code == 1 and "non-finite loss at epoch 1, step" in r.output
+    assert not (project / "models/backbones/toy-fmnist.pt").exists()
+    assert not (project / "results/pretrain").exists()
+
+
+# ---------------------------------------------------------------- 7. concurrency
+
+@pytest.mark.slow
+def test_second_repro_is_refused_by_dvcs_lock(tmp_path):
+    repo = make_project(tmp_path, tiny(epochs=50, patience=50, train_subset=400))
+    sh(["dvc", "repro", "data@fashion-mnist"], repo)
+    proc = subprocess.Popen(["dvc", "repro", "pretrain@toy-fmnist"], cwd=repo, env=project_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        resume = repo / ".gattanet/resume/pretrain-toy-fmnist.pt"
+        deadline = time.time() + 300
+        while not resume.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        snapshot = {p: p.stat().st_mtime_ns for p in repo.rglob("*") if ".gattanet" not in p.parts}
+        r = sh(["dvc", "repro"], repo, check=False)
+        assert r.returncode != 0 and "lock" in (r.stdout + r.stderr).lower()
+        after = {p: p.stat().st_mtime_ns for p in snapshot if p.exists()}
+        changed = [p for p in snapshot if after.get(p) != snapshot[p] and ".dvc/tmp" not in str(p)]
+        assert not changed, changed
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
