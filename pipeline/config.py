@@ -86,6 +86,7 @@ class LesionRun:
     backbone: str
     dataset: str
     mode: str
+    test_subset: int
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class Params:
     embedding: EmbeddingCfg
     maps_per_class: int
     maps_max_images: int
+    maps_test_subset: int
     report: dict
     baselines: BaselinesCfg | None = None  # always set by validate()
     raw: dict = field(repr=False, default_factory=dict)
@@ -256,7 +258,7 @@ def validate(raw: dict) -> Params:
     for fig, run in _section(report.get("figures", {}), "report.figures").items():
         _choice(run, f"report.figures.{fig}", list(attention))
     emb = _fields(raw["embedding"], "embedding", ("max_points", "n_neighbors", "knn_k"))
-    maps = _fields(raw["maps"], "maps", ("per_class", "max_images"))
+    maps = _fields(raw["maps"], "maps", ("per_class", "max_images", "test_subset"))
     return Params(
         profile=_str(raw["profile"], "profile"),
         seed=_int(raw["seed"], "seed", 0),
@@ -268,6 +270,7 @@ def validate(raw: dict) -> Params:
                                _int(emb["knn_k"], "embedding.knn_k", 1)),
         maps_per_class=_int(maps["per_class"], "maps.per_class", 1),
         maps_max_images=_int(maps["max_images"], "maps.max_images", 1),
+        maps_test_subset=_int(maps["test_subset"], "maps.test_subset", 0),
         report=report, raw=raw,
         baselines=_baselines(raw["baselines"], attention))
 
@@ -351,12 +354,13 @@ def _noise(v: Any) -> NoiseCfg:
 def _lesion_run(k: str, v: Any, attention: dict) -> LesionRun:
     key = f"lesions.{k}"
     _choice(k, "lesions (an attention run)", list(attention))
-    d = _fields(v, key, ("backbone", "dataset", "mode"))
+    d = _fields(v, key, ("backbone", "dataset", "mode", "test_subset"))
     run = attention[k]
     for f in ("backbone", "dataset"):
         if d[f] != getattr(run, f):
             raise ParamsError(f"{key}.{f}: {d[f]!r} must match attention.{k}.{f} = {getattr(run, f)!r}")
-    return LesionRun(k, run.backbone, run.dataset, _choice(d["mode"], f"{key}.mode", LESION_MODES))
+    return LesionRun(k, run.backbone, run.dataset, _choice(d["mode"], f"{key}.mode", LESION_MODES),
+                     _int(d["test_subset"], f"{key}.test_subset", 0))
 
 
 def _baselines(v: Any, attention: dict) -> BaselinesCfg:

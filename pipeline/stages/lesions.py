@@ -21,7 +21,7 @@ def run(params, key: str) -> None:
     source = common.DataSource(params, run_cfg.dataset, device)
     model, _ = common.load_run_model(params, key, device)
     patterns = ablation_patterns(model.taps)
-    test = source.loader("test", 512)
+    test = source.loader("test", 512, limit=cfg.test_subset)
     with common.stopwatch() as clock:
         if cfg.mode == "eval":
             forwards = {p["pattern"]: partial(model, lesion=p["pattern"]) for p in patterns}

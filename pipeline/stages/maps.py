@@ -19,7 +19,7 @@ def run(params, key: str) -> None:
         idx = idx[:params.maps_max_images]
         x, y, images = source.batch("test", idx)
         samples = agreement_maps(model, x, y, list(source.classes))
-        stats = true_class_rank_stats(model, source.loader("test", 512))
+        stats = true_class_rank_stats(model, source.loader("test", 512, limit=params.maps_test_subset))
     for sample, i, image in zip(samples, idx.tolist(), images):
         sample["index"] = i
         sample["image"] = (image * 255).round().to(torch.uint8).squeeze(0).tolist()
