@@ -25,6 +25,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def seeded(seed: int) -> None:
+    """Seed torch's global generator before a model is built, so its initial weights repeat."""
+    torch.manual_seed(seed)
+
+
 @contextmanager
 def stopwatch():
     """Yield a dict whose 'seconds' is filled in when the block ends."""

@@ -32,6 +32,7 @@ def run(params, method: str) -> None:
     gattanet_params = sum(p.numel() for p in build(params, att_run, copy.deepcopy(backbone)).attention_parameters())
     taps = backbone.taps()
     width, train_settings = None, (att_run, cfg.train_subset)
+    common.seeded(params.seed)
     with common.stopwatch() as clock:
         if method == "gattanet":
             model = build(params, att_run, backbone).to(device)

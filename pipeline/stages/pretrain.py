@@ -16,6 +16,7 @@ def run(params, key: str) -> None:
     spec = get_spec(cfg.dataset)
     source = common.DataSource(params, cfg.dataset, device)
     weights = None if cfg.weights == "scratch" else cfg.weights
+    common.seeded(params.seed)
     backbone = build_backbone(cfg.arch, source.num_classes, spec.channels, weights=weights,
                               input_size=spec.size).to(device)
     out = RESULTS / "pretrain" / key

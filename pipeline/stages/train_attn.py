@@ -22,6 +22,7 @@ def train(params, run, source, device, lesion: str | None = None, resume_name: s
     """Train one GAttANet for `run` (optionally under another lesion pattern); returns (model, result)."""
     backbone, _ = load_backbone(BACKBONES / f"{run.backbone}.pt", device=str(device),
                                 expect={"kind": "backbone", "dataset": run.dataset})
+    common.seeded(params.seed)
     model = build(params, run, backbone.to(device), lesion).to(device)
     result = fit(model, list(model.attention_parameters()),
                  source.train_loader(run.batch_size, common.augment_of(run.augment), run.train_subset),
