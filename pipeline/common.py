@@ -69,6 +69,15 @@ def load_run_model(params, key: str, device):
     return model, meta
 
 
+def open_run(params, key: str):
+    """What an analysis stage of attention run `key` needs: its params, the device, its data, its model."""
+    run = entry(params.attention, key, "attention")
+    device = resolve_device(params.device)
+    source = DataSource(params, run.dataset, device)
+    model, meta = load_run_model(params, key, device)
+    return run, device, source, model, meta
+
+
 def entry(section: dict, key: str, name: str):
     """params.<name>[key], or a ValueError listing the entries there are."""
     if key not in section:

@@ -64,6 +64,8 @@ def test_dvc_tools_work_on_the_outputs(repo):
     assert "gattanet_acc" in metrics
     sh(["dvc", "plots", "show", "-o", str(repo.parent / "plots")], repo)
     assert (repo.parent / "plots" / "index.html").exists()
+    assert "toy-fmnist-d16" in sh(["dvc", "exp", "show", "--json"], repo).stdout
+    sh(["dvc", "params", "diff"], repo)
 
 
 def test_changing_one_dimension_touches_only_its_stages(repo):

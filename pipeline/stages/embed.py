@@ -7,11 +7,8 @@ from pipeline.common import RESULTS
 
 
 def run(params, key: str) -> None:
-    run_cfg = common.entry(params.attention, key, "attention")
     cfg = params.embedding
-    device = common.resolve_device(params.device)
-    source = common.DataSource(params, run_cfg.dataset, device)
-    model, _ = common.load_run_model(params, key, device)
+    run_cfg, device, source, model, _ = common.open_run(params, key)
     with common.stopwatch() as clock:
         queries, labels = collect_queries(model, source.loader("test", 512, limit=cfg.max_points))
         points = umap_2d(queries, seed=params.seed, n_neighbors=cfg.n_neighbors)

@@ -16,10 +16,7 @@ from pipeline.stages.train_attn import train
 
 def run(params, key: str) -> None:
     cfg = common.entry(params.lesions, key, "lesions")
-    run_cfg = params.attention[key]
-    device = common.resolve_device(params.device)
-    source = common.DataSource(params, run_cfg.dataset, device)
-    model, _ = common.load_run_model(params, key, device)
+    run_cfg, device, source, model, _ = common.open_run(params, key)
     patterns = ablation_patterns(model.taps)
     test = source.loader("test", 512, limit=cfg.test_subset)
     with common.stopwatch() as clock:

@@ -10,10 +10,7 @@ from pipeline.common import RESULTS
 
 
 def run(params, key: str) -> None:
-    run_cfg = common.entry(params.attention, key, "attention")
-    device = common.resolve_device(params.device)
-    source = common.DataSource(params, run_cfg.dataset, device)
-    model, _ = common.load_run_model(params, key, device)
+    run_cfg, device, source, model, _ = common.open_run(params, key)
     with common.stopwatch() as clock:
         idx = sample_indices(source.labels("test"), per_class=params.maps_per_class, seed=params.seed)
         idx = idx[:params.maps_max_images]

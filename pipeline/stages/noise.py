@@ -8,11 +8,8 @@ from pipeline.common import RESULTS
 
 
 def run(params, key: str) -> None:
-    run_cfg = common.entry(params.attention, key, "attention")
     noise = params.noise
-    device = common.resolve_device(params.device)
-    source = common.DataSource(params, run_cfg.dataset, device)
-    model, meta = common.load_run_model(params, key, device)
+    run_cfg, device, source, model, meta = common.open_run(params, key)
     forwards = {"baseline": model.baseline, "gattanet": model}
 
     def evaluate_at(sigma: float, seed: int) -> dict:

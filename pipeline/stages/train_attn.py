@@ -43,8 +43,8 @@ def run(params, key: str) -> None:
         test = accuracies({"baseline": model.baseline, "gattanet": model}, source.loader("test", 512),
                           topk=source.topk)
     backbone_path = BACKBONES / f"{run_cfg.backbone}.pt"
-    meta = save_gattanet(ATTENTION / f"{key}.pt", model, backbone_path,
-                         {"run": key, "backbone_run": run_cfg.backbone, "dataset": run_cfg.dataset})
+    save_gattanet(ATTENTION / f"{key}.pt", model, backbone_path,
+                  {"run": key, "backbone_run": run_cfg.backbone, "dataset": run_cfg.dataset})
     out = RESULTS / "train-attn" / key
     write_csv(out / "history.csv", common.history_rows(result.history), common.HISTORY_COLUMNS)
     write_json(out / "metrics.json", {
