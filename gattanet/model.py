@@ -53,16 +53,22 @@ class GAttANet(nn.Module):
         with torch.no_grad():
             logits, acts = self.backbone.run(x)
         for _ in range(self.iterations):
-            state = self.attention(acts)
+            state = self.attention(acts, with_kq=return_state)
             transforms = [self._modulation(i, s) if on else None
                           for i, (s, on) in enumerate(zip(state.scores, modulated))]
+            del acts  # in eval nothing holds them any more: the next pass can reuse their memory
             logits, acts = self.backbone.run(x, transforms)
         return (logits, state) if return_state else logits
 
     def _modulation(self, i: int, score: Tensor) -> Callable[[Tensor], Tensor]:
         alpha = self.attention.alpha[i]
         gain = 1 + alpha * (score.unsqueeze(1) if score.dim() == 3 else score)  # conv maps broadcast over C
-        return lambda act: act * gain
+
+        def modulate(act: Tensor) -> Tensor:
+            if torch.is_grad_enabled() or act.dtype != gain.dtype:
+                return act * gain
+            return act.mul_(gain)  # nothing will backpropagate: scale the fresh activation in place
+        return modulate
 
     @torch.no_grad()
     def baseline(self, x: Tensor) -> Tensor:

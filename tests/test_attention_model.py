@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gattanet.attention import GlobalAttention
+from gattanet.attention import GlobalAttention, PointwiseConv, UnitProjection, fast_dropout
 from gattanet.backbones import build_backbone
 from gattanet.lesion import ablation_patterns, full_pattern, parse_lesion
 from gattanet.model import GAttANet
@@ -42,15 +42,13 @@ def test_alpha_starts_at_zero():
 
 
 def set_tiny_weights(att):
-    """Queries: identity 1x1 conv (no bias) and W_q rows e1, e2, e1+e2; keys: identity conv with bias (1, 0)."""
+    """Queries: identity 1x1 conv (no bias) and W_q rows e1, e2, e1+e2; keys: identity conv with bias (1, 0).
+    A tap's projection holds keys in its first d outputs and queries in the last d."""
     conv, dense = att.layers
     with torch.no_grad():
-        conv.query.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
-        conv.query.bias.zero_()
-        conv.key.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
-        conv.key.bias.copy_(torch.tensor([1.0, 0.0]))
-        dense.query.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
-        dense.key.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 1.0], [-1.0, 0.0]]))
+        conv.proj.weight.copy_(torch.eye(2).repeat(2, 1).view(4, 2, 1, 1))
+        conv.proj.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+        dense.proj.weight.copy_(torch.tensor([[1.0, 2.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [-1.0, 0.0, 1.0, 1.0]]))
 
 
 def test_global_query_and_scores_by_hand():
@@ -114,6 +112,103 @@ def test_dropout_only_in_training():
     assert not torch.equal(att(acts).keys[0], att(acts).keys[0])
 
 
+def random_norm_stats(att):
+    """Give every BatchNorm of keys/queries non-trivial eval statistics and affine terms."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for layer in att.layers:
+            for t in (layer.norm.weight, layer.norm.bias, layer.norm.running_mean, layer.norm.running_var):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+
+
+@pytest.mark.parametrize("kq_norm", [False, True])
+def test_eval_shortcut_equals_the_per_position_keys_and_queries(kq_norm):
+    # eval computes query and scores from the activations directly; they must be Eq. 3 and 4
+    # applied to the materialised keys and queries
+    torch.manual_seed(0)
+    att = GlobalAttention(TINY, 3, kq_norm=kq_norm).eval()
+    if kq_norm:
+        random_norm_stats(att)
+    acts = [torch.randn(4, 2, 2, 2), torch.randn(4, 3)]
+    s = att(acts)
+    layer_means = [s.queries[0].mean(dim=(2, 3)), s.queries[1].mean(dim=1)]
+    assert torch.allclose(s.query, torch.stack(layer_means).mean(0), atol=1e-6)
+    assert torch.allclose(s.scores[0], torch.einsum("bd,bdhw->bhw", s.query, s.keys[0]), atol=1e-5)
+    assert torch.allclose(s.scores[1], torch.einsum("bd,bnd->bn", s.query, s.keys[1]), atol=1e-5)
+    lean = att(acts, with_kq=False)
+    assert lean.keys is None and lean.queries is None
+    assert torch.equal(lean.query, s.query) and all(torch.equal(a, b) for a, b in zip(lean.scores, s.scores))
+
+
+def test_train_without_dropout_equals_eval():
+    torch.manual_seed(0)
+    att = GlobalAttention(ToyCNN(3, 10).taps(), 4, dropout=0.0)
+    _, acts = ToyCNN(3, 10).eval().run(images())
+    train, evald = att.train()(acts, with_kq=False), att.eval()(acts)
+    assert train.keys is not None  # training always needs them
+    assert torch.allclose(train.query, evald.query, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(train.scores, evald.scores))
+
+
+def test_keys_and_queries_share_one_projection_initialised_per_half():
+    conv, dense = GlobalAttention([Tap("c", "conv", (50, 2, 2)), Tap("d", "dense", (40,))], 8).layers
+    assert conv.proj.weight.shape == (16, 50, 1, 1) and conv.proj.bias.shape == (16,)
+    bound = 1 / 50 ** 0.5  # Conv2d's default init depends only on the input channels
+    assert conv.proj.weight.abs().max() <= bound and conv.proj.bias.abs().max() <= bound
+    # each (N, d) half gets its own glorot bound sqrt(6 / (N + d)), not that of an (N, 2d) weight
+    assert dense.proj.weight.shape == (40, 16)
+    for half in dense.proj.weight.chunk(2, dim=1):
+        assert (6 / 48) ** 0.5 * 0.8 < half.abs().max() <= (6 / 48) ** 0.5
+
+
+def test_pointwise_conv_is_a_1x1_convolution():
+    torch.manual_seed(0)
+    conv, x = PointwiseConv(5, 3), torch.randn(2, 5, 4, 3)
+    assert torch.allclose(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias), atol=1e-6)
+    u, x = UnitProjection(4, 2), torch.randn(3, 4)
+    assert torch.equal(u(x)[:, 1, :], x[:, 1:2] * u.weight[1])
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.1])
+def test_dropout_rate_scale_and_seed(p):
+    x = torch.ones(7, 11, 13, 17)  # an element count that is not a multiple of 4
+    torch.manual_seed(5)
+    y = fast_dropout(x, p)
+    assert y.shape == x.shape
+    kept = y != 0
+    assert torch.allclose(y[kept], torch.tensor(1 / (1 - p)))
+    n = x.numel()
+    assert abs((~kept).float().mean().item() - p) < 4 * (p * (1 - p) / n) ** 0.5
+    torch.manual_seed(5)
+    assert torch.equal(fast_dropout(x, p), y)
+    assert not torch.equal(fast_dropout(x, p), y)
+    half = fast_dropout(x.bfloat16(), p)  # the scale is applied in float32, then rounded once
+    assert half.dtype == torch.bfloat16
+    assert torch.equal(half[half != 0].unique(), torch.tensor([1 / (1 - p)]).bfloat16())
+
+
+def test_keys_and_queries_are_dropped_independently():
+    torch.manual_seed(0)
+    att = GlobalAttention([Tap("c", "conv", (2, 16, 16))], 8, dropout=0.5).train()
+    with torch.no_grad():  # keys and queries all 1 before dropout
+        att.layers[0].proj.weight.zero_()
+        att.layers[0].proj.bias.fill_(1.0)
+    s = att([torch.randn(4, 2, 16, 16)])
+    k, q = s.keys[0] != 0, s.queries[0] != 0
+    assert abs(k.float().mean().item() - 0.5) < 0.03 and abs(q.float().mean().item() - 0.5) < 0.03
+    assert abs((k == q).float().mean().item() - 0.5) < 0.03  # independent masks agree half the time
+
+
+def test_dropout_trains_through_autograd():
+    torch.manual_seed(0)
+    model = toy_model(dropout=0.25)
+    with torch.no_grad():
+        model.attention.alpha.fill_(0.1)
+    model.train()
+    torch.nn.functional.cross_entropy(model(images()), torch.tensor([1, 2])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.attention_parameters())
+
+
 # --- lesions ---------------------------------------------------------------------------------
 
 def test_lesion_patterns():
@@ -173,6 +268,20 @@ def test_lesion_modulates_only_the_named_taps(monkeypatch):
     expected, acts = model.backbone.run(x, [lambda a: a * gain, None, None, None, None])
     assert torch.equal(logits, expected) and all(torch.equal(a, b) for a, b in zip(acts, modulated))
     assert not torch.allclose(logits, model(x))  # the full pattern differs
+
+
+def test_no_grad_inference_equals_the_autograd_path():
+    # under no_grad the modulation scales activations in place; the numbers must not change
+    for iterations in (1, 3):
+        model = toy_model(iterations=iterations)
+        with torch.no_grad():
+            model.attention.alpha.copy_(torch.tensor([0.3, -0.2, 0.1, 0.05, 0.2]))
+        x = images()
+        logits, state = model(x, return_state=True)
+        with torch.no_grad():
+            fast, fast_state = model(x, return_state=True)
+            assert torch.equal(model(x), fast)
+        assert torch.equal(fast, logits) and torch.equal(fast_state.query, state.query)
 
 
 def test_lesion_attribute_validates_and_per_call_override():
