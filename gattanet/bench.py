@@ -15,6 +15,7 @@ from gattanet.backbones import build_backbone
 from gattanet.datasets import TensorData
 from gattanet.loader import TensorLoader
 from gattanet.model import GAttANet
+from gattanet.placement import CHANNELS_LAST, place
 from gattanet.train import Step, TrainConfig, train_epoch
 
 TARGETS = {"pretrain_vs_bare": 0.9, "attn_vs_pretrain": 0.5,
@@ -61,7 +62,8 @@ def run_bench(device: str | torch.device | None = None, n_images: int = 2048, ba
     torch.manual_seed(0)
     cfg = TrainConfig(epochs=1, patience=1, lr=1e-3)
     data = _random_data(n_images)
-    loader = TensorLoader(data, batch_size, shuffle=True, augment=Augment(), device=device)
+    loader = TensorLoader(data, batch_size, shuffle=True, augment=Augment(), device=device,
+                          channels_last=CHANNELS_LAST)
 
     bare_model = build_backbone("toy", 10, 3).to(device)
     bare_opt = torch.optim.Adam(bare_model.parameters(), lr=cfg.lr)
@@ -76,17 +78,19 @@ def run_bench(device: str | torch.device | None = None, n_images: int = 2048, ba
             F.cross_entropy(bare_model(x), y).backward()
             bare_opt.step()
 
-    backbone = build_backbone("toy", 10, 3).to(device)
+    backbone = place(build_backbone("toy", 10, 3), device)  # the engine's placement, as in the pipeline
     pretrain = Step(backbone, backbone.parameters(), cfg)
-    gattanet = GAttANet(build_backbone("toy", 10, 3).to(device),
-                        GlobalAttention(backbone.taps(), 16).to(device))
+    gattanet = place(GAttANet(build_backbone("toy", 10, 3), GlobalAttention(backbone.taps(), 16)), device)
     attn = Step(gattanet, gattanet.attention_parameters(), TrainConfig(1, 1, lr=1e-3, l2=1e-5))
+
+    engine_batches = [(x.contiguous(memory_format=torch.channels_last) if CHANNELS_LAST else x, y)
+                      for x, y in batches]
 
     def infer(model: torch.nn.Module) -> Callable[[int], None]:
         @torch.no_grad()
         def run(_: int) -> None:
             model.eval()  # the training runs switch it back to train mode
-            for x, _y in batches:
+            for x, _y in engine_batches:
                 model(x)
         return run
 

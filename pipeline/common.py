@@ -59,13 +59,14 @@ def load_splits(params, dataset: str) -> dict:
 def load_run_model(params, key: str, device):
     """The trained GAttANet of attention run `key` (checked against its backbone) and its metadata."""
     from gattanet.checkpoint import load_gattanet
+    from gattanet.placement import place
 
     run = params.attention[key]
     model, meta = load_gattanet(ATTENTION / f"{key}.pt", BACKBONES / f"{run.backbone}.pt", device=str(device))
     if meta.get("dataset") != run.dataset:
         raise ValueError(f"{ATTENTION / f'{key}.pt'} was trained on {meta.get('dataset')!r}, "
                          f"but attention.{key}.dataset is {run.dataset!r}: rerun `dvc repro train-attn@{key}`")
-    model.to(device).eval()
+    place(model, device).eval()
     return model, meta
 
 
@@ -127,11 +128,13 @@ class DataSource:
 
     def _loader(self, data, batch_size: int, **kw):
         from gattanet.loader import FolderLoader, TensorLoader
+        from gattanet.placement import CHANNELS_LAST
 
         if self.dataset == "imagenet":
             kw.pop("augment", None)  # ImageNet runs use the weights' eval transform only
-            return FolderLoader(data, batch_size, mean=self.mean, std=self.std, device=self.device, **kw)
-        return TensorLoader(data, batch_size, device=self.device, **kw)
+            return FolderLoader(data, batch_size, mean=self.mean, std=self.std, device=self.device,
+                                channels_last=CHANNELS_LAST, **kw)
+        return TensorLoader(data, batch_size, device=self.device, channels_last=CHANNELS_LAST, **kw)
 
     def train_loader(self, batch_size: int, augment, train_subset: int = 0):
         data = subset(self.splits["train"], train_subset, self.params.seed)

@@ -12,6 +12,7 @@ from gattanet.backbones import build_backbone
 from gattanet.checkpoint import load_backbone
 from gattanet.evaluate import accuracies
 from gattanet.io import write_json
+from gattanet.placement import place
 from gattanet.sweeps import noise_sweep
 from gattanet.train import TrainConfig, fit
 from pipeline import common
@@ -29,13 +30,14 @@ def run(params, method: str) -> None:
     source = common.DataSource(params, att_run.dataset, device)
     backbone, _ = load_backbone(BACKBONES / f"{att_run.backbone}.pt", device=str(device),
                                 expect={"kind": "backbone", "dataset": att_run.dataset})
+    place(backbone, device)
     gattanet_params = sum(p.numel() for p in build(params, att_run, copy.deepcopy(backbone)).attention_parameters())
     taps = backbone.taps()
     width, train_settings = None, (att_run, cfg.train_subset)
     common.seeded(params.seed)
     with common.stopwatch() as clock:
         if method == "gattanet":
-            model = build(params, att_run, backbone).to(device)
+            model = place(build(params, att_run, backbone), device)
             trainable = model.attention_parameters()
         elif method == "wider-toy":
             if bb_run.arch != "toy":
@@ -44,12 +46,13 @@ def run(params, method: str) -> None:
             widths, hidden, _ = wider_toy_widths(total, backbone.in_channels, backbone.num_classes,
                                                  backbone.input_size)
             model = build_backbone("toy", backbone.num_classes, backbone.in_channels, widths=widths,
-                                   hidden=hidden, input_size=backbone.input_size).to(device)
+                                   hidden=hidden, input_size=backbone.input_size)
+            place(model, device)
             width, trainable = {"widths": list(widths), "hidden": hidden}, list(model.parameters())
             train_settings = (bb_run, bb_run.train_subset)  # trained from scratch like the backbone
         else:
             width, _ = match_width(method, taps, gattanet_params)
-            model = AdaptedModel(backbone, method, width).to(device)
+            model = place(AdaptedModel(backbone, method, width), device)
             trainable = model.adapter_parameters()
         run_cfg, subset = train_settings
         epochs = cfg.epochs if method != "wider-toy" else run_cfg.epochs

@@ -4,6 +4,7 @@ from gattanet.backbones import build_backbone
 from gattanet.checkpoint import save_backbone
 from gattanet.evaluate import accuracy
 from gattanet.io import write_csv, write_json
+from gattanet.placement import place
 from gattanet.specs import get_spec
 from gattanet.train import TrainConfig, fit
 from pipeline import common
@@ -18,7 +19,8 @@ def run(params, key: str) -> None:
     weights = None if cfg.weights == "scratch" else cfg.weights
     common.seeded(params.seed)
     backbone = build_backbone(cfg.arch, source.num_classes, spec.channels, weights=weights,
-                              input_size=spec.size).to(device)
+                              input_size=spec.size)
+    place(backbone, device)
     out = RESULTS / "pretrain" / key
     history, best_epoch, epochs_run, val_acc = [], 0, 0, None
     with common.stopwatch() as clock:

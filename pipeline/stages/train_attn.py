@@ -2,6 +2,7 @@
 
 from gattanet.attention import GlobalAttention
 from gattanet.checkpoint import load_backbone, save_gattanet
+from gattanet.placement import place
 from gattanet.evaluate import accuracies
 from gattanet.io import write_csv, write_json
 from gattanet.model import GAttANet
@@ -23,7 +24,7 @@ def train(params, run, source, device, lesion: str | None = None, resume_name: s
     backbone, _ = load_backbone(BACKBONES / f"{run.backbone}.pt", device=str(device),
                                 expect={"kind": "backbone", "dataset": run.dataset})
     common.seeded(params.seed)
-    model = build(params, run, backbone.to(device), lesion).to(device)
+    model = place(build(params, run, place(backbone, device), lesion), device)
     result = fit(model, list(model.attention_parameters()),
                  source.train_loader(run.batch_size, common.augment_of(run.augment), run.train_subset),
                  source.loader("val", 512),
