@@ -58,14 +58,17 @@ def load_splits(params, dataset: str) -> dict:
 
 def load_run_model(params, key: str, device):
     """The trained GAttANet of attention run `key` (checked against its backbone) and its metadata."""
-    from gattanet.checkpoint import load_gattanet
+    from gattanet.checkpoint import CheckpointError, load_gattanet
     from gattanet.placement import place
 
     run = params.attention[key]
-    model, meta = load_gattanet(ATTENTION / f"{key}.pt", BACKBONES / f"{run.backbone}.pt", device=str(device))
-    if meta.get("dataset") != run.dataset:
-        raise ValueError(f"{ATTENTION / f'{key}.pt'} was trained on {meta.get('dataset')!r}, "
-                         f"but attention.{key}.dataset is {run.dataset!r}: rerun `dvc repro train-attn@{key}`")
+    path = ATTENTION / f"{key}.pt"
+    model, meta = load_gattanet(path, BACKBONES / f"{run.backbone}.pt", device=str(device))
+    for field, want in (("dataset", run.dataset), ("backbone_run", run.backbone), ("attn_dim", run.attn_dim)):
+        if meta.get(field) != want:
+            raise CheckpointError(f"{path} was trained with {field} {meta.get(field)!r}, but "
+                                  f"attention.{key}.{field.replace('backbone_run', 'backbone')} is {want!r}: "
+                                  f"rerun `dvc repro train-attn@{key}`")
     place(model, device).eval()
     return model, meta
 

@@ -81,3 +81,17 @@ def make_project(where: Path, params: dict, n_train: int = 400, n_test: int = 20
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "project"], repo)
     return repo
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, tiny_params) -> Path:
+    """A working directory (the cwd) with the tiny params and small data, the data stage done."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    tiny_params["data"]["fashion-mnist"]["root"] = str(write_fashion_mnist(tmp_path / "fm", 200, 100))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["stage", "data", "fashion-mnist"]).exit_code == 0
+    return tmp_path

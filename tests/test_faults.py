@@ -73,17 +73,6 @@ def test_atomic_write_leaves_the_old_file_on_a_crash(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A working directory with the tiny params and data, data stage done."""
-    params = tiny()
-    params["data"]["fashion-mnist"]["root"] = str(write_fashion_mnist(tmp_path / "fm", 200, 100))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-    assert runner.invoke(app, ["stage", "data", "fashion-mnist"]).exit_code == 0
-    return tmp_path
-
-
 def test_crashed_stage_keeps_previous_outputs(project, monkeypatch):
     assert runner.invoke(app, ["stage", "pretrain", "toy-fmnist"]).exit_code == 0
     before = {p: p.read_bytes() for p in (project / "models").rglob("*.pt")}
@@ -127,6 +116,19 @@ def test_corrupt_checkpoint_is_refused_clearly(project):
     r = runner.invoke(app, ["stage", "train-attn", "toy-fmnist-d16"])
     assert r.exit_code == 1 and "models/backbones/toy-fmnist.pt" in r.output
     assert not (project / "models/attention").exists()
+
+
+def test_analysis_stage_refuses_a_model_trained_for_another_run(project):
+    for args in (["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d4"]):
+        assert runner.invoke(app, ["stage", *args]).exit_code == 0
+    attn = project / "models/attention"
+    (attn / "toy-fmnist-d16.pt").write_bytes((attn / "toy-fmnist-d4.pt").read_bytes())  # d = 4 under d16's name
+    for stage in ("noise", "maps", "embed", "lesions"):
+        r = runner.invoke(app, ["stage", stage, "toy-fmnist-d16"])
+        assert r.exit_code == 1, (stage, r.output)
+        assert "models/attention/toy-fmnist-d16.pt" in r.output and "attn_dim 4" in r.output
+        assert "attention.toy-fmnist-d16.attn_dim is 16" in r.output and "Traceback" not in r.output
+    assert not (project / "results/noise").exists() and not (project / "results/lesions").exists()
 
 
 class Hostile:
