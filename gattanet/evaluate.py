@@ -21,27 +21,57 @@ def _check_topk(topk: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @torch.no_grad()  # not inference_mode: a forward may enable autograd inside
-def accuracies(forwards: dict[str, Forward], loader: Loader,
-               topk: tuple[int, ...] = (1,)) -> dict[str, dict[str, float]]:
-    """{name: {"top1": ..., "top5": ...}}: the fraction of images whose label is among each
-    forward's k highest logits, every forward seeing the same batches."""
+def correct(forwards: dict[str, Forward], loader: Loader,
+            topk: tuple[int, ...] = (1,)) -> dict[str, Tensor]:
+    """{name: bool (N, len(topk)) on the CPU}: whether image n's label is among each forward's k
+    highest logits, in loader order, every forward seeing the same batches (so the rows pair up)."""
     topk = _check_topk(topk)
     if not forwards:
         raise ValueError("no forwards to evaluate")
-    hits = {name: torch.zeros(len(topk), dtype=torch.int64) for name in forwards}
-    seen = 0
+    rows: dict[str, list[Tensor]] = {name: [] for name in forwards}
     for x, y in loader.epoch(0):
         for name, forward in forwards.items():
             logits = forward(x)
             if max(topk) > logits.shape[1]:
                 raise ValueError(f"top-{max(topk)} asked of {logits.shape[1]} classes")
             ranked = logits.topk(max(topk), dim=1).indices == y[:, None]
-            hits[name] += torch.stack([ranked[:, :k].any(1).sum() for k in topk]).cpu()
-        seen += len(y)
-    if seen == 0:
+            rows[name].append(torch.stack([ranked[:, :k].any(1) for k in topk], dim=1).cpu())
+    if not next(iter(rows.values())):
         raise ValueError("the loader is empty")
-    return {name: {f"top{k}": int(h) / seen for k, h in zip(topk, counts)}
-            for name, counts in hits.items()}
+    return {name: torch.cat(r) for name, r in rows.items()}
+
+
+def accuracies(forwards: dict[str, Forward], loader: Loader,
+               topk: tuple[int, ...] = (1,)) -> dict[str, dict[str, float]]:
+    """{name: {"top1": ..., "top5": ...}}: the fraction of images whose label is among each
+    forward's k highest logits, every forward seeing the same batches."""
+    topk = _check_topk(topk)
+    return {name: topk_accuracy(c, topk) for name, c in correct(forwards, loader, topk).items()}
+
+
+def topk_accuracy(hits: Tensor, topk: tuple[int, ...] = (1,)) -> dict[str, float]:
+    """{"top1": ..., ...} from a (N, len(topk)) correctness table of `correct`."""
+    return {f"top{k}": int(h) / len(hits) for k, h in zip(topk, hits.sum(0))}
+
+
+def mcnemar(a: Tensor, b: Tensor) -> dict:
+    """Exact McNemar test of two classifiers' paired per-image correctness (bool, same images):
+    only the images exactly one gets right count; two-sided binomial p-value of a 50/50 split."""
+    a, b = torch.as_tensor(a, dtype=torch.bool), torch.as_tensor(b, dtype=torch.bool)
+    if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
+        raise ValueError(f"mcnemar needs two equal, non-empty 1-D correctness vectors, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    return {"n": len(a), "a_only": a_only, "b_only": b_only, "p_value": mcnemar_p(a_only, b_only)}
+
+
+def mcnemar_p(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts (1.0 when there are none)."""
+    from scipy.stats import binomtest
+
+    if a_only < 0 or b_only < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {a_only}, {b_only}")
+    return float(binomtest(a_only, a_only + b_only, 0.5).pvalue) if a_only + b_only else 1.0
 
 
 def accuracy(forward: Forward, loader: Loader, topk: tuple[int, ...] = (1,)) -> dict[str, float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from gattanet.adapters.budget import within_budget
+from gattanet.evaluate import mcnemar_p
 from gattanet.io import write_csv, write_json
 from gattanet.specs import FASHION_CLASSES
 
@@ -70,7 +71,7 @@ def write_fake_outputs(root: Path, params: dict, gain: float = 0.02, skip: tuple
             "attn_dim": a["attn_dim"], "lesion": "cccdd", "backbone_params": TOY_PARAMS,
             "attention_params": 981 * a["attn_dim"] + 85, "baseline_acc": base, "gattanet_acc": base + g,
             "val_acc": base + g, "best_epoch": 1, "epochs_run": 1, "seconds": 30.0, "device": "cpu",
-            "alpha": [0.1] * 5, "taps": [t["name"] for t in TOY_TAPS]})
+            "alpha": [0.1] * 5, "taps": [t["name"] for t in TOY_TAPS], "paired_test": _paired(g)})
         sweep = _sweep(key, a["attn_dim"], g, params["noise"])
         if "noise" not in skip:
             write_json(res / "noise" / key / "sweep.json", sweep)
@@ -90,6 +91,14 @@ def write_fake_outputs(root: Path, params: dict, gain: float = 0.02, skip: tuple
         _maps(res / "maps" / key, key)
     for method in params["baselines"]["methods"] if "baselines" not in skip else ():
         write_json(res / "baselines" / f"{method}.json", _baseline(method, params, gain))
+
+
+def _paired(gain: float, n: int = 10_000, discordant: int = 1_000) -> dict:
+    """A McNemar result on n test images for a clean gain (|gain| ≤ 0.1): 1,000 images only one model gets right."""
+    diff = round(gain * n)
+    return {"test": "exact McNemar, top-1", "n": n, "gattanet_only": (discordant + diff) // 2,
+            "baseline_only": (discordant - diff) // 2, "p_value": mcnemar_p((discordant + diff) // 2,
+                                                                             (discordant - diff) // 2)}
 
 
 def _sweep(key: str, dim: int, gain: float, noise: dict) -> dict:

@@ -1,11 +1,12 @@
-"""Paired accuracies: same batches for every forward, top-k, batch-size independence, no_grad."""
+"""Paired accuracies: same batches for every forward, top-k, batch-size independence, no_grad;
+per-image correctness and the McNemar test on it."""
 
 import pytest
 import torch
 from torch import nn
 
 from gattanet.datasets import TensorData
-from gattanet.evaluate import accuracies, accuracy, predictions
+from gattanet.evaluate import accuracies, accuracy, correct, mcnemar, mcnemar_p, predictions
 from gattanet.loader import TensorLoader
 
 
@@ -78,3 +79,28 @@ def test_bad_arguments():
         accuracy(linear(), loader, topk=(0,))
     with pytest.raises(ValueError, match="no forwards"):
         accuracies({}, loader)
+
+
+def test_correct_rows_pair_up_with_the_labels_and_give_the_accuracies():
+    d, loader = data(), TensorLoader(data(), 7)
+    hits = correct({"a": linear(0), "b": linear(1)}, loader, topk=(1, 3))
+    assert hits["a"].shape == (30, 2) and hits["a"].dtype == torch.bool
+    pred, labels = predictions(linear(1), loader)
+    assert torch.equal(hits["b"][:, 0], pred == labels) and torch.equal(labels, d.labels)
+    assert accuracies({"a": linear(0)}, loader, topk=(1, 3))["a"] == {
+        "top1": int(hits["a"][:, 0].sum()) / 30, "top3": int(hits["a"][:, 1].sum()) / 30}
+
+
+def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_images():
+    a = torch.tensor([True] * 9 + [False] * 1 + [True] * 5 + [False] * 5)   # right on 9 + 5 images
+    b = torch.tensor([False] * 9 + [True] * 1 + [True] * 5 + [False] * 5)   # right on 1 + 5 images
+    r = mcnemar(a, b)
+    # 10 discordant images split 9:1; two-sided p = 2 * P(X <= 1), X ~ Binomial(10, 1/2) = 2 * 11 / 1024
+    assert r == {"n": 20, "a_only": 9, "b_only": 1, "p_value": pytest.approx(22 / 1024)}
+    assert mcnemar(b, a)["p_value"] == r["p_value"]
+    assert mcnemar(a, a) == {"n": 20, "a_only": 0, "b_only": 0, "p_value": 1.0}
+    assert mcnemar_p(5, 5) == 1.0 and mcnemar_p(60, 38) < 0.05 < mcnemar_p(55, 45)
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        mcnemar(a, b[:-1])
+    with pytest.raises(ValueError, match=">= 0"):
+        mcnemar_p(-1, 3)

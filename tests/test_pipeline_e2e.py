@@ -32,6 +32,10 @@ def test_every_stage_output_is_present_and_valid(repo):
         m = load(repo, f"results/train-attn/{run}/metrics.json")
         assert 0 <= m["baseline_acc"] <= 1 and 0 <= m["gattanet_acc"] <= 1
         assert m["attn_dim"] == int(run.split("-d")[-1]) and len(m["alpha"]) == 5
+        paired = m["paired_test"]
+        assert paired["n"] == 200 and 0 <= paired["p_value"] <= 1
+        assert (paired["gattanet_only"] - paired["baseline_only"]) / 200 == pytest.approx(
+            m["gattanet_acc"] - m["baseline_acc"])
         s = load(repo, f"results/noise/{run}/sweep.json")
         assert s["sigmas"] == [0.0, 0.03, 0.1] and len(s["gattanet"]["per_seed"]) == 2
         assert (repo / f"results/noise/{run}/curve.csv").read_text().startswith("sigma,")
@@ -49,7 +53,7 @@ def test_every_stage_output_is_present_and_valid(repo):
     summary = load(repo, "reports/summary.json")
     assert {r["attn_dim"] for r in summary["rows"]} == {4, 16}
     assert set(summary["rows"][0]) >= {"backbone", "dataset", "attn_dim", "backbone_params",
-                                       "attention_params", "baseline_acc", "gattanet_acc"}
+                                       "attention_params", "baseline_acc", "gattanet_acc", "gain_p_value"}
     for method in ("gattanet", "se", "wider-toy"):
         b = load(repo, f"results/baselines/{method}.json")
         assert b["method"] == method and b["trainable_params"] > 0 and len(b["acc"]) == 3

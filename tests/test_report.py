@@ -130,6 +130,17 @@ def test_verdicts_follow_the_data(tmp_path):
     assert "-2.00 pts" in bad["clean_gain"].evidence[0].numbers["gain"]
 
 
+def test_a_positive_gain_within_test_set_chance_is_not_supported(tmp_path):
+    params, paper = fake_params(), load_paper()
+    write_fake_outputs(tmp_path, params, gain=0.005)  # +50 and +100 images of 10,000, 1,000 discordant each
+    claim = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), paper, params)}["clean_gain"]
+    small, large = claim.evidence
+    assert small.verdict == NOT_SUPPORTED and "+50 images of 10,000" in small.note
+    assert "McNemar p = 0.12 (only GAttANet right: 525, only baseline: 475" in small.numbers["paired test"]
+    assert large.verdict == SUPPORTED and "p = 0.0017" in large.numbers["paired test"]
+    assert claim.verdict == NOT_SUPPORTED
+
+
 def test_noise_claim_fails_when_the_gain_dies_far_above_chance(tmp_path):
     params = fake_params()
     write_fake_outputs(tmp_path, params)

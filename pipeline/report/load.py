@@ -35,7 +35,7 @@ class Outputs:
 
 
 TRAIN_ATTN_KEYS = ("run", "backbone_run", "arch", "dataset", "attn_dim", "backbone_params",
-                   "attention_params", "baseline_acc", "gattanet_acc", "seconds", "device")
+                   "attention_params", "baseline_acc", "gattanet_acc", "paired_test", "seconds", "device")
 PRETRAIN_KEYS = ("run", "arch", "dataset", "test_acc", "seconds", "device")
 SWEEP_KEYS = ("run", "dataset", "attn_dim", "clip", "sigmas", "baseline", "gattanet", "diff",
               "peak", "seconds")

@@ -67,7 +67,8 @@ def table1(out: Outputs, paper: dict) -> dict:
         row = {"run": key, "backbone": ARCH_LABELS.get(m["arch"], m["arch"]), "dataset": dataset_label(m["dataset"]),
                "base_params": count(m["backbone_params"]), "base_acc": pct(m["baseline_acc"]),
                "attn_dim": str(m["attn_dim"]), "attn_params": count(m["attention_params"]),
-               "gattanet_acc": pct(m["gattanet_acc"]), "gain": pts(gain), "gain_positive": gain > 0, "paper": None}
+               "gattanet_acc": pct(m["gattanet_acc"]), "gain": pts(gain), "gain_positive": gain > 0,
+               "gain_p": f"p = {m['paired_test']['p_value']:.2g}", "paper": None}
         if ref is not None:
             stand_ins.setdefault(ref["id"], []).append(key)
             if ref["dataset"] != m["dataset"]:

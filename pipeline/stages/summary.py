@@ -10,5 +10,6 @@ def run(params) -> None:
         m = read_json(RESULTS / "train-attn" / key / "metrics.json")
         rows.append({"run": key, "backbone": m["arch"], "dataset": m["dataset"], "attn_dim": m["attn_dim"],
                      "backbone_params": m["backbone_params"], "attention_params": m["attention_params"],
-                     "baseline_acc": m["baseline_acc"], "gattanet_acc": m["gattanet_acc"]})
+                     "baseline_acc": m["baseline_acc"], "gattanet_acc": m["gattanet_acc"],
+                     "gain_p_value": m["paired_test"]["p_value"]})
     write_json(REPORTS / "summary.json", {"rows": rows})

@@ -3,7 +3,7 @@
 from gattanet.attention import GlobalAttention
 from gattanet.checkpoint import load_backbone, save_gattanet
 from gattanet.placement import place
-from gattanet.evaluate import accuracies
+from gattanet.evaluate import correct, mcnemar, topk_accuracy
 from gattanet.io import write_csv, write_json
 from gattanet.model import GAttANet
 from gattanet.train import TrainConfig, fit
@@ -41,8 +41,10 @@ def run(params, key: str) -> None:
     source = common.DataSource(params, run_cfg.dataset, device)
     with common.stopwatch() as clock:
         model, result = train(params, run_cfg, source, device)
-        test = accuracies({"baseline": model.baseline, "gattanet": model}, source.loader("test", 512),
-                          topk=source.topk)
+        hits = correct({"baseline": model.baseline, "gattanet": model}, source.loader("test", 512),
+                       topk=source.topk)
+    test = {name: topk_accuracy(h, source.topk) for name, h in hits.items()}
+    paired = mcnemar(hits["gattanet"][:, 0], hits["baseline"][:, 0])
     backbone_path = BACKBONES / f"{run_cfg.backbone}.pt"
     save_gattanet(ATTENTION / f"{key}.pt", model, backbone_path,
                   {"run": key, "backbone_run": run_cfg.backbone, "dataset": run_cfg.dataset})
@@ -55,9 +57,12 @@ def run(params, key: str) -> None:
         "attention_params": sum(p.numel() for p in model.attention_parameters()),
         "baseline_acc": test["baseline"]["top1"], "gattanet_acc": test["gattanet"]["top1"],
         "baseline_top5": test["baseline"].get("top5"), "gattanet_top5": test["gattanet"].get("top5"),
+        "paired_test": {"test": "exact McNemar, top-1", "n": paired["n"], "gattanet_only": paired["a_only"],
+                        "baseline_only": paired["b_only"], "p_value": paired["p_value"]},
         "val_acc": result.best_val_acc, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "seconds": clock["seconds"], "device": str(device),
         "alpha": [float(a) for a in model.attention.alpha.detach().cpu()],
         "taps": [t.as_dict() for t in model.taps],
     })
-    print(f"train-attn {key}: baseline {test['baseline']['top1']:.4f} -> GAttANet {test['gattanet']['top1']:.4f}")
+    print(f"train-attn {key}: baseline {test['baseline']['top1']:.4f} -> GAttANet {test['gattanet']['top1']:.4f} "
+          f"(McNemar p = {paired['p_value']:.3g})")
