@@ -76,7 +76,7 @@ class Step:
         if cfg.amp and device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif cfg.amp:
-            log.info("amp requested on %s: ignored, the CPU path is plain fp32", device.type)
+            log.debug("amp requested on %s: ignored, this path is plain fp32", device.type)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     def autocast(self):

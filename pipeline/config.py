@@ -113,6 +113,7 @@ class Params:
     profile: str
     seed: int
     device: str
+    amp: bool  # mixed precision when training on CUDA
     data: dict[str, DataCfg]
     backbones: dict[str, BackboneRun]
     attention: dict[str, AttentionRun]
@@ -235,7 +236,7 @@ def _device(v: Any) -> str:
 
 # ---------------------------------------------------------------- sections
 
-TOP = ("profile", "seed", "device", "data", "backbones", "attention", "noise", "lesions",
+TOP = ("profile", "seed", "device", "amp", "data", "backbones", "attention", "noise", "lesions",
        "embedding", "maps", "report", "baselines")
 BASELINE_METHODS = ("gattanet", "se", "eca", "cbam", "gather-excite", "non-local", "aa-conv", "gsa", "wider-toy")
 BACKBONE_KEYS = ("arch", "dataset", "weights", "epochs", "patience", "batch_size", "lr",
@@ -262,7 +263,7 @@ def validate(raw: dict) -> Params:
     return Params(
         profile=_str(raw["profile"], "profile"),
         seed=_int(raw["seed"], "seed", 0),
-        device=_device(raw["device"]),
+        device=_device(raw["device"]), amp=_bool(raw["amp"], "amp"),
         data=data, backbones=backbones, attention=attention,
         noise=_noise(raw["noise"]), lesions=lesions,
         embedding=EmbeddingCfg(_int(emb["max_points"], "embedding.max_points", 10),

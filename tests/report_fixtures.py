@@ -33,7 +33,7 @@ def fake_params() -> dict:
             "kq_norm": False, "score_norm": False, "iterations": 1, "train_subset": 0, "lesion": "full",
             "augment": {"rotation": 20, "shift": 0.2, "hflip": True}}
     return {
-        "profile": "default", "seed": 0, "device": "cpu",
+        "profile": "default", "seed": 0, "device": "cpu", "amp": True,
         "data": {"fashion-mnist": {"root": "/nonexistent", "val_fraction": 0.1}},
         "backbones": {"toy-fmnist": {"arch": "toy", "dataset": "fashion-mnist", "weights": "scratch", "epochs": 1,
                                      "patience": 1, "batch_size": 128, "lr": 0.001, "train_subset": 0,

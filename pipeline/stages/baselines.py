@@ -60,7 +60,7 @@ def run(params, method: str) -> None:
                      source.train_loader(run_cfg.batch_size, common.augment_of(run_cfg.augment), subset),
                      source.loader("val", 512),
                      TrainConfig(epochs=epochs, patience=run_cfg.patience, lr=run_cfg.lr,
-                                 l2=getattr(run_cfg, "l2", 0.0), seed=params.seed),
+                                 l2=getattr(run_cfg, "l2", 0.0), seed=params.seed, amp=params.amp),
                      resume_path=RESUME / f"baselines-{method}.pt", label=f"baselines {method}")
         model.eval()
         n_trainable = sum(p.numel() for p in trainable)

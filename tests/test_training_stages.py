@@ -1,0 +1,29 @@
+"""The training stages hand params.yaml's training settings to the engine (amp included)."""
+
+import pytest
+from typer.testing import CliRunner
+
+from gattanet import train as engine
+from pipeline.cli import app
+from pipeline.stages import pretrain, train_attn
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_training_stages_pass_their_settings_to_fit(project, monkeypatch, amp):
+    seen = []
+
+    def spy(model, params, train, val, cfg, **kw):
+        seen.append(cfg)
+        return engine.fit(model, params, train, val, cfg, **kw)
+
+    for stage in (pretrain, train_attn):
+        monkeypatch.setattr(stage, "fit", spy)
+    override = ["-S", f"amp={str(amp).lower()}"]
+    for args in (["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d16", "-S", "attention.toy-fmnist-d16.lr=0.002"]):
+        r = runner.invoke(app, ["stage", *args, *override])
+        assert r.exit_code == 0, r.output
+    backbone, attention = seen
+    assert backbone.amp is amp and attention.amp is amp
+    assert (backbone.lr, attention.lr, attention.l2, attention.seed) == (0.001, 0.002, 1.0e-5, 0)
