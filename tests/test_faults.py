@@ -30,16 +30,28 @@ def without_seconds(rows):
 
 # ---------------------------------------------------------------- 1. kill -9 and resume
 
+KILLABLE = {  # stage -> (the stage it needs, its resume file, its checkpoint, its metrics)
+    "pretrain@toy-fmnist": ("data@fashion-mnist", "pretrain-toy-fmnist", "models/backbones/toy-fmnist.pt",
+                            "results/pretrain/toy-fmnist/metrics.json"),
+    "train-attn@toy-fmnist-d16": ("pretrain@toy-fmnist", "train-attn-toy-fmnist-d16",
+                                  "models/attention/toy-fmnist-d16.pt",
+                                  "results/train-attn/toy-fmnist-d16/metrics.json"),
+}
+
+
 @pytest.mark.slow
-def test_kill_during_pretraining_then_repro_resumes_and_matches(tmp_path):
+@pytest.mark.parametrize("stage", list(KILLABLE))
+def test_kill_during_training_then_repro_resumes_and_matches(tmp_path, stage):
+    before, resume_name, ckpt, metrics = KILLABLE[stage]
     params = tiny(epochs=4, patience=4, train_subset=400)
+    params["attention"]["toy-fmnist-d16"].update(epochs=4, patience=4, train_subset=400)
     clean = make_project(tmp_path / "clean", params)
-    sh(["dvc", "repro", "pretrain@toy-fmnist"], clean)
+    sh(["dvc", "repro", stage], clean)
 
     killed = make_project(tmp_path / "killed", params)
-    sh(["dvc", "repro", "data@fashion-mnist"], killed)
-    resume = killed / ".gattanet/resume/pretrain-toy-fmnist.pt"
-    proc = subprocess.Popen(["dvc", "repro", "pretrain@toy-fmnist"], cwd=killed, env=project_env(),
+    sh(["dvc", "repro", before], killed)
+    resume = killed / ".gattanet/resume" / f"{resume_name}.pt"
+    proc = subprocess.Popen(["dvc", "repro", stage], cwd=killed, env=project_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not resume.exists() and proc.poll() is None and time.time() < deadline:
@@ -47,16 +59,16 @@ def test_kill_during_pretraining_then_repro_resumes_and_matches(tmp_path):
     assert proc.poll() is None, "training finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert resume.exists() and not (killed / "models/backbones/toy-fmnist.pt").exists()
+    assert resume.exists() and not (killed / ckpt).exists()
 
-    r = sh(["dvc", "repro", "pretrain@toy-fmnist"], killed)
+    r = sh(["dvc", "repro", stage], killed)
     assert "resuming after epoch" in r.stdout + r.stderr
     assert not resume.exists()
-    a = json.loads((clean / "results/pretrain/toy-fmnist/metrics.json").read_text())
-    b = json.loads((killed / "results/pretrain/toy-fmnist/metrics.json").read_text())
+    a = json.loads((clean / metrics).read_text())
+    b = json.loads((killed / metrics).read_text())
     assert without_seconds([a]) == without_seconds([b])
-    sa = torch.load(clean / "models/backbones/toy-fmnist.pt", weights_only=True)["state_dict"]
-    sb = torch.load(killed / "models/backbones/toy-fmnist.pt", weights_only=True)["state_dict"]
+    sa = torch.load(clean / ckpt, weights_only=True)["state_dict"]
+    sb = torch.load(killed / ckpt, weights_only=True)["state_dict"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
