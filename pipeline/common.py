@@ -64,10 +64,10 @@ def load_run_model(params, key: str, device):
     run = params.attention[key]
     path = ATTENTION / f"{key}.pt"
     model, meta = load_gattanet(path, BACKBONES / f"{run.backbone}.pt", device=str(device))
-    for field, want in (("dataset", run.dataset), ("backbone_run", run.backbone), ("attn_dim", run.attn_dim)):
-        if meta.get(field) != want:
-            raise CheckpointError(f"{path} was trained with {field} {meta.get(field)!r}, but "
-                                  f"attention.{key}.{field.replace('backbone_run', 'backbone')} is {want!r}: "
+    for meta_key, param in (("dataset", "dataset"), ("backbone_run", "backbone"), ("attn_dim", "attn_dim")):
+        if meta.get(meta_key) != getattr(run, param):
+            raise CheckpointError(f"{path} was trained with {param} {meta.get(meta_key)!r}, but "
+                                  f"attention.{key}.{param} is {getattr(run, param)!r}: "
                                   f"rerun `dvc repro train-attn@{key}`")
     place(model, device).eval()
     return model, meta

@@ -1,6 +1,7 @@
 """The training stages hand params.yaml's training settings to the engine (amp included)."""
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from gattanet import train as engine
@@ -25,5 +26,8 @@ def test_training_stages_pass_their_settings_to_fit(project, monkeypatch, amp):
         r = runner.invoke(app, ["stage", *args, *override])
         assert r.exit_code == 0, r.output
     backbone, attention = seen
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    bb, att = params["backbones"]["toy-fmnist"], params["attention"]["toy-fmnist-d16"]
     assert backbone.amp is amp and attention.amp is amp
-    assert (backbone.lr, attention.lr, attention.l2, attention.seed) == (0.001, 0.002, 1.0e-5, 0)
+    assert (backbone.lr, backbone.epochs, backbone.seed) == (bb["lr"], bb["epochs"], params["seed"])
+    assert (attention.lr, attention.l2, attention.epochs) == (0.002, att["l2"], att["epochs"])  # -S wins

@@ -28,7 +28,8 @@ def run(params, key: str) -> None:
             train = source.train_loader(cfg.batch_size, common.augment_of(cfg.augment), cfg.train_subset)
             val = source.loader("val", 512)
             result = fit(backbone, list(backbone.parameters()), train, val,
-                         TrainConfig(epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, seed=params.seed, amp=params.amp),
+                         TrainConfig(epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, seed=params.seed,
+                                     amp=params.amp),
                          resume_path=RESUME / f"pretrain-{key}.pt", label=f"pretrain {key}")
             history, best_epoch, epochs_run = result.history, result.best_epoch, result.epochs_run
             val_acc = result.best_val_acc

@@ -28,7 +28,8 @@ def train(params, run, source, device, lesion: str | None = None, resume_name: s
     result = fit(model, list(model.attention_parameters()),
                  source.train_loader(run.batch_size, common.augment_of(run.augment), run.train_subset),
                  source.loader("val", 512),
-                 TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr, l2=run.l2, seed=params.seed, amp=params.amp),
+                 TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr, l2=run.l2, seed=params.seed,
+                             amp=params.amp),
                  resume_path=RESUME / f"{resume_name or 'train-attn-' + run.key}.pt",
                  label=f"train-attn {run.key}" + (f" [{lesion}]" if lesion else ""))
     model.eval()
