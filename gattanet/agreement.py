@@ -54,25 +54,32 @@ def agreement_maps(model: nn.Module, x: Tensor, labels: Sequence[int] | Tensor,
             for b in range(len(x))]
 
 
+def true_class_hits(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image, whether the true class has the highest last-tap (logits layer) agreement score, and
+    whether it is among the 3 highest: two bool (B,) tensors on the CPU."""
+    if scores.dim() != 2:
+        raise ValueError(f"the last tap must be the dense logits layer; its scores have shape "
+                         f"{tuple(scores.shape)}")
+    y = y.to(scores.device)
+    top3 = (scores.topk(min(3, scores.shape[1]), dim=1).indices == y[:, None]).any(1)
+    return (scores.argmax(1) == y).cpu(), top3.cpu()
+
+
 @torch.no_grad()
 def true_class_rank_stats(model: nn.Module, loader: Loader) -> dict:
     """Over `loader.epoch(0)`: how often the true class has the highest agreement score of the last
     tap (the logits layer), and how often it is among the 3 highest; with chance levels. Eval mode."""
     model.eval()
-    n = top1 = top3 = 0
-    num_classes = None
+    top1, top3, num_classes = [], [], None
     for x, y in loader.epoch(0):
         scores = model(x, return_state=True)[1].scores[-1]
-        if scores.dim() != 2:
-            raise ValueError(f"the last tap must be the dense logits layer; its scores have shape "
-                             f"{tuple(scores.shape)}")
+        h1, h3 = true_class_hits(scores, y)
+        top1.append(h1)
+        top3.append(h3)
         num_classes = scores.shape[1]
-        k = min(3, num_classes)
-        y = y.to(scores.device)
-        top1 += int((scores.argmax(1) == y).sum())
-        top3 += int((scores.topk(k, dim=1).indices == y[:, None]).any(1).sum())
-        n += len(y)
-    if n == 0:
+    if not top1:
         raise ValueError("the loader yielded no images")
-    return {"n": n, "top1_rate": top1 / n, "top3_rate": top3 / n,
+    top1, top3 = torch.cat(top1), torch.cat(top3)
+    n = len(top1)
+    return {"n": n, "top1_rate": int(top1.sum()) / n, "top3_rate": int(top3.sum()) / n,
             "chance_top1": 1 / num_classes, "chance_top3": min(3, num_classes) / num_classes}

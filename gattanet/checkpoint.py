@@ -118,10 +118,12 @@ def save_gattanet(path, model: GAttANet, backbone_path, meta_extra: dict | None 
     return meta
 
 
-def load_gattanet(attn_path, backbone_path, device="cpu") -> tuple[GAttANet, dict]:
-    """Rebuild a GAttANet from its attention checkpoint and the backbone checkpoint it was trained on."""
+def load_gattanet(attn_path, backbone_path, device="cpu",
+                  loaded: tuple[Backbone, dict] | None = None) -> tuple[GAttANet, dict]:
+    """Rebuild a GAttANet from its attention checkpoint and the backbone checkpoint it was trained on.
+    `loaded`: that checkpoint already loaded, (backbone, meta), for models that share one backbone."""
     state, meta = load_checkpoint(attn_path, {"kind": "gattanet"})
-    backbone, bmeta = load_backbone(backbone_path, device)
+    backbone, bmeta = loaded if loaded is not None else load_backbone(backbone_path, device)
     for key in ("arch", "dataset", "num_classes", "input_size"):
         if meta.get(key) != bmeta.get(key):
             raise CheckpointError(f"{attn_path}: attention was trained for {key}={meta.get(key)!r} but backbone "

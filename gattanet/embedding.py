@@ -62,7 +62,12 @@ def umap_2d(Q: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
 
 
 def knn_accuracy(X: np.ndarray, y: np.ndarray, k: int = 10, folds: int = 5, seed: int = 0) -> float:
-    """Fraction of points whose class a k-NN classifier (fit on the other folds) predicts correctly.
+    """Fraction of points whose class a k-NN classifier (fit on the other folds) predicts correctly."""
+    return float(knn_correct(X, y, k, folds, seed).mean())
+
+
+def knn_correct(X: np.ndarray, y: np.ndarray, k: int = 10, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Per point, whether a k-NN classifier fit on the other folds predicts its class (bool (n,)).
 
     Folds are a seeded shuffled K-fold split; k is clamped to the size of the smallest training fold.
     """
@@ -75,15 +80,11 @@ def knn_accuracy(X: np.ndarray, y: np.ndarray, k: int = 10, folds: int = 5, seed
         raise ValueError(f"folds must lie in [2, n={len(X)}], got {folds}")
     smallest_train = len(X) - -(-len(X) // folds)
     knn = KNeighborsClassifier(n_neighbors=min(k, smallest_train))
-    pred = cross_val_predict(knn, X, y, cv=KFold(folds, shuffle=True, random_state=seed))
-    return float((pred == y).mean())
+    return cross_val_predict(knn, X, y, cv=KFold(folds, shuffle=True, random_state=seed)) == y
 
 
-def group_separation(X2: np.ndarray, y: np.ndarray, groups: dict[str, Sequence[int]],
-                     k: int = 10, seed: int = 0) -> dict:
-    """How well the 2-D map separates class groups (e.g. animals vs vehicles): k-NN accuracy on group
-    labels and the silhouette score of the groups. Points of classes in no group are left out."""
-    X2, y = np.asarray(X2), np.asarray(y)
+def group_labels(y: np.ndarray, groups: dict[str, Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, g): which points belong to a class group, and the group index of those that do."""
     names = list(groups)
     group_of: dict[int, int] = {}
     for g, name in enumerate(names):
@@ -92,8 +93,17 @@ def group_separation(X2: np.ndarray, y: np.ndarray, groups: dict[str, Sequence[i
                 raise ValueError(f"class {c} is in groups {names[group_of[int(c)]]!r} and {name!r}; "
                                  "groups must be disjoint")
             group_of[int(c)] = g
+    y = np.asarray(y)
     keep = np.array([int(c) in group_of for c in y], dtype=bool)
-    g = np.array([group_of[int(c)] for c in y[keep]], dtype=np.int64)
+    return keep, np.array([group_of[int(c)] for c in y[keep]], dtype=np.int64)
+
+
+def group_separation(X2: np.ndarray, y: np.ndarray, groups: dict[str, Sequence[int]],
+                     k: int = 10, seed: int = 0) -> dict:
+    """How well the 2-D map separates class groups (e.g. animals vs vehicles): k-NN accuracy on group
+    labels and the silhouette score of the groups. Points of classes in no group are left out."""
+    X2, names = np.asarray(X2), list(groups)
+    keep, g = group_labels(y, groups)
     present = np.unique(g)
     if len(present) < 2 or len(g) <= len(present):
         raise ValueError(f"group separation needs points of at least 2 groups (and more points than "

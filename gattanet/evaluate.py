@@ -25,18 +25,25 @@ def correct(forwards: dict[str, Forward], loader: Loader,
             topk: tuple[int, ...] = (1,)) -> dict[str, Tensor]:
     """{name: bool (N, len(topk)) on the CPU}: whether image n's label is among each forward's k
     highest logits, in loader order, every forward seeing the same batches (so the rows pair up)."""
-    topk = _check_topk(topk)
     if not forwards:
         raise ValueError("no forwards to evaluate")
-    rows: dict[str, list[Tensor]] = {name: [] for name in forwards}
+    return correct_batched(lambda x: {name: forward(x) for name, forward in forwards.items()}, loader, topk)
+
+
+@torch.no_grad()
+def correct_batched(logits_of: Callable[[Tensor], dict[str, Tensor]], loader: Loader,
+                    topk: tuple[int, ...] = (1,)) -> dict[str, Tensor]:
+    """As `correct`, for one function that gives every model's logits of a batch at once (so they
+    can share work, e.g. `gattanet.fast_eval.shared_logits`)."""
+    topk = _check_topk(topk)
+    rows: dict[str, list[Tensor]] = {}
     for x, y in loader.epoch(0):
-        for name, forward in forwards.items():
-            logits = forward(x)
+        for name, logits in logits_of(x).items():
             if max(topk) > logits.shape[1]:
                 raise ValueError(f"top-{max(topk)} asked of {logits.shape[1]} classes")
             ranked = logits.topk(max(topk), dim=1).indices == y[:, None]
-            rows[name].append(torch.stack([ranked[:, :k].any(1) for k in topk], dim=1).cpu())
-    if not next(iter(rows.values())):
+            rows.setdefault(name, []).append(torch.stack([ranked[:, :k].any(1) for k in topk], dim=1).cpu())
+    if not rows:
         raise ValueError("the loader is empty")
     return {name: torch.cat(r) for name, r in rows.items()}
 

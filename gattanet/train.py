@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
+from gattanet import precision
 from gattanet.io import atomic_path
 from gattanet.loader import Loader
 from gattanet.noise import derive_seed
@@ -55,6 +56,7 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     seconds: float  # sum of the epochs' seconds, resumed ones included
+    precision: str  # what the steps computed in: "bf16", "fp16" or "fp32" (see gattanet.precision)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,8 +64,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Step:
-    """One optimisation step as fit takes it: forward (autocast if AMP on CUDA), cross-entropy
-    plus l2 * sum(w**2) over the weight tensors (dim >= 2), NaN guard, backward, Adam step."""
+    """One optimisation step as fit takes it: forward (autocast with cfg.amp where the device has a
+    native half type, see gattanet.precision), cross-entropy plus l2 * sum(w**2) over the weight
+    tensors (dim >= 2), NaN guard, backward (loss-scaled in fp16 only), Adam step."""
 
     def __init__(self, model: nn.Module, params: Iterable[nn.Parameter], cfg: TrainConfig) -> None:
         self.model, self.params, self.cfg = model, list(params), cfg
@@ -71,16 +74,16 @@ class Step:
             raise ValueError("no parameters to train")
         self.decayed = [p for p in self.params if p.dim() >= 2] if cfg.l2 > 0 else []
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
-        device = self.params[0].device
-        self.amp_dtype = None
-        if cfg.amp and device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        elif cfg.amp:
-            log.debug("amp requested on %s: ignored, this path is plain fp32", device.type)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.device = self.params[0].device
+        self.amp_dtype = precision.autocast_dtype(self.device, cfg.amp)
+        self.precision = precision.precision_name(self.amp_dtype)
+        if cfg.amp and self.amp_dtype is None:
+            log.info("amp requested on %s without a native half type: plain fp32", self.device.type)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
-    def autocast(self):
-        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+    def autocast(self) -> AbstractContextManager:
+        """The context the forward runs in: autocast to amp_dtype, or a no-op in fp32."""
+        return precision.autocast(self.device, self.amp_dtype)
 
     def __call__(self, x: Tensor, y: Tensor, epoch: int, step: int) -> tuple[float, int]:
         """Train on one batch; returns (cross-entropy, number correct)."""
@@ -175,8 +178,8 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train: Loader, val: Lo
     epochs, at most cfg.epochs); the model ends with its best weights. Epochs count from 1.
     With `resume_path`, progress is saved after every epoch and a matching file is resumed."""
     step = Step(model, params, cfg)
-    device = step.params[0].device
-    if step.amp_dtype is not None:
+    device = step.device
+    if step.amp_dtype is not None:  # NHWC is what half-precision kernels want, tensor cores and oneDNN alike
         model.to(memory_format=torch.channels_last)
     fingerprint = _fingerprint(cfg, step.params)
     resume_path = Path(resume_path) if resume_path is not None else None
@@ -229,4 +232,4 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train: Loader, val: Lo
         resume_path.unlink(missing_ok=True)
     return TrainResult(history=history, best_epoch=best_epoch, best_val_acc=best_acc,
                        epochs_run=len(history), stopped_early=stopped,
-                       seconds=sum(h["seconds"] for h in history))
+                       seconds=sum(h["seconds"] for h in history), precision=step.precision)

@@ -138,7 +138,7 @@ def describe(backbone: str = typer.Option("toy", help="toy | resnet18 | resnet50
 def bench(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
           device: str = typer.Option("auto", help="auto | cpu | cuda"),
           n_images: int = typer.Option(2048, min=64, help="Images per measurement.")) -> None:
-    """Throughput of the engine against a bare loop, with the target ratios (one run, this machine)."""
+    """Throughput of the engine against a bare loop, in fp32 and bf16, with the target ratios (one run, this machine)."""
     from gattanet.bench import run_bench
     from pipeline.common import resolve_device
 
@@ -147,11 +147,24 @@ def bench(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         print(json.dumps(result, indent=2))
         return
     out = Console()
-    t = Table("measure", "images/s", title=f"gattanet bench on {result['device']}")
-    for k, v in result["img_per_s"].items():
-        t.add_row(k, f"{v:,.0f}")
+    rates = result["img_per_s"]
+    precisions = list(rates)
+    speedup = [f"{p} / fp32" for p in precisions[1:]]
+    t = Table("measure", *(f"{p} images/s" for p in precisions), *speedup,
+              title=f"gattanet bench on {result['device']}")
+    for k, v in rates["fp32"].items():
+        others = [rates[p].get(k) for p in precisions[1:]]
+        t.add_row(k, f"{v:,.0f}", *("—" if r is None else f"{r:,.0f}" for r in others),
+                  *("—" if r is None else f"{r / v:.2f}" for r in others))
     out.print(t)
-    t = Table("ratio", "measured", "target", "met")
+    for p, why in result["not_measured"].items():
+        out.print(f"{p}: {why}")
+    out.print("loader: no model runs in it, so measured once. eval_*: baseline + GAttANet logits of "
+              "every image; shared = one first pass for both (2 backbone passes), naive = each "
+              "model's own forward (3).")
+    out.print("eval_shared / eval_naive: " + ", ".join(
+        f"{v:.2f} ({p})" for p, v in result["eval_shared_vs_naive"].items()))
+    t = Table("ratio (fp32)", "measured", "target", "met")
     for k, v in result["ratios"].items():
         target = result["targets"][k]
         t.add_row(k, f"{v:.2f}", f"≥ {target}", "yes" if v >= target else "[red]no[/]")

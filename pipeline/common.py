@@ -14,6 +14,7 @@ ATTENTION = Path("models/attention")
 RESULTS = Path("results")
 REPORTS = Path("reports")
 RESUME = Path(".gattanet/resume")  # not a DVC output, so `dvc repro` keeps it across a kill
+EVAL_BATCH = 512  # images per batch wherever a stage only evaluates
 
 
 def resolve_device(device: str) -> torch.device:
@@ -56,30 +57,49 @@ def load_splits(params, dataset: str) -> dict:
     return {"train": train, "val": val, "test": splits["test"]}
 
 
-def load_run_model(params, key: str, device):
-    """The trained GAttANet of attention run `key` (checked against its backbone) and its metadata."""
-    from gattanet.checkpoint import CheckpointError, load_gattanet
+def attention_path(key: str, seed: int) -> Path:
+    """The checkpoint of training seed `seed` of attention run `key`."""
+    return ATTENTION / key / f"seed-{seed}.pt"
+
+
+def training_seed(params, seed: int) -> int:
+    """The seed that drives one attention model's init, shuffling and dropout: the run's global
+    `seed` and the model's entry in `seeds`, so a new global seed gives new models too."""
+    from gattanet.noise import derive_seed
+
+    return derive_seed(params.seed, seed)
+
+
+def load_run_models(params, key: str, device) -> dict:
+    """{seed: trained GAttANet} of attention run `key`, every seed on one shared backbone (checked
+    against the run's params), in eval mode on the device."""
+    from gattanet.checkpoint import CheckpointError, load_backbone, load_gattanet
     from gattanet.placement import place
 
     run = params.attention[key]
-    path = ATTENTION / f"{key}.pt"
-    model, meta = load_gattanet(path, BACKBONES / f"{run.backbone}.pt", device=str(device))
-    for meta_key, param in (("dataset", "dataset"), ("backbone_run", "backbone"), ("attn_dim", "attn_dim")):
-        if meta.get(meta_key) != getattr(run, param):
-            raise CheckpointError(f"{path} was trained with {param} {meta.get(meta_key)!r}, but "
-                                  f"attention.{key}.{param} is {getattr(run, param)!r}: "
-                                  f"rerun `dvc repro train-attn@{key}`")
-    place(model, device).eval()
-    return model, meta
+    backbone_path = BACKBONES / f"{run.backbone}.pt"
+    loaded = load_backbone(backbone_path, device=str(device))
+    place(loaded[0], device)
+    models = {}
+    for seed in run.seeds:
+        path = attention_path(key, seed)
+        model, meta = load_gattanet(path, backbone_path, device=str(device), loaded=loaded)
+        for meta_key, param in (("dataset", "dataset"), ("backbone_run", "backbone"), ("attn_dim", "attn_dim")):
+            if meta.get(meta_key) != getattr(run, param):
+                raise CheckpointError(f"{path} was trained with {param} {meta.get(meta_key)!r}, but "
+                                      f"attention.{key}.{param} is {getattr(run, param)!r}: "
+                                      f"rerun `dvc repro train-attn@{key}`")
+        models[seed] = place(model, device).eval()
+    return models
 
 
 def open_run(params, key: str):
-    """What an analysis stage of attention run `key` needs: its params, the device, its data, its model."""
+    """What an analysis stage of attention run `key` needs: its params, the device, its data, its
+    models ({seed: GAttANet} on one backbone)."""
     run = entry(params.attention, key, "attention")
     device = resolve_device(params.device)
     source = DataSource(params, run.dataset, device)
-    model, meta = load_run_model(params, key, device)
-    return run, device, source, model, meta
+    return run, device, source, load_run_models(params, key, device)
 
 
 def entry(section: dict, key: str, name: str):
@@ -139,9 +159,11 @@ class DataSource:
                                 channels_last=CHANNELS_LAST, **kw)
         return TensorLoader(data, batch_size, device=self.device, channels_last=CHANNELS_LAST, **kw)
 
-    def train_loader(self, batch_size: int, augment, train_subset: int = 0):
+    def train_loader(self, batch_size: int, augment, train_subset: int = 0, seed: int | None = None):
+        """Shuffled, augmented training batches; `seed` (default: the global one) drives the order."""
         data = subset(self.splits["train"], train_subset, self.params.seed)
-        return self._loader(data, batch_size, shuffle=True, seed=self.params.seed, augment=augment)
+        seed = self.params.seed if seed is None else seed
+        return self._loader(data, batch_size, shuffle=True, seed=seed, augment=augment)
 
     def loader(self, split: str, batch_size: int, *, sigma: float = 0.0, noise_seed: int = 0,
                clip: bool = True, limit: int = 0):

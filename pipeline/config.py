@@ -6,6 +6,7 @@ work is done; the CLI turns it into exit code 2.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,13 @@ class AttentionRun:
     iterations: int
     train_subset: int
     augment: Augment
+    seeds: tuple[int, ...]  # one model per training seed, all on the same backbone
 
 
 @dataclass(frozen=True)
 class NoiseCfg:
-    sigmas: tuple[float, ...]
-    seeds: tuple[int, ...]
+    sigmas: tuple[float, ...]  # strictly increasing, from 0
+    peak_sigma: float          # σ*, fixed before the run: the noise claim tests gain(σ*) − gain(0)
     clip: bool
     test_subset: int
     batch_size: int
@@ -105,7 +107,6 @@ class BaselinesCfg:
     epochs: int
     train_subset: int
     test_subset: int
-    peak_sigma: float
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,8 @@ def _float(v: Any, key: str, lo: float | None = None, hi: float | None = None,
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ParamsError(f"{key}: expected a number, got {v!r}")
     v = float(v)
+    if not math.isfinite(v):
+        raise ParamsError(f"{key}: expected a finite number, got {v}")
     if lo is not None and (v < lo or (lo_open and v == lo)):
         raise ParamsError(f"{key}: must be {'>' if lo_open else '≥'} {lo}, got {v}")
     if hi is not None and v > hi:
@@ -243,7 +246,7 @@ BACKBONE_KEYS = ("arch", "dataset", "weights", "epochs", "patience", "batch_size
                  "train_subset", "augment")
 ATTENTION_KEYS = ("backbone", "dataset", "attn_dim", "lesion", "epochs", "patience", "batch_size",
                   "lr", "l2", "dropout", "kq_norm", "score_norm", "iterations", "train_subset",
-                  "augment")
+                  "augment", "seeds")
 
 
 def validate(raw: dict) -> Params:
@@ -320,7 +323,16 @@ def _attention(k: str, v: Any, backbones: dict) -> AttentionRun:
         _float(d["l2"], f"{key}.l2", 0), _float(d["dropout"], f"{key}.dropout", 0, 0.99),
         _bool(d["kq_norm"], f"{key}.kq_norm"), _bool(d["score_norm"], f"{key}.score_norm"),
         _int(d["iterations"], f"{key}.iterations", 1), _int(d["train_subset"], f"{key}.train_subset", 0),
-        _augment(d["augment"], f"{key}.augment"))
+        _augment(d["augment"], f"{key}.augment"), _seeds(d["seeds"], f"{key}.seeds"))
+
+
+def _seeds(v: Any, key: str) -> tuple[int, ...]:
+    if not isinstance(v, list) or not v:
+        raise ParamsError(f"{key}: expected a non-empty list of distinct integers ≥ 0, e.g. [0, 1, 2]; got {v!r}")
+    seeds = tuple(_int(s, f"{key}[{i}]", 0) for i, s in enumerate(v))
+    if len(set(seeds)) != len(seeds):
+        raise ParamsError(f"{key}: seeds must be distinct, got {list(seeds)}")
+    return seeds
 
 
 def check_lesion(pattern: str, arch: str, dataset: str, key: str) -> None:
@@ -341,14 +353,17 @@ def check_lesion(pattern: str, arch: str, dataset: str, key: str) -> None:
 
 
 def _noise(v: Any) -> NoiseCfg:
-    d = _fields(v, "noise", ("sigmas", "seeds", "clip", "test_subset", "batch_size"))
-    if not isinstance(d["sigmas"], list) or not d["sigmas"]:
-        raise ParamsError(f"noise.sigmas: expected a non-empty list of σ ≥ 0, got {d['sigmas']!r}")
-    sigmas = tuple(_float(s, f"noise.sigmas[{i}]", 0) for i, s in enumerate(d["sigmas"]))
-    if not isinstance(d["seeds"], list) or not d["seeds"]:
-        raise ParamsError(f"noise.seeds: expected a non-empty list of integers, got {d['seeds']!r}")
-    seeds = tuple(_int(s, f"noise.seeds[{i}]", 0) for i, s in enumerate(d["seeds"]))
-    return NoiseCfg(sigmas, seeds, _bool(d["clip"], "noise.clip"),
+    d = _fields(v, "noise", ("sigmas", "peak_sigma", "clip", "test_subset", "batch_size"))
+    if not isinstance(d["sigmas"], list) or len(d["sigmas"]) < 2:
+        raise ParamsError(f"noise.sigmas: expected a list of σ ≥ 0 starting at 0, e.g. [0.0, 0.035, 0.1]; "
+                          f"got {d['sigmas']!r}")
+    sigmas = tuple(_float(s, f"noise.sigmas[{i}]", 0, 10) for i, s in enumerate(d["sigmas"]))
+    if sigmas[0] != 0 or any(b <= a for a, b in zip(sigmas, sigmas[1:])):
+        raise ParamsError(f"noise.sigmas: must start at 0 (the clean gain) and increase strictly; got {list(sigmas)}")
+    peak = _float(d["peak_sigma"], "noise.peak_sigma", 0, lo_open=True)
+    if peak not in sigmas:
+        raise ParamsError(f"noise.peak_sigma: {peak} must be one of noise.sigmas ({', '.join(map(str, sigmas))})")
+    return NoiseCfg(sigmas, peak, _bool(d["clip"], "noise.clip"),
                     _int(d["test_subset"], "noise.test_subset", 0), _int(d["batch_size"], "noise.batch_size", 1))
 
 
@@ -366,15 +381,14 @@ def _lesion_run(k: str, v: Any, attention: dict) -> LesionRun:
 
 def _baselines(v: Any, attention: dict) -> BaselinesCfg:
     d = _fields(v, "baselines", ("run", "backbone", "dataset", "methods", "epochs", "train_subset",
-                                 "test_subset", "peak_sigma"))
+                                 "test_subset"))
     run = attention[_choice(d["run"], "baselines.run", list(attention))]
     for f in ("backbone", "dataset"):
         if d[f] != getattr(run, f):
             raise ParamsError(f"baselines.{f}: {d[f]!r} must match attention.{run.key}.{f} = {getattr(run, f)!r}")
-    if not isinstance(d["methods"], list) or not d["methods"]:
-        raise ParamsError(f"baselines.methods: expected a non-empty list of {', '.join(BASELINE_METHODS)}")
+    if not isinstance(d["methods"], list):
+        raise ParamsError(f"baselines.methods: expected a list (empty: none run) of {', '.join(BASELINE_METHODS)}")
     methods = tuple(_choice(m, f"baselines.methods[{i}]", BASELINE_METHODS) for i, m in enumerate(d["methods"]))
     return BaselinesCfg(run.key, run.backbone, run.dataset, methods, _int(d["epochs"], "baselines.epochs", 1),
                         _int(d["train_subset"], "baselines.train_subset", 0),
-                        _int(d["test_subset"], "baselines.test_subset", 0),
-                        _float(d["peak_sigma"], "baselines.peak_sigma", 0))
+                        _int(d["test_subset"], "baselines.test_subset", 0))

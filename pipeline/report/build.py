@@ -19,10 +19,10 @@ from markupsafe import Markup
 from gattanet.io import write_text
 
 from . import figures as figs
-from .claims import NOT_RUN, Claim, evaluate_claims, pct, pts
+from .claims import NOT_RUN, OVERALL_RULE, Claim, evaluate_claims, pct, pts
 from .load import Outputs, load_outputs, load_paper, stage_command
-from .tables import (baselines_section, dataset_label, deviations, dims_table, lesion_tables, method_label,
-                     stage_times, table1)
+from .tables import (baselines_section, dataset_label, deviations, dims_comparisons, dims_table, lesion_tables,
+                     method_label, stage_times, table1)
 
 TEMPLATES = Path(__file__).with_name("templates")
 VERSIONED = ("torch", "torchvision", "numpy", "dvc", "matplotlib", "umap-learn")
@@ -79,6 +79,8 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
         "table1": table1(out, paper),
         "figures": draw_figures(params, out, paper, claims, out_dir),
         "dims": dims_table(out),
+        "dims_comparisons": dims_comparisons(out),
+        "overall_rule": OVERALL_RULE,
         "dims_missing": None if out.dims is not None else "dvc repro dims",
         "lesions": lesion_tables(out),
         "baselines": draw_baselines(params, out, out_dir),
@@ -165,29 +167,29 @@ def draw_baselines(params: dict, out: Outputs, out_dir: Path) -> dict:
     title = (f"{dataset_label(first['dataset'])}: {len(results)} method{'s' * (len(results) > 1)} on the frozen "
              f"{cfg['backbone']} backbone (budget of run {cfg['run']})")
     fig = figs.baselines_curves(results, title, peak_sigma=peak)
-    seeds = noise.get("seeds") or []
     images = ("all test images" if cfg["test_subset"] <= 0
               else f"a seeded subset of {cfg['test_subset']:,} test images")
     clip = "clipped to [0, 1]" if noise.get("clip") else "not clipped"
-    peak_text = (f"; dotted: σ = {peak:g}, the measured σ nearest to the peak-gain level "
-                 f"baselines.peak_sigma = {cfg['peak_sigma']:g}" if peak is not None else "")
+    peak_text = f"; dotted: σ* = {peak:g} (noise.peak_sigma)" if peak is not None else ""
     section["figure"] = {"links": figs.save(fig, out_dir, "baselines"), "caption": (
         f"Measured: top-1 accuracy on {images} of {dataset_label(first['dataset'])}, each image with additive "
-        f"Gaussian noise of standard deviation σ on the [0, 1] pixel scale ({clip}), averaged over "
-        f"{len(seeds)} noise seed{'s' * (len(seeds) != 1)}; every method and the frozen backbone see the same "
-        f"noisy images. Top: each method (solid) and the frozen backbone alone (dashed, from "
+        f"Gaussian noise of standard deviation σ on the [0, 1] pixel scale ({clip}), one draw per image and σ, "
+        f"mean over the training seeds; every method and the frozen backbone see the same noisy images. Top: each method (solid) and the frozen backbone alone (dashed, from "
         f"{section['backbone']['source']}); bottom: each method minus the backbone, in points{peak_text}.")}
     return section
 
 
 def _measured(claim: Claim, run: str) -> str:
-    """The claim's numbers for this run, as one sentence."""
-    for e in claim.evidence:
-        if e.run == run:
-            nums = "; ".join(f"{k}: {v}" for k, v in e.numbers.items())
-            note = f" ({e.note})" if e.note else ""
-            return f"{nums}. Verdict on “{claim.title}”: {e.verdict}{note}."
-    return f"Verdict on “{claim.title}”: {NOT_RUN} for this run."
+    """The claim's rows for this run, one sentence each."""
+    rows = [e for e in claim.evidence if e.row == run or e.row.startswith(f"{run}:")]
+    if not rows:
+        return f"Verdict on “{claim.title}”: {NOT_RUN} for this run."
+    parts = []
+    for e in rows:
+        nums = "; ".join(f"{k}: {v}" for k, v in e.numbers.items() if k != "interval from")
+        note = f" ({e.note})" if e.note else ""
+        parts.append(f"{e.row} — {nums}. Verdict: {e.verdict}{note}.")
+    return f"On “{claim.title}”: " + " ".join(parts)
 
 
 def render(context: dict) -> str:

@@ -57,19 +57,27 @@ def noise_curve(sweep: dict, title: str) -> Figure:
     sig = sig[order]
     zero_x = _zero_x(sig)
     x = np.where(sig > 0, sig, zero_x)
+    gain = sweep["gain"]
     series = {k: 100 * np.asarray(v, dtype=float)[order] for k, v in (
-        ("baseline", sweep["baseline"]["mean"]), ("gattanet", sweep["gattanet"]["mean"]),
-        ("diff", sweep["diff"]["mean"]), ("lo", sweep["diff"]["ci_low"]), ("hi", sweep["diff"]["ci_high"]))}
+        ("baseline", sweep["baseline"]), ("gattanet", sweep["gattanet"]),
+        ("diff", [g["mean"] for g in gain]), ("lo", [g["low"] for g in gain]), ("hi", [g["high"] for g in gain]))}
 
     fig = Figure(figsize=(6.4, 5.6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     top.plot(x, series["baseline"], "o-", color=BASELINE_COLOR, label="baseline (backbone)")
-    top.plot(x, series["gattanet"], "o-", color=GATTANET_COLOR, label="GAttANet")
+    top.plot(x, series["gattanet"], "o-", color=GATTANET_COLOR,
+             label=f"GAttANet (mean of {len(sweep['seeds'])} seeds)")
     top.set_ylabel("test accuracy (%)")
     top.legend(frameon=False)
     top.set_title(title, fontsize=10)
     bottom.axhline(0, color="black", lw=0.8)
-    bottom.fill_between(x, series["lo"], series["hi"], color=GATTANET_COLOR, alpha=0.2, lw=0, label="CI")
+    bottom.fill_between(x, series["lo"], series["hi"], color=GATTANET_COLOR, alpha=0.2, lw=0,
+                        label="95 % CI (seeds × test images)")
+    star = sweep.get("peak_sigma")
+    if star is not None:
+        for ax in (top, bottom):
+            ax.axvline(star, color="black", ls=":", lw=0.8)
+        bottom.annotate("σ*", (star, 1), xycoords=("data", "axes fraction"), ha="left", va="top", fontsize=8)
     bottom.plot(x, series["diff"], "o-", color=GATTANET_COLOR, label="GAttANet − baseline")
     bottom.set_ylabel("gain (points)")
     bottom.set_xlabel("noise σ (log axis; leftmost point: clean)")

@@ -34,22 +34,21 @@ class Outputs:
     baselines: dict[str, dict] = field(default_factory=dict)      # results/baselines/METHOD.json
 
 
-TRAIN_ATTN_KEYS = ("run", "backbone_run", "arch", "dataset", "attn_dim", "backbone_params",
-                   "attention_params", "baseline_acc", "gattanet_acc", "paired_test", "seconds", "device")
+TRAIN_ATTN_KEYS = ("run", "backbone_run", "arch", "dataset", "attn_dim", "seeds", "backbone_params",
+                   "attention_params", "baseline_acc", "gattanet_acc", "gain", "per_seed", "seconds", "device")
 PRETRAIN_KEYS = ("run", "arch", "dataset", "test_acc", "seconds", "device")
-SWEEP_KEYS = ("run", "dataset", "attn_dim", "clip", "sigmas", "baseline", "gattanet", "diff",
-              "peak", "seconds")
-LESION_KEYS = ("run", "mode", "taps", "baseline_acc", "full_acc", "patterns", "seconds")
-EMBED_KEYS = ("run", "n_points", "attn_dim", "classes", "knn_k", "knn_acc_query", "knn_acc_2d",
-              "chance", "groups", "seconds")
+SWEEP_KEYS = ("run", "dataset", "attn_dim", "clip", "seeds", "sigmas", "peak_sigma", "baseline", "gattanet",
+              "gain", "growth", "seconds")
+LESION_KEYS = ("run", "mode", "seeds", "taps", "baseline_acc", "full_acc", "patterns", "seconds")
+EMBED_KEYS = ("run", "seeds", "n_points", "attn_dim", "classes", "knn_k", "knn_query", "chance", "seconds")
 MAPS_KEYS = ("run", "classes", "taps", "samples")
-MAPS_STATS_KEYS = ("run", "n", "top1_rate", "top3_rate", "chance_top1", "chance_top3", "seconds")
-BASELINE_KEYS = ("method", "run", "arch", "dataset", "trainable_params", "gattanet_params", "matchable",
-                 "within_budget", "clean_acc", "baseline_acc", "peak_sigma", "acc_at_peak", "baseline_at_peak",
-                 "sigmas", "acc", "baseline", "rel_infer", "rel_train", "epochs_run", "best_epoch", "seconds",
-                 "device")
-DIMS_ROW_KEYS = ("run", "arch", "dataset", "attn_dim", "attention_params", "baseline_acc",
-                 "gattanet_acc", "peak_sigma", "baseline_at_peak", "gattanet_at_peak")
+MAPS_STATS_KEYS = ("run", "seeds", "n", "top1_rate", "top3_rate", "chance_top1", "chance_top3", "seconds")
+BASELINE_KEYS = ("method", "run", "arch", "dataset", "seeds", "trainable_params", "gattanet_params", "matchable",
+                 "within_budget", "clean_acc", "baseline_acc", "clean_gain", "peak_sigma", "acc_at_peak",
+                 "baseline_at_peak", "gain_at_peak", "sigmas", "acc", "baseline", "rel_infer", "rel_train",
+                 "epochs_run", "seconds", "device")
+DIMS_ROW_KEYS = ("run", "arch", "dataset", "attn_dim", "seeds", "attention_params", "baseline_acc",
+                 "gattanet_acc", "gain", "peak_sigma", "baseline_at_peak", "gattanet_at_peak", "gain_at_peak")
 
 
 def read_json(path: Path, keys: tuple[str, ...]) -> dict:
@@ -87,10 +86,8 @@ def read_points(path: Path) -> dict[str, list]:
 
 def _check_sweep(path: Path, sweep: dict) -> dict:
     n = len(sweep["sigmas"])
-    series = {"baseline.mean": sweep["baseline"].get("mean"), "gattanet.mean": sweep["gattanet"].get("mean"),
-              "diff.mean": sweep["diff"].get("mean"), "diff.ci_low": sweep["diff"].get("ci_low"),
-              "diff.ci_high": sweep["diff"].get("ci_high")}
-    for name, values in series.items():
+    for name in ("baseline", "gattanet", "gain"):
+        values = sweep[name]
         if not isinstance(values, list) or len(values) != n:
             raise ReportInputError(f"{path}: {name} must be a list of {n} values (one per sigma)")
     return sweep

@@ -6,7 +6,11 @@ Rows are plain dicts of display strings (and a few flags) so the template only l
 
 import math
 
-from .claims import pct, pts
+import pandas as pd
+
+from gattanet.stats import Estimate
+
+from .claims import FULL_PROFILE_COMMAND, ci_text, estimate, pct, pts
 from .load import Outputs
 
 DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
@@ -45,45 +49,58 @@ def paper_gain(row: dict) -> tuple[float | None, float | None]:
     return row["gain"]["low"], row["gain"]["high"]
 
 
-def compare_gain(ours: float, low: float | None, high: float | None) -> str:
-    """Our gain against the paper's point value or range."""
+def compare_gain(est: Estimate, low: float | None, high: float | None) -> str:
+    """Our gain's CI against the paper's point value or range."""
     if low is not None and low == high:
-        return pts(ours - low)
-    if high is not None and ours > high:
-        return f"{pts(ours - high)} above the paper's range"
-    if low is not None and ours < low:
-        return f"{pts(ours - low)} below the paper's range"
-    return "within the paper's range"
+        return f"paper {pts(low)}: ours {'below' if est.high < low else 'above' if est.low > low else 'consistent with it'}"
+    if high is not None and est.low > high:
+        return "above the paper's range"
+    if low is not None and est.high < low:
+        return "below the paper's range"
+    return "consistent with the paper's range"
+
+
+def error_reduction(base_acc: float, gain: float) -> float:
+    """The relative reduction of the error rate: gain / (1 − baseline accuracy)."""
+    return gain / (1 - base_acc) if base_acc < 1 else 0.0
 
 
 def table1(out: Outputs, paper: dict) -> dict:
-    """This run's rows beside the closest paper row, and the paper rows this profile did not run."""
+    """This run's rows beside the closest paper row, and the paper rows this profile did not run. Absolute
+    accuracies are compared only on the paper's own dataset; elsewhere the gains are."""
     prow = paper["table1"]
     rows, stand_ins = [], {}
     for key, m in out.train_attn.items():
         ref = closest_paper_row(m["arch"], m["dataset"], m["attn_dim"], prow)
-        gain = m["gattanet_acc"] - m["baseline_acc"]
+        gain = estimate(m["gain"])
+        rel = error_reduction(m["baseline_acc"], gain.mean)
         notes = []
         row = {"run": key, "backbone": ARCH_LABELS.get(m["arch"], m["arch"]), "dataset": dataset_label(m["dataset"]),
                "base_params": count(m["backbone_params"]), "base_acc": pct(m["baseline_acc"]),
                "attn_dim": str(m["attn_dim"]), "attn_params": count(m["attention_params"]),
-               "gattanet_acc": pct(m["gattanet_acc"]), "gain": pts(gain), "gain_positive": gain > 0,
-               "gain_p": f"p = {m['paired_test']['p_value']:.2g}", "paper": None}
+               "gattanet_acc": pct(m["gattanet_acc"]), "gain": pts(gain.mean), "gain_positive": gain.mean > 0,
+               "gain_ci": f"95 % CI [{pts(gain.low)}, {pts(gain.high)}], {len(m['seeds'])} seeds",
+               "error_reduction": f"error rate −{100 * rel:.1f} % (relative)" if rel >= 0
+               else f"error rate +{-100 * rel:.1f} % (relative)",
+               "error_reduction_short": f"{100 * rel:.1f} %", "paper": None}
         if ref is not None:
             stand_ins.setdefault(ref["id"], []).append(key)
-            if ref["dataset"] != m["dataset"]:
+            same = ref["dataset"] == m["dataset"]
+            if not same:
                 notes.append(f"dataset substituted: {dataset_label(m['dataset'])} for {ref['dataset_label']}")
             if m["attn_dim"] not in ref["attn_dims"]:
                 notes.append(f"d = {m['attn_dim']} is not among the paper's d for this row")
             low, high = paper_gain(ref)
+            paper_rel = (f"{100 * error_reduction(ref['base_acc'], low):.1f} %" if low is not None and low == high
+                         else "not computable (no stated accuracy pair)")
             row["paper"] = {
                 "label": f"{ref['backbone']}, {ref['dataset_label']}", "base_params": ref["base_params"],
                 "base_acc": pct(ref["base_acc"]), "attn_dims": ", ".join(map(str, ref["attn_dims"])),
                 "attn_params": ref["attn_params"] or "not stated", "gattanet_acc": pct(ref["gattanet_acc"]),
-                "gain": ref["gain"]["text"],
-                "d_base_acc": pts(m["baseline_acc"] - ref["base_acc"]),
+                "gain": ref["gain"]["text"], "same_dataset": same, "error_reduction": paper_rel,
+                "d_base_acc": pts(m["baseline_acc"] - ref["base_acc"]) if same else "—",
                 "d_gattanet_acc": (pts(m["gattanet_acc"] - ref["gattanet_acc"])
-                                   if ref["gattanet_acc"] is not None else "—"),
+                                   if same and ref["gattanet_acc"] is not None else "—"),
                 "d_gain": compare_gain(gain, low, high)}
         else:
             notes.append("no paper row with this backbone")
@@ -102,30 +119,37 @@ def table1(out: Outputs, paper: dict) -> dict:
 
 
 def dims_table(out: Outputs) -> list[dict]:
-    """results/dims.json as display rows (empty when the stage did not run)."""
+    """results/dims.json rows as display rows (empty when the stage did not run)."""
     if out.dims is None:
         return []
-    rows = []
-    for r in out.dims["rows"]:
-        noisy = (r["gattanet_at_peak"] - r["baseline_at_peak"]) if r["peak_sigma"] is not None else None
-        rows.append({"run": r["run"], "backbone": ARCH_LABELS.get(r["arch"], r["arch"]),
-                     "dataset": dataset_label(r["dataset"]), "attn_dim": str(r["attn_dim"]),
-                     "attn_params": count(r["attention_params"]), "baseline": pct(r["baseline_acc"]),
-                     "gattanet": pct(r["gattanet_acc"]), "gain": pts(r["gattanet_acc"] - r["baseline_acc"]),
-                     "peak_sigma": "—" if r["peak_sigma"] is None else f"{r['peak_sigma']:g}",
-                     "baseline_at_peak": pct(r["baseline_at_peak"]), "gattanet_at_peak": pct(r["gattanet_at_peak"]),
-                     "gain_at_peak": pts(noisy)})
-    return rows
+    table = pd.json_normalize(out.dims["rows"], sep="_")
+    return [{"run": r.run, "backbone": ARCH_LABELS.get(r.arch, r.arch), "dataset": dataset_label(r.dataset),
+             "attn_dim": str(r.attn_dim), "seeds": str(r.seeds), "attn_params": count(int(r.attention_params)),
+             "baseline": pct(r.baseline_acc), "gattanet": pct(r.gattanet_acc),
+             "gain": ci_text(estimate(row["gain"])), "peak_sigma": f"{r.peak_sigma:g}",
+             "baseline_at_peak": pct(r.baseline_at_peak), "gattanet_at_peak": pct(r.gattanet_at_peak),
+             "gain_at_peak": ci_text(estimate(row["gain_at_peak"]))}
+            for r, row in zip(table.itertuples(), out.dims["rows"])]
+
+
+def dims_comparisons(out: Outputs) -> list[dict]:
+    """Differences of gains between two dimensions on one backbone, with their CIs."""
+    if out.dims is None:
+        return []
+    return [{"pair": f"{c['large']} − {c['small']}", "at": "clean" if c["at"] == "clean" else f"σ* = {c['sigma']:g}",
+             "difference": ci_text(estimate(c["difference"]))} for c in out.dims.get("comparisons", [])]
 
 
 def lesion_tables(out: Outputs) -> list[dict]:
-    """One table per lesion run: each pattern's accuracy against the baseline and the full model."""
+    """One table per lesion run: each pattern's accuracy and its differences to the baseline and the full
+    model, with CIs over seeds and test images."""
     tables = []
     for key, les in out.lesions.items():
         rows = [{"pattern": p["pattern"], "kind": p["kind"], "layer": "" if p.get("layer") is None else str(p["layer"]),
-                 "accuracy": pct(p["accuracy"]), "vs_baseline": pts(p["accuracy"] - les["baseline_acc"]),
-                 "vs_full": pts(p["accuracy"] - les["full_acc"])} for p in les["patterns"]]
-        tables.append({"run": key, "mode": les["mode"], "taps": ", ".join(les["taps"]), "rows": rows})
+                 "accuracy": pct(p["accuracy"]), "vs_baseline": ci_text(estimate(p["vs_baseline"])),
+                 "vs_full": ci_text(estimate(p["vs_full"]))} for p in les["patterns"]]
+        tables.append({"run": key, "mode": les["mode"], "taps": ", ".join(les["taps"]), "rows": rows,
+                       "seeds": len(les["seeds"])})
     return tables
 
 
@@ -171,20 +195,16 @@ def _show(v: object) -> str:
 
 
 def stage_times(out: Outputs) -> list[dict]:
-    """Every stage output's wall time (`seconds`) and device, in pipeline order."""
-    rows = [{"stage": f"pretrain@{k}", "seconds": m["seconds"], "device": m["device"]} for k, m in out.pretrain.items()]
-    rows += [{"stage": f"train-attn@{k}", "seconds": m["seconds"], "device": m["device"]}
-             for k, m in out.train_attn.items()]
-    rows += [{"stage": f"noise@{k}", "seconds": s["seconds"], "device": s.get("device")} for k, s in out.noise.items()]
-    rows += [{"stage": f"lesions@{k}", "seconds": s["seconds"], "device": s.get("device")}
-             for k, s in out.lesions.items()]
-    rows += [{"stage": f"embed@{k}", "seconds": e["stats"]["seconds"], "device": e["stats"].get("device")}
-             for k, e in out.embedding.items()]
-    rows += [{"stage": f"maps@{k}", "seconds": m["stats"]["seconds"], "device": m["stats"].get("device")}
-             for k, m in out.maps.items()]
-    rows += [{"stage": f"baselines@{k}", "seconds": r["seconds"], "device": r["device"]}
-             for k, r in out.baselines.items()]
-    return rows
+    """Every stage output's wall time (`seconds`), device and precision, in pipeline order."""
+    outputs = ([(f"pretrain@{k}", m) for k, m in out.pretrain.items()]
+               + [(f"train-attn@{k}", m) for k, m in out.train_attn.items()]
+               + [(f"noise@{k}", s) for k, s in out.noise.items()]
+               + [(f"lesions@{k}", s) for k, s in out.lesions.items()]
+               + [(f"embed@{k}", e["stats"]) for k, e in out.embedding.items()]
+               + [(f"maps@{k}", m["stats"]) for k, m in out.maps.items()]
+               + [(f"baselines@{k}", r) for k, r in out.baselines.items()])
+    return [{"stage": stage, "seconds": o["seconds"], "device": o.get("device"), "precision": o.get("precision")}
+            for stage, o in outputs]
 
 
 # What each baselines method is and where its code comes from (gattanet/adapters/modules.py).
@@ -224,8 +244,9 @@ def baselines_section(out: Outputs, params: dict) -> dict:
     """The baselines comparison: rows (GAttANet first, then the attention modules by clean accuracy, then
     the wider-toy control), the methods not run with their command, the budget and the computed leaders."""
     cfg = params.get("baselines")
-    if not cfg:
-        return {"missing": "add a `baselines:` section to params.yaml (see profiles/), then `dvc repro baselines`"}
+    if not cfg or not cfg.get("methods"):
+        return {"missing": f"{FULL_PROFILE_COMMAND}   (the full CPU profile: all nine methods at GAttANet's budget "
+                           "and seeds; or list methods under `baselines.methods` in params.yaml)"}
     ran = [m for m in cfg["methods"] if m in out.baselines]
     ran.sort(key=lambda m: (m != "gattanet", m == "wider-toy", -_or(out.baselines[m]["clean_acc"], -1.0)))
     sigmas = sorted({out.baselines[m]["peak_sigma"] for m in ran})
@@ -254,20 +275,16 @@ def _or(x: float | None, default: float) -> float:
     return default if x is None else x
 
 
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
 def _baseline_row(m: str, r: dict, out: Outputs, show_sigma: bool) -> dict:
     label, description, source = _method(m)
-    d_clean, d_peak = _diff(r["clean_acc"], r["baseline_acc"]), _diff(r["acc_at_peak"], r["baseline_at_peak"])
+    d_clean, d_peak = estimate(r["clean_gain"]), estimate(r["gain_at_peak"])
     peak = pct(r["acc_at_peak"]) + (f" (σ = {r['peak_sigma']:g})" if show_sigma else "")
     return {"method": m, "label": label, "description": description, "source": source,
             "trainable": count(r["trainable_params"]), "gattanet_params": count(r["gattanet_params"]),
-            "budget": _budget_note(m, r, out), "clean": pct(r["clean_acc"]), "d_clean": pts(d_clean),
-            "d_clean_up": _or(d_clean, 0) > 0, "peak": peak, "d_peak": pts(d_peak), "d_peak_up": _or(d_peak, 0) > 0,
+            "budget": _budget_note(m, r, out), "clean": pct(r["clean_acc"]), "d_clean": ci_text(d_clean),
+            "d_clean_up": d_clean.mean > 0, "peak": peak, "d_peak": ci_text(d_peak), "d_peak_up": d_peak.mean > 0,
             "train_cost": _cost(r["rel_train"]), "infer_cost": _cost(r["rel_infer"]),
-            "epochs": f"{r['epochs_run']} (best {r['best_epoch']})"}
+            "epochs": ", ".join(map(str, r["epochs_run"])) + " (per seed)"}
 
 
 def _budget_note(m: str, r: dict, out: Outputs) -> str:
@@ -307,7 +324,8 @@ def _budget(cfg: dict, params: dict) -> str:
             f"{_epochs(cfg['epochs'])} on {_subset(cfg['train_subset'])}, with the "
             f"other settings of attention run {cfg['run']} (batch {run.get('batch_size', '?')}, "
             f"learning rate {run.get('lr', '?')}, early-stopping patience {run.get('patience', '?')}), "
-            f"on its frozen {cfg['backbone']} backbone.")
+            f"on its frozen {cfg['backbone']} backbone, once per training seed of that run "
+            f"({len(run.get('seeds', []))} seeds).")
     if "wider-toy" in cfg["methods"]:
         bb = (params.get("backbones") or {}).get(cfg["backbone"], {})
         text += (f" The wider-toy control has no frozen part and is trained from scratch like the backbone: at most "

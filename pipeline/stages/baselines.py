@@ -4,97 +4,102 @@ on the same frozen backbone, budget, data and training settings, measured like G
 import copy
 import time
 
+import numpy as np
 import torch
 
 from gattanet.adapters.budget import UNMATCHABLE, match_width, within_budget, wider_toy_widths
 from gattanet.adapters.model import AdaptedModel
 from gattanet.backbones import build_backbone
-from gattanet.checkpoint import load_backbone
-from gattanet.evaluate import accuracies
 from gattanet.io import write_json
 from gattanet.placement import place
-from gattanet.sweeps import noise_sweep
+from gattanet.precision import autocast, autocast_dtype, precision_name
+from gattanet.sweeps import gain_at, sweep_correct
 from gattanet.train import TrainConfig, fit
 from pipeline import common
-from pipeline.common import BACKBONES, RESULTS, RESUME
-from pipeline.stages.train_attn import build
+from pipeline.common import EVAL_BATCH, RESULTS, RESUME
+from pipeline.stages.train_attn import build, load_run_backbone
 
 
 def run(params, method: str) -> None:
     cfg = params.baselines
     if method not in cfg.methods:
-        raise ValueError(f"baselines: {method!r} is not in baselines.methods ({', '.join(cfg.methods)})")
+        raise ValueError(f"baselines: {method!r} is not in baselines.methods ({', '.join(cfg.methods) or 'empty'})")
     att_run = params.attention[cfg.run]
     bb_run = params.backbones[att_run.backbone]
     device = common.resolve_device(params.device)
     source = common.DataSource(params, att_run.dataset, device)
-    backbone, _ = load_backbone(BACKBONES / f"{att_run.backbone}.pt", device=str(device),
-                                expect={"kind": "backbone", "dataset": att_run.dataset})
-    place(backbone, device)
+    backbone = load_run_backbone(att_run, device)
     gattanet_params = sum(p.numel() for p in build(params, att_run, copy.deepcopy(backbone)).attention_parameters())
-    taps = backbone.taps()
-    width, train_settings = None, (att_run, cfg.train_subset)
-    common.seeded(params.seed)
+    noise, dtype = params.noise, autocast_dtype(device, params.amp)
+    models, width, n_trainable, epochs_run = {}, None, 0, []
     with common.stopwatch() as clock:
-        if method == "gattanet":
-            model = place(build(params, att_run, backbone), device)
-            trainable = model.attention_parameters()
-        elif method == "wider-toy":
-            if bb_run.arch != "toy":
-                raise ValueError(f"baselines: wider-toy needs a toy backbone; {att_run.backbone} is {bb_run.arch}")
-            total = sum(p.numel() for p in backbone.parameters()) + gattanet_params
-            widths, hidden, _ = wider_toy_widths(total, backbone.in_channels, backbone.num_classes,
-                                                 backbone.input_size)
-            model = build_backbone("toy", backbone.num_classes, backbone.in_channels, widths=widths,
-                                   hidden=hidden, input_size=backbone.input_size)
-            place(model, device)
-            width, trainable = {"widths": list(widths), "hidden": hidden}, list(model.parameters())
-            train_settings = (bb_run, bb_run.train_subset)  # trained from scratch like the backbone
-        else:
-            width, _ = match_width(method, taps, gattanet_params)
-            model = place(AdaptedModel(backbone, method, width), device)
-            trainable = model.adapter_parameters()
-        run_cfg, subset = train_settings
-        epochs = cfg.epochs if method != "wider-toy" else run_cfg.epochs
-        result = fit(model, trainable,
-                     source.train_loader(run_cfg.batch_size, common.augment_of(run_cfg.augment), subset),
-                     source.loader("val", 512),
-                     TrainConfig(epochs=epochs, patience=run_cfg.patience, lr=run_cfg.lr,
-                                 l2=getattr(run_cfg, "l2", 0.0), seed=params.seed, amp=params.amp),
-                     resume_path=RESUME / f"baselines-{method}.pt", label=f"baselines {method}")
-        model.eval()
-        n_trainable = sum(p.numel() for p in trainable)
-        sweep = noise_sweep(_evaluator(params, source, model, backbone), list(params.noise.sigmas),
-                            list(params.noise.seeds))
-        speed = _throughput(model, backbone, source, run_cfg.batch_size, trainable)
-    i = min(range(len(sweep["sigmas"])), key=lambda j: abs(sweep["sigmas"][j] - cfg.peak_sigma))
+        for seed in att_run.seeds:  # the GAttANet run's seeds: the same evidence grade
+            model, trainable, width, run_cfg, subset = _method(params, method, backbone, att_run, bb_run,
+                                                               gattanet_params, seed)
+            epochs = cfg.epochs if method != "wider-toy" else run_cfg.epochs
+            train_seed = common.training_seed(params, seed)
+            result = fit(model, trainable,
+                         source.train_loader(run_cfg.batch_size, common.augment_of(run_cfg.augment), subset,
+                                             train_seed),
+                         source.loader("val", EVAL_BATCH),
+                         TrainConfig(epochs=epochs, patience=run_cfg.patience, lr=run_cfg.lr,
+                                     l2=getattr(run_cfg, "l2", 0.0), seed=train_seed, amp=params.amp),
+                         resume_path=RESUME / f"baselines-{method}-seed{seed}.pt",
+                         label=f"baselines {method} seed {seed}")
+            models[str(seed)] = model.eval()
+            n_trainable, epochs_run = sum(p.numel() for p in trainable), epochs_run + [result.epochs_run]
+
+        def loader_at(sigma: float):
+            return source.loader("test", noise.batch_size, sigma=sigma, noise_seed=params.seed, clip=noise.clip,
+                                 limit=cfg.test_subset)
+
+        with autocast(device, dtype):
+            hits = sweep_correct(lambda x: {"baseline": backbone(x)} | {n: m(x) for n, m in models.items()},
+                                 loader_at, noise.sigmas)
+        speed = _throughput(models[str(att_run.seeds[0])], backbone, source, run_cfg.batch_size, trainable)
+    acc = np.stack([hits[n] for n in models])  # (seed, σ, N)
+    k = list(noise.sigmas).index(noise.peak_sigma)
     write_json(RESULTS / "baselines" / f"{method}.json", {
         "method": method, "run": cfg.run, "arch": bb_run.arch, "dataset": att_run.dataset, "width": width,
+        "seeds": list(att_run.seeds), "test_images": int(acc.shape[2]),
         "trainable_params": n_trainable, "gattanet_params": gattanet_params,
         "matchable": method not in UNMATCHABLE, "within_budget": within_budget(n_trainable, gattanet_params)
         if method != "wider-toy" else None,
-        "clean_acc": sweep["gattanet"]["mean"][0] if sweep["sigmas"][0] == 0 else None,
-        "baseline_acc": sweep["baseline"]["mean"][0] if sweep["sigmas"][0] == 0 else None,
-        "peak_sigma": sweep["sigmas"][i], "acc_at_peak": sweep["gattanet"]["mean"][i],
-        "baseline_at_peak": sweep["baseline"]["mean"][i],
-        "sigmas": sweep["sigmas"], "acc": sweep["gattanet"]["mean"], "baseline": sweep["baseline"]["mean"],
-        **speed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+        "clean_acc": float(acc[:, 0].mean()), "baseline_acc": float(hits["baseline"][0].mean()),
+        "clean_gain": gain_at(hits["baseline"], acc, 0).as_dict(),
+        "peak_sigma": noise.peak_sigma, "acc_at_peak": float(acc[:, k].mean()),
+        "baseline_at_peak": float(hits["baseline"][k].mean()), "gain_at_peak": gain_at(hits["baseline"], acc, k).as_dict(),
+        "sigmas": list(noise.sigmas), "acc": acc.mean(axis=(0, 2)).tolist(),
+        "baseline": hits["baseline"].mean(axis=1).tolist(),
+        **speed, "epochs_run": epochs_run, "precision": precision_name(dtype),
         "seconds": clock["seconds"], "device": str(device)})
     print(f"baselines {method}: {n_trainable:,} params (GAttANet {gattanet_params:,}), "
-          f"clean {sweep['gattanet']['mean'][0]:.4f}, σ={sweep['sigmas'][i]}: {sweep['gattanet']['mean'][i]:.4f}")
+          f"clean {acc[:, 0].mean():.4f}, σ*={noise.peak_sigma}: {acc[:, k].mean():.4f}")
 
 
-def _evaluator(params, source, model, backbone):
-    """evaluate_at(σ, seed) for noise_sweep: the method under 'gattanet', the plain backbone as baseline."""
-    noise = params.noise
+def _method(params, method: str, backbone, att_run, bb_run, gattanet_params: int, seed: int):
+    """(model, trainable params, width, training settings, train subset) of one method for one seed."""
+    common.seeded(common.training_seed(params, seed))
+    if method == "gattanet":
+        model = place(build(params, att_run, backbone), backbone_device(backbone))
+        return model, model.attention_parameters(), None, att_run, params.baselines.train_subset
+    if method == "wider-toy":
+        if bb_run.arch != "toy":
+            raise ValueError(f"baselines: wider-toy needs a toy backbone; {att_run.backbone} is {bb_run.arch}")
+        total = sum(p.numel() for p in backbone.parameters()) + gattanet_params
+        widths, hidden, _ = wider_toy_widths(total, backbone.in_channels, backbone.num_classes, backbone.input_size)
+        model = build_backbone("toy", backbone.num_classes, backbone.in_channels, widths=widths, hidden=hidden,
+                               input_size=backbone.input_size)
+        place(model, backbone_device(backbone))
+        # trained from scratch like the backbone
+        return model, list(model.parameters()), {"widths": list(widths), "hidden": hidden}, bb_run, bb_run.train_subset
+    width, _ = match_width(method, backbone.taps(), gattanet_params)
+    model = place(AdaptedModel(backbone, method, width), backbone_device(backbone))
+    return model, model.adapter_parameters(), width, att_run, params.baselines.train_subset
 
-    def evaluate_at(sigma: float, seed: int) -> dict:
-        loader = source.loader("test", noise.batch_size, sigma=sigma, noise_seed=seed, clip=noise.clip,
-                               limit=params.baselines.test_subset)
-        accs = accuracies({"baseline": backbone, "gattanet": model}, loader)
-        return {k: v["top1"] for k, v in accs.items()}
 
-    return evaluate_at
+def backbone_device(backbone):
+    return next(backbone.parameters()).device
 
 
 def _throughput(model, backbone, source, batch_size: int, trainable, batches: int = 8) -> dict:

@@ -1,42 +1,63 @@
-"""lesions@KEY: the paper's Fig. 4c patterns — none, full, one layer ablated, one layer alone.
+"""lesions@KEY: the paper's Fig. 4c patterns — none, full, one layer ablated, one layer alone — for every
+training seed, on the same test images, with each pattern's difference to the baseline and to the full model.
 
-mode `eval` switches modulation off per layer in the trained model; mode `retrain` trains a
-new attention system under each pattern (same settings as the run) and evaluates it.
+mode `eval` switches modulation off per layer in the trained models (one shared first pass per batch);
+mode `retrain` trains a new attention system per pattern and seed (same settings as the run).
 """
 
-from functools import partial
+import numpy as np
 
-from gattanet.evaluate import accuracies
+from gattanet.evaluate import correct_batched
+from gattanet.fast_eval import shared_logits
 from gattanet.io import write_json
-from gattanet.lesion import ablation_patterns
+from gattanet.lesion import ablation_patterns, full_pattern
+from gattanet.precision import autocast, autocast_dtype, precision_name
+from gattanet.stats import effect_ci
 from pipeline import common
-from pipeline.common import RESULTS
+from pipeline.common import EVAL_BATCH, RESULTS
 from pipeline.stages.train_attn import train
 
 
 def run(params, key: str) -> None:
     cfg = common.entry(params.lesions, key, "lesions")
-    run_cfg, device, source, model, _ = common.open_run(params, key)
-    patterns = ablation_patterns(model.taps)
-    test = source.loader("test", 512, limit=cfg.test_subset)
+    run_cfg, device, source, models = common.open_run(params, key)
+    seeds = run_cfg.seeds
+    taps = models[seeds[0]].taps
+    patterns = ablation_patterns(taps)
+    test = source.loader("test", EVAL_BATCH, limit=cfg.test_subset)
+    dtype = autocast_dtype(device, params.amp)
     with common.stopwatch() as clock:
         if cfg.mode == "eval":
-            forwards = {p["pattern"]: partial(model, lesion=p["pattern"]) for p in patterns}
-            accs = {name: a["top1"] for name, a in accuracies(forwards, test).items()}
+            named = {str(s): m for s, m in models.items()}
+            with autocast(device, dtype):
+                hits = correct_batched(lambda x: shared_logits(named, x, [p["pattern"] for p in patterns]), test)
         else:
-            accs = {}
+            backbone = models[seeds[0]].backbone
+            retrained = {f"{s}:{full_pattern(taps)}": models[s] for s in seeds}
             for p in patterns:
-                if p["kind"] == "none":
-                    accs[p["pattern"]] = accuracies({"b": model.baseline}, test)["b"]["top1"]
+                if p["kind"] in ("none", "full"):
                     continue
-                retrained, _ = train(params, run_cfg, source, device, lesion=p["pattern"],
-                                     resume_name=f"lesions-{key}-{p['pattern'].replace('.', '_')}")
-                accs[p["pattern"]] = accuracies({"m": retrained}, test)["m"]["top1"]
-    rows = [{**p, "accuracy": accs[p["pattern"]]} for p in patterns]
-    by_kind = {r["kind"]: r["accuracy"] for r in rows if r["kind"] in ("none", "full")}
+                for s in seeds:
+                    retrained[f"{s}:{p['pattern']}"], _ = train(
+                        params, run_cfg, source, device, backbone, s, lesion=p["pattern"],
+                        resume_name=f"lesions-{key}-{p['pattern'].replace('.', '_')}")
+            with autocast(device, dtype):
+                hits = correct_batched(lambda x: shared_logits(retrained, x), test)
+    base = hits["baseline"][:, 0].numpy().astype(float)
+
+    def acc(pattern: str) -> np.ndarray:  # (seeds, N)
+        if set(pattern) == {"."}:
+            return np.tile(base, (len(seeds), 1))
+        return np.stack([hits[f"{s}:{pattern}"][:, 0].numpy().astype(float) for s in seeds])
+
+    full = acc(full_pattern(taps))
+    rows = [{**p, "accuracy": float(acc(p["pattern"]).mean()),
+             "per_seed": acc(p["pattern"]).mean(axis=1).tolist(),
+             "vs_baseline": effect_ci([(1.0, acc(p["pattern"]) - base)]).as_dict(),
+             "vs_full": effect_ci([(1.0, acc(p["pattern"]) - full)]).as_dict()} for p in patterns]
     write_json(RESULTS / "lesions" / f"{key}.json", {
-        "run": key, "mode": cfg.mode, "taps": [t.name for t in model.taps],
-        "baseline_acc": by_kind["none"], "full_acc": by_kind["full"], "patterns": rows,
-        "seconds": clock["seconds"], "device": str(device)})
+        "run": key, "mode": cfg.mode, "seeds": list(seeds), "test_images": len(base),
+        "taps": [t.name for t in taps], "baseline_acc": float(base.mean()), "full_acc": float(full.mean()),
+        "patterns": rows, "precision": precision_name(dtype), "seconds": clock["seconds"], "device": str(device)})
     for r in rows:
         print(f"lesions {key} [{cfg.mode}] {r['pattern']}: {r['accuracy']:.4f}")

@@ -1,31 +1,51 @@
-"""maps@KEY: agreement maps of one seeded test image per class (Fig. 3), and over the whole test set
-how often the true class has the highest (top-3) last-layer agreement score."""
+"""maps@KEY: agreement maps of one seeded test image per class (Fig. 3, first seed), and over the test set for
+every seed whether the true class has the highest (top-3) last-layer agreement score, with its CI."""
 
+import numpy as np
 import torch
 
-from gattanet.agreement import agreement_maps, sample_indices, true_class_rank_stats
+from gattanet.agreement import agreement_maps, sample_indices, true_class_hits
+from gattanet.fast_eval import shared_states
 from gattanet.io import write_json
+from gattanet.precision import autocast, autocast_dtype, precision_name
+from gattanet.stats import effect_ci
 from pipeline import common
-from pipeline.common import RESULTS
+from pipeline.common import EVAL_BATCH, RESULTS
 
 
 def run(params, key: str) -> None:
-    run_cfg, device, source, model, _ = common.open_run(params, key)
+    run_cfg, device, source, models = common.open_run(params, key)
+    model = models[run_cfg.seeds[0]]
+    named = {str(s): m for s, m in models.items()}
+    dtype = autocast_dtype(device, params.amp)
     with common.stopwatch() as clock:
         idx = sample_indices(source.labels("test"), per_class=params.maps_per_class, seed=params.seed)
         idx = idx[:params.maps_max_images]
         x, y, images = source.batch("test", idx)
         samples = agreement_maps(model, x, y, list(source.classes))
-        stats = true_class_rank_stats(model, source.loader("test", 512, limit=params.maps_test_subset))
+        top1, top3 = {n: [] for n in named}, {n: [] for n in named}
+        with torch.no_grad(), autocast(device, dtype):
+            for xb, yb in source.loader("test", EVAL_BATCH, limit=params.maps_test_subset).epoch(0):
+                for name, state in shared_states(named, xb)[2].items():
+                    h1, h3 = true_class_hits(state.scores[-1], yb)
+                    top1[name].append(h1)
+                    top3[name].append(h3)
+    num_classes = len(source.classes)
+    hits = {k: np.stack([torch.cat(v[n]).numpy() for n in named]).astype(float) for k, v in
+            (("top1", top1), ("top3", top3))}
     for sample, i, image in zip(samples, idx.tolist(), images):
         sample["index"] = i
         sample["image"] = (image * 255).round().to(torch.uint8).squeeze(0).tolist()
     out = RESULTS / "maps" / key
-    write_json(out / "maps.json", {"run": key, "classes": list(source.classes),
+    write_json(out / "maps.json", {"run": key, "seed": run_cfg.seeds[0], "classes": list(source.classes),
                                    "taps": [t.as_dict() for t in model.taps],
                                    "alpha": [float(a) for a in model.attention.alpha.detach().cpu()],
                                    "samples": samples})
-    write_json(out / "stats.json", {"run": key, **stats, "seconds": clock["seconds"], "device": str(device)})
-    print(f"maps {key}: true class on top {stats['top1_rate']:.3f} (chance {stats['chance_top1']:.3f}), "
-          f"in top 3 {stats['top3_rate']:.3f}")
-
+    stats = {"top1_rate": effect_ci([(1.0, hits["top1"])]).as_dict(),
+             "top3_rate": effect_ci([(1.0, hits["top3"])]).as_dict(),
+             "chance_top1": 1 / num_classes, "chance_top3": min(3, num_classes) / num_classes}
+    write_json(out / "stats.json", {"run": key, "seeds": list(run_cfg.seeds), "n": int(hits["top1"].shape[1]),
+                                    **stats, "precision": precision_name(dtype),
+                                    "seconds": clock["seconds"], "device": str(device)})
+    print(f"maps {key}: true class on top {stats['top1_rate']['mean']:.3f} (chance {stats['chance_top1']:.3f}), "
+          f"in top 3 {stats['top3_rate']['mean']:.3f}")

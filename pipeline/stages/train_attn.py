@@ -1,14 +1,21 @@
-"""train-attn@KEY: train the global attention system (W_k, W_q, α) on a frozen pretrained backbone."""
+"""train-attn@KEY: train the global attention system (W_k, W_q, α) on a frozen pretrained backbone,
+once per training seed of the run, and measure the clean gain over the backbone on the test set."""
+
+import numpy as np
+import pandas as pd
 
 from gattanet.attention import GlobalAttention
 from gattanet.checkpoint import load_backbone, save_gattanet
-from gattanet.placement import place
-from gattanet.evaluate import correct, mcnemar, topk_accuracy
-from gattanet.io import write_csv, write_json
+from gattanet.evaluate import correct_batched, topk_accuracy
+from gattanet.fast_eval import shared_logits
+from gattanet.io import write_json, write_text
 from gattanet.model import GAttANet
+from gattanet.placement import place
+from gattanet.precision import autocast, autocast_dtype, precision_name
+from gattanet.stats import effect_ci
 from gattanet.train import TrainConfig, fit
 from pipeline import common
-from pipeline.common import ATTENTION, BACKBONES, RESULTS, RESUME
+from pipeline.common import BACKBONES, EVAL_BATCH, RESULTS, RESUME
 
 
 def build(params, run, backbone, lesion: str | None = None) -> GAttANet:
@@ -19,19 +26,27 @@ def build(params, run, backbone, lesion: str | None = None) -> GAttANet:
     return GAttANet(backbone, attention, lesion=lesion, iterations=run.iterations)
 
 
-def train(params, run, source, device, lesion: str | None = None, resume_name: str | None = None):
-    """Train one GAttANet for `run` (optionally under another lesion pattern); returns (model, result)."""
+def load_run_backbone(run, device):
+    """The frozen backbone of attention run `run`, on the device; every seed is built on this one object."""
     backbone, _ = load_backbone(BACKBONES / f"{run.backbone}.pt", device=str(device),
                                 expect={"kind": "backbone", "dataset": run.dataset})
-    common.seeded(params.seed)
-    model = place(build(params, run, place(backbone, device), lesion), device)
+    return place(backbone, device)
+
+
+def train(params, run, source, device, backbone, seed: int, lesion: str | None = None,
+          resume_name: str | None = None):
+    """Train one GAttANet of `run` for training seed `seed` (optionally under another lesion pattern)."""
+    train_seed = common.training_seed(params, seed)
+    common.seeded(train_seed)
+    model = place(build(params, run, backbone, lesion), device)
+    name = resume_name or f"train-attn-{run.key}"
     result = fit(model, list(model.attention_parameters()),
-                 source.train_loader(run.batch_size, common.augment_of(run.augment), run.train_subset),
-                 source.loader("val", 512),
-                 TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr, l2=run.l2, seed=params.seed,
+                 source.train_loader(run.batch_size, common.augment_of(run.augment), run.train_subset, train_seed),
+                 source.loader("val", EVAL_BATCH),
+                 TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr, l2=run.l2, seed=train_seed,
                              amp=params.amp),
-                 resume_path=RESUME / f"{resume_name or 'train-attn-' + run.key}.pt",
-                 label=f"train-attn {run.key}" + (f" [{lesion}]" if lesion else ""))
+                 resume_path=RESUME / f"{name}-seed{seed}.pt",
+                 label=f"train-attn {run.key} seed {seed}" + (f" [{lesion}]" if lesion else ""))
     model.eval()
     return model, result
 
@@ -40,30 +55,43 @@ def run(params, key: str) -> None:
     run_cfg = common.entry(params.attention, key, "attention")
     device = common.resolve_device(params.device)
     source = common.DataSource(params, run_cfg.dataset, device)
+    backbone = load_run_backbone(run_cfg, device)
+    models, results = {}, {}
+    dtype = autocast_dtype(device, params.amp)
     with common.stopwatch() as clock:
-        model, result = train(params, run_cfg, source, device)
-        hits = correct({"baseline": model.baseline, "gattanet": model}, source.loader("test", 512),
-                       topk=source.topk)
-    test = {name: topk_accuracy(h, source.topk) for name, h in hits.items()}
-    paired = mcnemar(hits["gattanet"][:, 0], hits["baseline"][:, 0])
+        for seed in run_cfg.seeds:
+            models[seed], results[seed] = train(params, run_cfg, source, device, backbone, seed)
+        with autocast(device, dtype):
+            hits = correct_batched(lambda x: shared_logits({str(s): m for s, m in models.items()}, x),
+                                   source.loader("test", EVAL_BATCH), topk=source.topk)
+    base = hits["baseline"][:, 0].numpy().astype(float)
+    gains = np.stack([hits[str(s)][:, 0].numpy() - base for s in run_cfg.seeds])
+    gain = effect_ci([(1.0, gains)])
     backbone_path = BACKBONES / f"{run_cfg.backbone}.pt"
-    save_gattanet(ATTENTION / f"{key}.pt", model, backbone_path,
-                  {"run": key, "backbone_run": run_cfg.backbone, "dataset": run_cfg.dataset})
+    for seed, model in models.items():
+        save_gattanet(common.attention_path(key, seed), model, backbone_path,
+                      {"run": key, "backbone_run": run_cfg.backbone, "dataset": run_cfg.dataset, "seed": seed})
+    per_seed = [{"seed": s, "gattanet_acc": topk_accuracy(hits[str(s)], source.topk)["top1"],
+                 "gattanet_top5": topk_accuracy(hits[str(s)], source.topk).get("top5"),
+                 "val_acc": results[s].best_val_acc, "best_epoch": results[s].best_epoch,
+                 "epochs_run": results[s].epochs_run,
+                 "alpha": [float(a) for a in models[s].attention.alpha.detach().cpu()]} for s in run_cfg.seeds]
+    baseline = topk_accuracy(hits["baseline"], source.topk)
+    model = models[run_cfg.seeds[0]]
     out = RESULTS / "train-attn" / key
-    write_csv(out / "history.csv", common.history_rows(result.history), common.HISTORY_COLUMNS)
+    history = pd.concat([pd.DataFrame(results[s].history).assign(seed=s) for s in run_cfg.seeds])
+    write_text(out / "history.csv", history[["seed"] + common.HISTORY_COLUMNS].to_csv(index=False))
     write_json(out / "metrics.json", {
         "run": key, "backbone_run": run_cfg.backbone, "arch": model.backbone.arch, "dataset": run_cfg.dataset,
         "attn_dim": run_cfg.attn_dim, "lesion": model.lesion, "iterations": run_cfg.iterations,
+        "seeds": list(run_cfg.seeds), "test_images": len(base),
         "backbone_params": sum(p.numel() for p in model.backbone.parameters()),
         "attention_params": sum(p.numel() for p in model.attention_parameters()),
-        "baseline_acc": test["baseline"]["top1"], "gattanet_acc": test["gattanet"]["top1"],
-        "baseline_top5": test["baseline"].get("top5"), "gattanet_top5": test["gattanet"].get("top5"),
-        "paired_test": {"test": "exact McNemar, top-1", "n": paired["n"], "gattanet_only": paired["a_only"],
-                        "baseline_only": paired["b_only"], "p_value": paired["p_value"]},
-        "val_acc": result.best_val_acc, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-        "seconds": clock["seconds"], "device": str(device),
-        "alpha": [float(a) for a in model.attention.alpha.detach().cpu()],
+        "baseline_acc": baseline["top1"], "baseline_top5": baseline.get("top5"),
+        "gattanet_acc": float(np.mean([r["gattanet_acc"] for r in per_seed])),
+        "gain": gain.as_dict(), "per_seed": per_seed,
+        "precision": precision_name(dtype), "seconds": clock["seconds"], "device": str(device),
         "taps": [t.as_dict() for t in model.taps],
     })
-    print(f"train-attn {key}: baseline {test['baseline']['top1']:.4f} -> GAttANet {test['gattanet']['top1']:.4f} "
-          f"(McNemar p = {paired['p_value']:.3g})")
+    print(f"train-attn {key}: baseline {baseline['top1']:.4f}, gain {100 * gain.mean:+.2f} pts "
+          f"[{100 * gain.low:+.2f}, {100 * gain.high:+.2f}] over {len(run_cfg.seeds)} seeds")
