@@ -9,6 +9,7 @@ from torch import nn
 from gattanet.augment import Augment
 from gattanet.datasets import TensorData
 from gattanet.loader import TensorLoader
+from gattanet.precision import autocast_dtype, precision_name
 from gattanet.train import NonFiniteLossError, Step, TrainConfig, fit
 
 
@@ -70,8 +71,10 @@ def test_identical_fits_are_identical_and_learn(capsys):
     assert set(result.history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
     assert result.best_val_acc == max(h["val_acc"] for h in result.history) > 0.7
     assert not result.stopped_early and result.seconds > 0
-    cpu_amp = run(TrainConfig(**{**CFG.__dict__, "amp": True}))  # plain fp32 on the CPU
-    assert same_run(first, cpu_amp)
+    assert result.precision == "fp32"
+    cpu_amp = run(TrainConfig(**{**CFG.__dict__, "amp": True}))  # bf16 on a CPU that has it natively
+    assert cpu_amp[1].precision == precision_name(autocast_dtype("cpu", True))
+    assert same_run(first, cpu_amp) == (cpu_amp[1].precision == "fp32")  # elsewhere plain fp32
     assert not same_run(first, run(TrainConfig(**{**CFG.__dict__, "seed": 4})))  # dropout draws differ
 
 
@@ -189,12 +192,28 @@ def test_max_batches_and_config_validation():
         TrainConfig(epochs=1, patience=1, lr=0.0)
 
 
-def test_bench_reports_all_measures_and_targets():
+def test_bench_reports_all_measures_in_each_precision_and_targets():
     from gattanet.bench import run_bench
 
-    result = run_bench(n_images=64, batch_size=32, warmup=0, repeats=1)
-    keys = {"bare_loop", "pretrain_step", "attn_step", "backbone_infer", "gattanet_infer", "loader"}
-    assert set(result["img_per_s"]) == keys and all(v > 0 for v in result["img_per_s"].values())
+    result = run_bench(n_images=16, batch_size=16, warmup=0, repeats=1)
+    models = {"bare_loop", "pretrain_step", "attn_step", "backbone_infer", "gattanet_infer",
+              "eval_shared", "eval_naive"}
+    rates = result["img_per_s"]
+    assert set(rates["fp32"]) == models | {"loader"}  # the loader runs no model: measured once
+    assert ("bf16" in rates) != ("bf16" in result["not_measured"])  # a figure, or why there is none
+    assert all(set(r) == models for p, r in rates.items() if p != "fp32")
+    assert all(v > 0 for r in rates.values() for v in r.values())
+    assert set(result["eval_shared_vs_naive"]) == set(rates)
     assert set(result["ratios"]) == set(result["targets"]) == {
         "pretrain_vs_bare", "attn_vs_pretrain", "gattanet_vs_backbone_infer", "loader_vs_pretrain"}
-    assert result["device"] == "cpu"
+    assert result["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_bench_without_native_bf16_says_so(monkeypatch):
+    import gattanet.bench as bench
+
+    monkeypatch.setattr(bench.precision, "autocast_dtype", lambda device, amp: None)
+    monkeypatch.setattr(bench, "_best_rates", lambda runs, n, *_: {k: float(n) for k in runs})  # no timing
+    result = bench.run_bench(device="cpu", n_images=16, batch_size=16)
+    assert list(result["img_per_s"]) == ["fp32"] and list(result["eval_shared_vs_naive"]) == ["fp32"]
+    assert result["not_measured"] == {"bf16": "not native on this CPU"}
