@@ -61,8 +61,8 @@ def test_bad_param_exits_2_naming_the_key(tmp_path, tiny_params, monkeypatch):
 def test_override_and_unknown_entry(tmp_path, tiny_params, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
-    r = runner.invoke(app, ["stage", "noise", "toy-fmnist-d16", "-S", "noise.sigmas=[-1]"])
-    assert r.exit_code == 2 and "noise.sigmas[0]" in r.output
+    r = runner.invoke(app, ["stage", "noise", "toy-fmnist-d16", "-S", "noise.sigmas=[0, -1]"])
+    assert r.exit_code == 2 and "noise.sigmas[1]" in r.output
     r = runner.invoke(app, ["stage", "noise", "no-such-run"])
     assert r.exit_code == 2 and "no entry 'no-such-run'" in r.output and "toy-fmnist-d16" in r.output
 
@@ -81,7 +81,10 @@ def test_profile_switch_prints_changes(tmp_path, monkeypatch):
     r = runner.invoke(app, ["profile", "paper"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "params.yaml").read_text() == (ROOT / "profiles" / "paper.yaml").read_text()
-    assert "+ attention.toy-cifar10-d16" in r.output and "- attention.toy-fmnist-d4" in r.output
-    assert "~ noise.seeds" in r.output
+    assert "+ attention.toy-cifar10-d16" in r.output and "- attention.toy-fmnist-d16" in r.output
+    assert "~ noise.sigmas" in r.output
+    r = runner.invoke(app, ["profile", "full"])
+    assert r.exit_code == 0 and "+ attention.toy-fmnist-d4" in r.output and "+ backbones.resnet18-fmnist" in r.output
+    assert "+ lesions.toy-fmnist-d16" in r.output
     r = runner.invoke(app, ["profile", "huge"])
-    assert r.exit_code == 2 and "allowed: default, paper, tiny" in r.output
+    assert r.exit_code == 2 and "allowed: default, full, paper, tiny" in r.output

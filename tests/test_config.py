@@ -9,7 +9,7 @@ from pipeline.config import ParamsError, apply_override, load_params, validate
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("profile", ["default", "tiny", "paper"])
+@pytest.mark.parametrize("profile", ["default", "full", "tiny", "paper"])
 def test_profiles_validate(profile):
     p = validate(yaml.safe_load((ROOT / "profiles" / f"{profile}.yaml").read_text()))
     assert p.attention and p.backbones
@@ -46,6 +46,15 @@ def _bad(params, dotted, value):
     ("attention.toy-fmnist-d16.dataset", "cifar10", "must be its backbone's dataset"),
     ("attention.toy-fmnist-d16.lr", KeyError, "attention.toy-fmnist-d16.lr: missing"),
     ("noise.sigmas", [0.0, -0.1], "noise.sigmas[1]: must be ≥ 0"),
+    ("noise.sigmas", [0.0, 0.1, 0.03], "must start at 0 (the clean gain) and increase strictly"),
+    ("noise.sigmas", [0.03, 0.1], "must start at 0"),
+    ("noise.peak_sigma", 0.05, "noise.peak_sigma: 0.05 must be one of noise.sigmas"),
+    ("noise.peak_sigma", 0.0, "noise.peak_sigma: must be > 0"),
+    ("attention.toy-fmnist-d16.seeds", [], "attention.toy-fmnist-d16.seeds: expected a non-empty list"),
+    ("attention.toy-fmnist-d16.seeds", [0, 0], "seeds must be distinct"),
+    ("attention.toy-fmnist-d16.seeds", [0, -1], "attention.toy-fmnist-d16.seeds[1]: must be ≥ 0"),
+    ("attention.toy-fmnist-d16.lr", float("nan"), "attention.toy-fmnist-d16.lr: expected a finite number"),
+    ("baselines.methods", "se", "baselines.methods: expected a list"),
     ("noise.clip", "yes", "noise.clip: expected true or false"),
     ("device", "tpu", "device: 'tpu' is not allowed"),
     ("lesions.toy-fmnist-d16.mode", "prune", "allowed: eval, retrain"),
@@ -70,3 +79,18 @@ def test_overrides_parse_yaml_values(tiny_params, tmp_path):
         apply_override(tiny_params, "attention.toy-fmnist-d16.dimension=8")
     with pytest.raises(ParamsError, match="KEY=VALUE"):
         apply_override(tiny_params, "attention")
+
+
+def test_default_profile_is_planned_for_evidence():
+    """The issue's floor for the default run: the whole training and test sets for the backbone and
+    every evaluation, and at least three training seeds for the runs behind the headline claims."""
+    p = validate(yaml.safe_load((ROOT / "profiles" / "default.yaml").read_text()))
+    assert p.backbones["toy-fmnist"].train_subset == 0
+    assert {k: r.attn_dim for k, r in p.attention.items()} == {"toy-fmnist-d16": 16, "toy-fmnist-d64": 64}
+    assert all(len(r.seeds) >= 3 for r in p.attention.values())
+    assert p.noise.test_subset == 0 and p.maps_test_subset == 0
+    assert all(les.test_subset == 0 for les in p.lesions.values())
+    assert p.noise.peak_sigma in p.noise.sigmas and 0.03 <= p.noise.peak_sigma <= 0.04
+    full = validate(yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text()))
+    assert {r.attn_dim for r in full.attention.values()} >= {4, 16, 64}
+    assert len(full.baselines.methods) == 9 and {les.mode for les in full.lesions.values()} == {"retrain"}

@@ -33,8 +33,8 @@ def without_seconds(rows):
 KILLABLE = {  # stage -> (the stage it needs, its resume file, its checkpoint, its metrics)
     "pretrain@toy-fmnist": ("data@fashion-mnist", "pretrain-toy-fmnist", "models/backbones/toy-fmnist.pt",
                             "results/pretrain/toy-fmnist/metrics.json"),
-    "train-attn@toy-fmnist-d16": ("pretrain@toy-fmnist", "train-attn-toy-fmnist-d16",
-                                  "models/attention/toy-fmnist-d16.pt",
+    "train-attn@toy-fmnist-d16": ("pretrain@toy-fmnist", "train-attn-toy-fmnist-d16-seed0",
+                                  "models/attention/toy-fmnist-d16/seed-0.pt",
                                   "results/train-attn/toy-fmnist-d16/metrics.json"),
 }
 
@@ -134,11 +134,13 @@ def test_analysis_stage_refuses_a_model_trained_for_another_run(project):
     for args in (["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d4"]):
         assert runner.invoke(app, ["stage", *args]).exit_code == 0
     attn = project / "models/attention"
-    (attn / "toy-fmnist-d16.pt").write_bytes((attn / "toy-fmnist-d4.pt").read_bytes())  # d = 4 under d16's name
+    (attn / "toy-fmnist-d16").mkdir()
+    for seed in (0, 1):  # d = 4 under d16's names
+        (attn / f"toy-fmnist-d16/seed-{seed}.pt").write_bytes((attn / "toy-fmnist-d4/seed-0.pt").read_bytes())
     for stage in ("noise", "maps", "embed", "lesions"):
         r = runner.invoke(app, ["stage", stage, "toy-fmnist-d16"])
         assert r.exit_code == 1, (stage, r.output)
-        assert "models/attention/toy-fmnist-d16.pt" in r.output and "attn_dim 4" in r.output
+        assert "models/attention/toy-fmnist-d16/seed-0.pt" in r.output and "attn_dim 4" in r.output
         assert "attention.toy-fmnist-d16.attn_dim is 16" in r.output and "Traceback" not in r.output
     assert not (project / "results/noise").exists() and not (project / "results/lesions").exists()
 

@@ -1,8 +1,9 @@
-"""lesions@KEY on the tiny profile, both modes: eval switches layers off in the trained model,
-retrain trains a new attention system per pattern."""
+"""lesions@KEY on the tiny profile, both modes: eval switches layers off in the trained models,
+retrain trains a new attention system per pattern and seed."""
 
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -26,7 +27,16 @@ def test_eval_and_retrain_modes(project, monkeypatch):
     ev = json.loads(out.read_text())
     trained = json.loads((project / "results/train-attn/toy-fmnist-d16/metrics.json").read_text())
     assert ev["mode"] == "eval" and ev["taps"] == ["conv1", "conv2", "conv3", "fc1", "logits"]
-    assert ev["baseline_acc"] == trained["baseline_acc"] and ev["full_acc"] == trained["gattanet_acc"]
+    assert ev["seeds"] == trained["seeds"] == [0, 1] and ev["test_images"] == trained["test_images"]
+    # the shared first pass gives the numbers train-attn measured with the models' own forwards
+    assert ev["baseline_acc"] == trained["baseline_acc"]
+    assert ev["full_acc"] == pytest.approx(trained["gattanet_acc"], abs=1e-12)
+    by = {p["pattern"]: p for p in ev["patterns"]}
+    assert by["cccdd"]["vs_baseline"]["mean"] == pytest.approx(trained["gain"]["mean"], abs=1e-12)
+    assert by["....."]["vs_baseline"]["mean"] == 0 and by["cccdd"]["vs_full"]["mean"] == 0
+    for p in ev["patterns"]:  # every difference carries a CI over the seeds and the test images
+        assert p["vs_full"]["low"] <= p["vs_full"]["mean"] <= p["vs_full"]["high"]
+        assert p["vs_baseline"]["seeds"] == [2] and p["vs_baseline"]["images"] == ev["test_images"]
 
     trained_under = []
 
@@ -42,7 +52,8 @@ def test_eval_and_retrain_modes(project, monkeypatch):
     re = json.loads(out.read_text())
     assert re["mode"] == "retrain" and [p["pattern"] for p in re["patterns"]] == [p["pattern"] for p in ev["patterns"]]
     by = {p["pattern"]: p["accuracy"] for p in re["patterns"]}
-    # '.....' is the backbone, and 'cccdd' retrained with the run's seed and settings is the run's model again
-    assert by["....."] == trained["baseline_acc"] and by["cccdd"] == trained["gattanet_acc"]
-    assert trained_under == [p["pattern"] for p in ev["patterns"] if p["kind"] != "none"]
+    # '.....' is the backbone and 'cccdd' the run's own models; every other pattern is trained for each seed
+    assert by["....."] == trained["baseline_acc"] and by["cccdd"] == pytest.approx(trained["gattanet_acc"], abs=1e-12)
+    assert trained_under == [p["pattern"] for p in ev["patterns"] if p["kind"] not in ("none", "full")
+                             for _ in (0, 1)]
     assert not list((project / ".gattanet/resume").glob("*.pt"))

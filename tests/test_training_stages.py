@@ -5,6 +5,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gattanet import train as engine
+from gattanet.noise import derive_seed
 from pipeline.cli import app
 from pipeline.stages import pretrain, train_attn
 
@@ -25,9 +26,12 @@ def test_training_stages_pass_their_settings_to_fit(project, monkeypatch, amp):
     for args in (["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d16", "-S", "attention.toy-fmnist-d16.lr=0.002"]):
         r = runner.invoke(app, ["stage", *args, *override])
         assert r.exit_code == 0, r.output
-    backbone, attention = seen
+    backbone, *attention = seen
     params = yaml.safe_load((project / "params.yaml").read_text())
     bb, att = params["backbones"]["toy-fmnist"], params["attention"]["toy-fmnist-d16"]
-    assert backbone.amp is amp and attention.amp is amp
+    assert backbone.amp is amp and all(a.amp is amp for a in attention)
     assert (backbone.lr, backbone.epochs, backbone.seed) == (bb["lr"], bb["epochs"], params["seed"])
-    assert (attention.lr, attention.l2, attention.epochs) == (0.002, att["l2"], att["epochs"])  # -S wins
+    for a in attention:
+        assert (a.lr, a.l2, a.epochs) == (0.002, att["l2"], att["epochs"])  # -S wins
+    # one model per entry of `seeds`, each seeded from (global seed, its seed)
+    assert [a.seed for a in attention] == [derive_seed(params["seed"], s) for s in att["seeds"]]

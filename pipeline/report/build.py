@@ -21,8 +21,8 @@ from gattanet.io import write_text
 from . import figures as figs
 from .claims import NOT_RUN, OVERALL_RULE, Claim, evaluate_claims, pct, pts
 from .load import Outputs, load_outputs, load_paper, stage_command
-from .tables import (baselines_section, dataset_label, deviations, dims_comparisons, dims_table, lesion_tables,
-                     method_label, stage_times, table1)
+from .tables import (baselines_section, dataset_label, deviations, dims_comparisons, dims_table, left_out,
+                     lesion_tables, method_label, stage_times, table1)
 
 TEMPLATES = Path(__file__).with_name("templates")
 VERSIONED = ("torch", "torchvision", "numpy", "dvc", "matplotlib", "umap-learn")
@@ -81,6 +81,7 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
         "dims": dims_table(out),
         "dims_comparisons": dims_comparisons(out),
         "overall_rule": OVERALL_RULE,
+        "left_out": left_out(params),
         "dims_missing": None if out.dims is not None else "dvc repro dims",
         "lesions": lesion_tables(out),
         "baselines": draw_baselines(params, out, out_dir),

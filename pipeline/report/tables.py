@@ -140,6 +140,23 @@ def dims_comparisons(out: Outputs) -> list[dict]:
              "difference": ci_text(estimate(c["difference"]))} for c in out.dims.get("comparisons", [])]
 
 
+def left_out(params: dict) -> list[dict]:
+    """The full profile's sections this profile does not run, each with the one command that fills it."""
+    runs = (params.get("attention") or {}).values()
+    arch = {k: v.get("arch") for k, v in (params.get("backbones") or {}).items()}
+    lesion_modes = {v.get("mode") for v in (params.get("lesions") or {}).values()}
+    checks = [
+        (not any(arch.get(r.get("backbone")) == "resnet18" for r in runs), "a ResNet18 row (Table 1, all claims)"),
+        (not any(r.get("attn_dim") == 4 for r in runs), "attention dimension d = 4"),
+        ("retrain" not in lesion_modes, "lesions retrained per pattern (mode retrain)"),
+        (not (params.get("baselines") or {}).get("methods"),
+         "the related-work baselines (SE, ECA, CBAM, Gather-Excite, non-local, AA, GSA) and the wider-backbone control"),
+    ]
+    if params.get("profile") in ("full", "paper"):
+        return []
+    return [{"what": what, "command": FULL_PROFILE_COMMAND} for missing, what in checks if missing]
+
+
 def lesion_tables(out: Outputs) -> list[dict]:
     """One table per lesion run: each pattern's accuracy and its differences to the baseline and the full
     model, with CIs over seeds and test images."""

@@ -1,0 +1,156 @@
+"""Shared evaluation (gattanet.fast_eval): one first pass for the baseline and several GAttANets on one
+backbone gives the same logits as each model's own forward, lesion patterns included, in fp32 and under
+bf16 autocast; settings where the shortcut would be wrong are refused."""
+
+import copy
+
+import pytest
+import torch
+
+from gattanet.attention import GlobalAttention
+from gattanet.backbones import build_backbone
+from gattanet.datasets import TensorData
+from gattanet.evaluate import correct, correct_batched
+from gattanet.fast_eval import shared_logits, shared_states
+from gattanet.lesion import ablation_patterns
+from gattanet.loader import TensorLoader
+from gattanet.model import GAttANet
+
+
+def randomise(model: GAttANet, seed: int) -> GAttANet:
+    """Random α (far from the α = 0 start, where GAttANet is the baseline), random projections and, with
+    kq_norm, random BatchNorm statistics and affine terms, so a wrong modulation shows in the logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.attention.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (1.0 if name == "alpha" else 1.0))
+        for name, b in model.attention.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def family(iterations: int = 1):
+    """Three GAttANets on one toy backbone: d = 4, d = 8 with kq/score norms, d = 6 with a lesion by default."""
+    torch.manual_seed(0)
+    backbone = build_backbone("toy", 10, 1, widths=(8, 16, 16), hidden=32)
+    taps = backbone.taps()
+    models = {
+        "a": GAttANet(backbone, GlobalAttention(taps, 4), iterations=iterations),
+        "b": GAttANet(backbone, GlobalAttention(taps, 8, kq_norm=True, score_norm=True), iterations=iterations),
+        "c": GAttANet(backbone, GlobalAttention(taps, 6), lesion="cc.dd", iterations=iterations),
+    }
+    return backbone, {name: randomise(m, seed) for seed, (name, m) in enumerate(models.items(), start=1)}
+
+
+def images(n: int = 8, seed: int = 3) -> torch.Tensor:
+    return torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+PATTERNS = [p["pattern"] for p in ablation_patterns(build_backbone("toy", 10, 1, widths=(8, 16, 16), hidden=32).taps())]
+
+
+def separate(models: dict[str, GAttANet], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What shared_logits should give, from each model's own passes."""
+    with torch.no_grad():
+        out = {"baseline": next(iter(models.values())).baseline(x)}
+        for name, m in models.items():
+            out[name] = m(x)
+            out |= {f"{name}:{p}": m(x, lesion=p) for p in PATTERNS}
+    return out
+
+
+def test_the_models_differ_from_the_baseline_and_between_patterns():
+    """Guard: the comparisons below would pass vacuously if attention changed nothing (every difference
+    is at least 100 times the 1e-5 they are checked to)."""
+    _, models = family()
+    ref = separate(models, images())
+    for name in models:
+        assert (ref[name] - ref["baseline"]).abs().max() > 1e-3, name
+        full = ref[f"{name}:{PATTERNS[1]}"]
+        assert all((ref[f"{name}:{p}"] - full).abs().max() > 1e-3 for p in PATTERNS[2:]), name
+    assert (ref["a"] - ref["b"]).abs().max() > 1e-3
+    assert not torch.equal(ref["c"], ref[f"c:{PATTERNS[1]}"])  # c's own default is not the full pattern
+
+
+def test_shared_logits_equal_separate_passes_in_fp32():
+    _, models = family()
+    x = images()
+    got, want = shared_logits(models, x, PATTERNS), separate(models, x)
+    assert set(got) == set(want) == {"baseline", *models, *(f"{n}:{p}" for n in models for p in PATTERNS)}
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-5, msg=key)
+    assert set(shared_logits(models, x)) == {"baseline", *models}  # no lesions asked: no lesion keys
+
+
+def test_shared_logits_equal_separate_passes_under_bf16_autocast_exactly():
+    _, models = family()
+    x = images()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = shared_logits(models, x, PATTERNS), separate(models, x)
+    with torch.no_grad():
+        fp32 = models["a"](x)
+    assert not torch.equal(want["a"].float(), fp32)  # autocast did compute in bf16
+    for key in want:
+        assert got[key].dtype == want[key].dtype, key
+        assert torch.equal(got[key], want[key]), key
+
+
+def test_shared_states_give_each_models_query_and_scores():
+    backbone, models = family()
+    x = images()
+    logits, acts, states = shared_states(models, x)
+    with torch.no_grad():
+        base_logits, base_acts = backbone.run(x)
+    assert torch.equal(logits, base_logits) and all(torch.equal(a, b) for a, b in zip(acts, base_acts))
+    for name, m in models.items():
+        with torch.no_grad():
+            _, own = m(x, return_state=True)
+        torch.testing.assert_close(states[name].query, own.query, rtol=1e-5, atol=1e-5)
+        for s, t in zip(states[name].scores, own.scores):
+            torch.testing.assert_close(s, t, rtol=1e-5, atol=1e-5)
+
+
+def test_correct_batched_over_shared_logits_pairs_up_with_separate_forwards():
+    """What the stages do: one shared pass per batch, per-image correctness for every model."""
+    _, models = family()
+    g = torch.Generator().manual_seed(5)
+    data = TensorData(torch.randint(0, 256, (24, 1, 32, 32), dtype=torch.uint8, generator=g),
+                      torch.randint(0, 10, (24,), generator=g), (0.5,), (0.25,), tuple("0123456789"))
+    loader = TensorLoader(data, batch_size=10, sigma=0.1, noise_seed=2)
+    fast = correct_batched(lambda x: shared_logits(models, x, PATTERNS[1:3]), loader, topk=(1, 3))
+    slow = correct({"baseline": models["a"].baseline, **models,
+                    **{f"{n}:{p}": (lambda x, m=m, p=p: m(x, lesion=p)) for n, m in models.items()
+                       for p in PATTERNS[1:3]}}, loader, topk=(1, 3))
+    assert set(fast) == set(slow)
+    for key in slow:
+        assert torch.equal(fast[key], slow[key]), key
+
+
+def test_refuses_models_on_different_backbone_objects():
+    backbone, models = family()
+    other = copy.deepcopy(models["b"])  # equal weights, but its own backbone object
+    assert other.backbone is not backbone
+    with pytest.raises(ValueError, match="'other' has its own backbone"):
+        shared_logits({"a": models["a"], "other": other}, images())
+    with pytest.raises(ValueError, match="own backbone"):
+        shared_states({"a": models["a"], "other": other}, images())
+
+
+def test_refuses_more_than_one_attention_iteration():
+    _, models = family(iterations=2)
+    with pytest.raises(ValueError, match="'a' runs 2 attention iterations"):
+        shared_logits(models, images())
+
+
+def test_refuses_models_in_training_mode_and_no_models():
+    _, models = family()
+    models["b"].train()
+    with pytest.raises(ValueError, match="'b' is in training mode"):
+        shared_logits(models, images())
+    with pytest.raises(ValueError, match="'b' is in training mode"):
+        shared_states(models, images())
+    with pytest.raises(ValueError, match="no models"):
+        shared_logits({}, images())

@@ -1,0 +1,56 @@
+"""Mixed precision: what `amp` means on the CPU, the bf16-flag detection, and a toy GAttANet fit with amp."""
+
+import math
+
+import pytest
+import torch
+
+from gattanet.attention import GlobalAttention
+from gattanet.backbones import build_backbone
+from gattanet.datasets import TensorData
+from gattanet.loader import TensorLoader
+from gattanet.model import GAttANet
+from gattanet.placement import CHANNELS_LAST, place
+from gattanet.precision import autocast, autocast_dtype, cpu_has_native_bf16, precision_name
+from gattanet.train import TrainConfig, fit
+
+CPU = torch.device("cpu")
+
+
+def test_amp_off_is_plain_fp32():
+    assert autocast_dtype(CPU, False) is None and precision_name(None) == "fp32"
+    with autocast(CPU, None):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_amp_on_a_bf16_cpu_is_bf16():
+    dtype = autocast_dtype(CPU, True)
+    assert dtype == torch.bfloat16 and precision_name(dtype) == "bf16"
+    with autocast(CPU, dtype):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("flags, native", [("fpu avx512f avx512bw", False), ("fpu avx512f avx512_bf16", True),
+                                           ("fpu amx_bf16 amx_tile", True)])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16.__wrapped__(cpuinfo) is native
+    assert cpu_has_native_bf16.__wrapped__(tmp_path / "absent") is False
+
+
+def test_fit_of_a_toy_gattanet_with_amp_on_the_cpu():
+    torch.manual_seed(0)
+    backbone = build_backbone("toy", 10, 1, input_size=8, widths=(4, 8), hidden=16)
+    model = place(GAttANet(backbone, GlobalAttention(backbone.taps(), 4)), CPU)
+    g = torch.Generator().manual_seed(0)
+    data = TensorData(torch.randint(0, 256, (64, 1, 8, 8), generator=g, dtype=torch.uint8),
+                      torch.randint(0, 10, (64,), generator=g), (0.5,), (0.25,), tuple("0123456789"))
+    train = TensorLoader(data, 16, shuffle=True, channels_last=CHANNELS_LAST)
+    val = TensorLoader(data, 32, channels_last=CHANNELS_LAST)
+    cfg = TrainConfig(epochs=1, patience=1, lr=1e-3, l2=1e-5, amp=True)
+    result = fit(model, model.attention_parameters(), train, val, cfg, progress=False)
+    assert result.precision == precision_name(autocast_dtype(CPU, True))  # bf16 where native, else fp32
+    assert all(math.isfinite(result.history[0][k]) for k in ("train_loss", "val_loss"))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights fp32
