@@ -141,8 +141,8 @@ def evaluate_loss_acc(model: nn.Module, loader: Loader, autocast=nullcontext) ->
     return total_loss / seen, correct / seen
 
 
-def _fingerprint(cfg: TrainConfig, params: list[nn.Parameter]) -> str:
-    key = {"cfg": dataclasses.asdict(cfg), "shapes": [list(p.shape) for p in params]}
+def _fingerprint(cfg: TrainConfig, params: list[nn.Parameter], context: dict | None = None) -> str:
+    key = {"cfg": dataclasses.asdict(cfg), "shapes": [list(p.shape) for p in params], "context": context}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -172,16 +172,20 @@ def _progress(enabled: bool) -> Progress:
 
 
 def fit(model: nn.Module, params: Iterable[nn.Parameter], train: Loader, val: Loader,
-        cfg: TrainConfig, *, resume_path: str | Path | None = None, label: str = "train",
-        progress: bool = True) -> TrainResult:
+        cfg: TrainConfig, *, resume_path: str | Path | None = None, keep_resume: bool = False,
+        context: dict | None = None, label: str = "train", progress: bool = True) -> TrainResult:
     """Train `params` of `model` on `train`, early-stopping on `val` accuracy (patience
     epochs, at most cfg.epochs); the model ends with its best weights. Epochs count from 1.
-    With `resume_path`, progress is saved after every epoch and a matching file is resumed."""
+    With `resume_path`, progress is saved after every epoch and a matching file is resumed; the file
+    is removed at the end unless `keep_resume` (a caller training several models in one stage keeps
+    the finished ones until all are saved, so a kill costs at most the model in progress). `context`
+    (JSON-able) is whatever else shapes the training — the caller's params, data and backbone hashes —:
+    a resume file made under another context is not resumed."""
     step = Step(model, params, cfg)
     device = step.device
     if step.amp_dtype is not None:  # NHWC is what half-precision kernels want, tensor cores and oneDNN alike
         model.to(memory_format=torch.channels_last)
-    fingerprint = _fingerprint(cfg, step.params)
+    fingerprint = _fingerprint(cfg, step.params, context)
     resume_path = Path(resume_path) if resume_path is not None else None
     state = _load_resume(resume_path, fingerprint) if resume_path is not None else None
     if state is not None:
@@ -228,7 +232,7 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train: Loader, val: Lo
                                 "history": history}, tmp)
 
     model.load_state_dict(best_state)
-    if resume_path is not None:
+    if resume_path is not None and not keep_resume:
         resume_path.unlink(missing_ok=True)
     return TrainResult(history=history, best_epoch=best_epoch, best_val_acc=best_acc,
                        epochs_run=len(history), stopped_early=stopped,

@@ -70,6 +70,20 @@ def training_seed(params, seed: int) -> int:
     return derive_seed(params.seed, seed)
 
 
+def training_context(params, run, source) -> dict:
+    """What shapes a training beyond its TrainConfig, for the resume fingerprint: the run's params, the
+    data file's content hash, and the backbone checkpoint's bytes (when the run has one)."""
+    import dataclasses
+
+    from gattanet.checkpoint import sha256_file
+
+    backbone = getattr(run, "backbone", None)
+    path = BACKBONES / f"{backbone}.pt" if backbone else None
+    return {"run": repr(dataclasses.asdict(run)), "data": source.digest, "seed": params.seed,
+            "val_fraction": params.data[source.dataset].val_fraction,
+            "backbone": sha256_file(path) if path is not None and path.exists() else None}
+
+
 def load_run_models(params, key: str, device) -> dict:
     """{seed: trained GAttANet} of attention run `key`, every seed on one shared backbone (checked
     against the run's params), in eval mode on the device."""
@@ -148,6 +162,13 @@ class DataSource:
             self.mean, self.std = self.splits["train"].mean, self.splits["train"].std
         self.num_classes = len(self.classes) or self.spec.num_classes
         self.topk = (1, 5) if self.num_classes >= 100 else (1,)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the materialised data file (the ImageNet manifest for ImageNet)."""
+        from gattanet.checkpoint import sha256_file
+
+        return sha256_file(data_path(self.dataset))
 
     def _loader(self, data, batch_size: int, **kw):
         from gattanet.loader import FolderLoader, TensorLoader

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from gattanet.agreement import agreement_maps, sample_indices, true_class_rank_stats
+from gattanet.agreement import agreement_maps, sample_indices, true_class_hits, true_class_rank_stats
 from gattanet.attention import GlobalAttention
 from gattanet.backbones import build_backbone
 from gattanet.datasets import TensorData
+from gattanet.fast_eval import shared_states
 from gattanet.loader import TensorLoader
 from gattanet.model import GAttANet
 
@@ -125,3 +126,45 @@ def test_true_class_rank_stats_on_constructed_scores():
         true_class_rank_stats(ScoresModel(scores), Batches([]))
     with pytest.raises(ValueError, match="logits"):
         true_class_rank_stats(ScoresModel(torch.zeros(4, 3, 3)), loader)
+
+
+def test_true_class_hits_per_image_on_constructed_scores():
+    # 5 images, 5 classes; the true class ranks 1st, 2nd, 3rd, 4th and 5th
+    scores = torch.tensor([[9., 1, 2, 3, 4], [3., 4, 1, 0, 0], [0., 4, 3, 5, 1], [1., 2, 3, 4, 0], [0., 1, 2, 3, 4]])
+    y = torch.tensor([0, 0, 2, 0, 0])
+    top1, top3 = true_class_hits(scores, y)
+    assert top1.dtype == top3.dtype == torch.bool
+    assert top1.tolist() == [True, False, False, False, False]
+    assert top3.tolist() == [True, True, True, False, False]
+    assert true_class_hits(scores[:, :2], torch.tensor([1, 0, 0, 0, 1]))[1].all()  # 2 classes: always in the top 3
+    with pytest.raises(ValueError, match="logits"):
+        true_class_hits(torch.zeros(2, 3, 3), torch.zeros(2, dtype=torch.long))
+
+
+def test_true_class_hits_over_shared_states_give_true_class_rank_stats():
+    """The maps stage's way (per-image hits from the shared first pass, several seeds) and the model's own."""
+    torch.manual_seed(0)
+    backbone = build_backbone("toy", 10, 1)
+    models = {}
+    for seed in (0, 1):
+        m = GAttANet(backbone, GlobalAttention(backbone.taps(), 4)).eval()
+        with torch.no_grad():
+            m.attention.alpha.fill_(0.5)
+            for p in m.attention.layers.parameters():
+                p.normal_(0, 1, generator=torch.Generator().manual_seed(seed))
+        models[seed] = m
+    data = random_data(40)
+    loader = TensorLoader(data, batch_size=16)
+    hits = {s: ([], []) for s in models}
+    with torch.no_grad():
+        for x, y in loader.epoch(0):
+            for s, state in shared_states(models, x)[2].items():
+                h1, h3 = true_class_hits(state.scores[-1], y)
+                hits[s][0].append(h1)
+                hits[s][1].append(h3)
+    rates = {s: (torch.cat(h1).float().mean().item(), torch.cat(h3).float().mean().item())
+             for s, (h1, h3) in hits.items()}
+    for s, m in models.items():
+        stats = true_class_rank_stats(m, loader)
+        assert rates[s] == (pytest.approx(stats["top1_rate"]), pytest.approx(stats["top3_rate"]))
+    assert rates[0] != rates[1]  # the two seeds' attention really differ

@@ -5,8 +5,8 @@ import torch
 from gattanet.attention import GlobalAttention
 from gattanet.backbones import build_backbone
 from gattanet.datasets import TensorData
-from gattanet.embedding import (collect_queries, embedding_stats, group_separation, knn_accuracy,
-                                umap_2d)
+from gattanet.embedding import (collect_queries, embedding_stats, group_labels, group_separation, knn_accuracy,
+                                knn_correct, umap_2d)
 from gattanet.loader import TensorLoader
 from gattanet.model import GAttANet
 
@@ -67,6 +67,37 @@ def test_knn_accuracy_clamps_k_and_rejects_bad_input():
         knn_accuracy(X, y, folds=1)
     with pytest.raises(ValueError):
         knn_accuracy(X, y, k=0)
+
+
+def test_knn_correct_is_per_point_and_averages_to_knn_accuracy():
+    X, y = blobs(40, np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]]), 1.5)  # overlapping: some points wrong
+    for k, folds, seed in ((1, 5, 0), (5, 3, 1), (10, 5, 2), (50, 4, 0)):
+        hits = knn_correct(X, y, k=k, folds=folds, seed=seed)
+        assert hits.dtype == bool and hits.shape == (120,)
+        assert hits.mean() == knn_accuracy(X, y, k=k, folds=folds, seed=seed)
+    hits = knn_correct(X, y, k=5)
+    assert 0.5 < hits.mean() < 1.0
+    np.testing.assert_array_equal(hits, knn_correct(X, y, k=5))  # seeded folds
+    # a point far inside another class's cluster is one the k-NN gets wrong, and only that point changes
+    X2, y2 = X.copy(), y.copy()
+    X2[0] = [30.0, 30.0]
+    X2 = np.concatenate([X2, np.full((10, 2), 30.0) + np.random.default_rng(1).normal(size=(10, 2))])
+    y2 = np.concatenate([y2, np.full(10, 2)])
+    assert y2[0] == 0 and not knn_correct(X2, y2, k=5)[0]
+    with pytest.raises(ValueError):
+        knn_correct(X, y[:-1])
+    with pytest.raises(ValueError):
+        knn_correct(X, y, k=0)
+
+
+def test_group_labels_keep_grouped_classes_and_number_the_groups_in_order():
+    y = np.array([0, 3, 1, 4, 2, 0, 4])
+    keep, g = group_labels(y, {"b": (2, 3), "a": (0,)})  # class 1 and 4 in no group
+    np.testing.assert_array_equal(keep, [True, True, False, False, True, True, False])
+    np.testing.assert_array_equal(g, [1, 0, 0, 1])  # "b" is group 0: the order of the dict
+    assert g.dtype == np.int64
+    with pytest.raises(ValueError, match="disjoint"):
+        group_labels(y, {"a": (0, 1), "b": (1,)})
 
 
 def test_umap_2d_shape_finite_and_reproducible():

@@ -1,12 +1,13 @@
 """Paired accuracies: same batches for every forward, top-k, batch-size independence, no_grad;
-per-image correctness and the McNemar test on it."""
+per-image correctness (one forward per model, or one function for all models of a batch) and the
+McNemar test on it."""
 
 import pytest
 import torch
 from torch import nn
 
 from gattanet.datasets import TensorData
-from gattanet.evaluate import accuracies, accuracy, correct, mcnemar, mcnemar_p, predictions
+from gattanet.evaluate import accuracies, accuracy, correct, correct_batched, mcnemar, mcnemar_p, predictions
 from gattanet.loader import TensorLoader
 
 
@@ -89,6 +90,39 @@ def test_correct_rows_pair_up_with_the_labels_and_give_the_accuracies():
     assert torch.equal(hits["b"][:, 0], pred == labels) and torch.equal(labels, d.labels)
     assert accuracies({"a": linear(0)}, loader, topk=(1, 3))["a"] == {
         "top1": int(hits["a"][:, 0].sum()) / 30, "top3": int(hits["a"][:, 1].sum()) / 30}
+
+
+def test_correct_batched_gives_what_correct_gives_with_one_call_per_batch():
+    loader = TensorLoader(data(), 7, sigma=0.2, noise_seed=4)
+    models = {"a": linear(0), "b": linear(1), "c": linear(2)}
+    calls = []
+
+    def logits_of(x):
+        assert not torch.is_grad_enabled()
+        calls.append(len(x))
+        return {name: m(x) for name, m in models.items()}
+
+    batched = correct_batched(logits_of, loader, topk=(1, 3))
+    separate = correct(models, loader, topk=(1, 3))
+    assert calls == [7, 7, 7, 7, 2]  # one call per batch for all three models
+    assert set(batched) == set(models)
+    for name in models:
+        assert batched[name].shape == (30, 2) and batched[name].dtype == torch.bool
+        assert torch.equal(batched[name], separate[name]), name
+    assert not torch.equal(batched["a"], batched["b"])  # different models: a swap would show
+
+
+def test_correct_batched_refuses_an_empty_loader_and_too_large_k():
+    class Empty:
+        def epoch(self, e):
+            return iter(())
+
+    with pytest.raises(ValueError, match="loader is empty"):
+        correct_batched(lambda x: {"a": x}, Empty())
+    with pytest.raises(ValueError, match="top-6 asked of 5 classes"):
+        correct_batched(lambda x: {"a": linear()(x)}, TensorLoader(data(), 8), topk=(6,))
+    with pytest.raises(ValueError, match="topk"):
+        correct_batched(lambda x: {"a": linear()(x)}, TensorLoader(data(), 8), topk=())
 
 
 def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_images():

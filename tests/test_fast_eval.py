@@ -35,7 +35,7 @@ def randomise(model: GAttANet, seed: int) -> GAttANet:
 def family(iterations: int = 1):
     """Three GAttANets on one toy backbone: d = 4, d = 8 with kq/score norms, d = 6 with a lesion by default."""
     torch.manual_seed(0)
-    backbone = build_backbone("toy", 10, 1, widths=(8, 16, 16), hidden=32)
+    backbone = build_backbone("toy", 10, 1, widths=(8, 16, 16), hidden=32, input_size=16)
     taps = backbone.taps()
     models = {
         "a": GAttANet(backbone, GlobalAttention(taps, 4), iterations=iterations),
@@ -46,10 +46,10 @@ def family(iterations: int = 1):
 
 
 def images(n: int = 8, seed: int = 3) -> torch.Tensor:
-    return torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
 
 
-PATTERNS = [p["pattern"] for p in ablation_patterns(build_backbone("toy", 10, 1, widths=(8, 16, 16), hidden=32).taps())]
+PATTERNS = [p["pattern"] for p in ablation_patterns(build_backbone("toy", 10, 1, widths=(8, 16, 16), hidden=32, input_size=16).taps())]
 
 
 def separate(models: dict[str, GAttANet], x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -117,7 +117,7 @@ def test_correct_batched_over_shared_logits_pairs_up_with_separate_forwards():
     """What the stages do: one shared pass per batch, per-image correctness for every model."""
     _, models = family()
     g = torch.Generator().manual_seed(5)
-    data = TensorData(torch.randint(0, 256, (24, 1, 32, 32), dtype=torch.uint8, generator=g),
+    data = TensorData(torch.randint(0, 256, (24, 1, 16, 16), dtype=torch.uint8, generator=g),
                       torch.randint(0, 10, (24,), generator=g), (0.5,), (0.25,), tuple("0123456789"))
     loader = TensorLoader(data, batch_size=10, sigma=0.1, noise_seed=2)
     fast = correct_batched(lambda x: shared_logits(models, x, PATTERNS[1:3]), loader, topk=(1, 3))

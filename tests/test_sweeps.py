@@ -1,126 +1,147 @@
-import math
+"""Noise sweeps (gattanet.sweeps): per-image correctness of every model at every σ on the same noisy images,
+and the gains' CIs paired per image and seed (gain at σ_i, growth gain(σ_i) − gain(0))."""
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from gattanet.attention import GlobalAttention
 from gattanet.backbones import build_backbone
 from gattanet.datasets import TensorData
-from gattanet.evaluate import accuracies
+from gattanet.evaluate import correct
+from gattanet.fast_eval import shared_logits
 from gattanet.loader import TensorLoader
 from gattanet.model import GAttANet
-from gattanet.sweeps import default_sigmas, mean_ci, noise_sweep
+from gattanet.stats import effect_ci
+from gattanet.sweeps import gain_at, gains, growth, sweep_correct
 
 
-def noisy_eval(calls: list | None = None):
-    """A stand-in for 'build a loader at (σ, seed) and score both models': accuracies fall with σ,
-    jitter with the noise seed, and GAttANet gains most at moderate σ."""
-    def evaluate_at(sigma: float, seed: int) -> dict:
-        if calls is not None:
-            calls.append((sigma, seed))
-        g = torch.Generator().manual_seed(seed * 1000 + int(sigma * 1e4))
-        jitter = torch.rand(2, generator=g).tolist()
-        base = 0.9 - sigma + 0.01 * jitter[0] * (sigma > 0)
-        gain = 0.05 * math.exp(-((math.log(sigma + 1e-3) - math.log(0.04)) ** 2))
-        return {"baseline": base, "gattanet": base + gain + 0.01 * jitter[1] * (sigma > 0)}
-    return evaluate_at
+def data(n: int = 40, size: int = 4, seed: int = 0) -> TensorData:
+    g = torch.Generator().manual_seed(seed)
+    return TensorData(torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g),
+                      torch.randint(0, 5, (n,), generator=g), (0.5,), (0.3,), tuple("abcde"))
 
 
-def test_sweep_repeats_exactly_with_same_seeds():
-    sigmas, seeds = [0.0, 0.02, 0.05, 0.1], [0, 1, 2]
-    assert noise_sweep(noisy_eval(), sigmas, seeds) == noise_sweep(noisy_eval(), sigmas, seeds)
+def linear(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 5)).eval()
 
 
-def test_sweep_shapes_and_sigma0_evaluated_once():
-    calls = []
-    sigmas, seeds = [0.0, 0.03, 0.1], [3, 4]
-    out = noise_sweep(noisy_eval(calls), sigmas, seeds)
-    assert calls.count((0.0, 3)) == 1 and (0.0, 4) not in calls
-    assert len(calls) == 1 + 2 * 2
-    assert out["sigmas"] == sigmas and out["seeds"] == seeds
-    for m in ("baseline", "gattanet"):
-        per_seed = np.array(out[m]["per_seed"])
-        assert per_seed.shape == (2, 3)
-        assert per_seed[0, 0] == per_seed[1, 0]  # σ = 0 replicated
-        np.testing.assert_allclose(out[m]["mean"], per_seed.mean(axis=0))
-    diff = np.array(out["gattanet"]["per_seed"]) - np.array(out["baseline"]["per_seed"])
-    np.testing.assert_allclose(out["diff"]["mean"], diff.mean(axis=0))
+# ---------------------------------------------------------------- sweep_correct
 
 
-def test_ci_brackets_mean_and_collapses_for_identical_values():
-    out = noise_sweep(noisy_eval(), [0.0, 0.02, 0.05], [0, 1, 2, 3])
-    lo, mean, hi = (np.array(out["diff"][k]) for k in ("ci_low", "mean", "ci_high"))
-    assert np.all(lo[1:] < mean[1:]) and np.all(mean[1:] < hi[1:])
-    assert lo[0] == mean[0] == hi[0]  # σ = 0: identical per-seed values
-    assert mean_ci([0.3, 0.3, 0.3]) == (0.3, 0.3, 0.3)
+def test_sweep_correct_scores_every_model_on_the_same_noisy_images_at_every_sigma():
+    d, sigmas = data(), [0.0, 0.1, 0.5]
+    models = {"baseline": linear(0), "m": linear(1)}
+    seen, asked = [], []
+
+    def logits_of(x):
+        seen.append(x.clone())
+        return {name: m(x) for name, m in models.items()}
+
+    def loader_at(sigma):
+        asked.append(sigma)
+        return TensorLoader(d, 16, sigma=sigma, noise_seed=3)
+
+    hits = sweep_correct(logits_of, loader_at, sigmas)
+    assert asked == sigmas and all(isinstance(s, float) for s in asked)
+    assert set(hits) == {"baseline", "m"}
+    for name, h in hits.items():
+        assert h.shape == (3, 40) and h.dtype == bool
+        for i, s in enumerate(sigmas):  # row i is `correct` on the loader at σ_i
+            want = correct({name: models[name]}, TensorLoader(d, 7, sigma=s, noise_seed=3))[name][:, 0].numpy()
+            np.testing.assert_array_equal(h[i], want)
+    assert len(seen) == 3 * 3  # one call per batch gives every model's logits: same images for all
+    assert not np.array_equal(hits["m"][0], hits["m"][2])  # the noise changed some predictions
 
 
-def test_mean_ci_matches_student_t_and_one_seed_is_the_value():
-    v = [0.1, 0.2, 0.4]
-    mean, lo, hi = mean_ci(v)
-    sd = np.std(v, ddof=1)
-    assert lo < mean < hi
-    assert hi - mean == pytest.approx(4.302652729749464 * sd / math.sqrt(3))  # t(0.975, df=2), tables
-    assert mean_ci([0.7]) == (0.7, 0.7, 0.7)
-    with pytest.raises(ValueError):
-        mean_ci([])
-
-
-def test_peak_and_negative_from_on_hand_made_curve():
-    base = {0.0: 0.9, 0.01: 0.8, 0.02: 0.7, 0.04: 0.6, 0.08: 0.5, 0.16: 0.4}
-    gain = {0.0: 0.0, 0.01: 0.02, 0.02: 0.05, 0.04: 0.01, 0.08: -0.02, 0.16: 0.03}
-    out = noise_sweep(lambda s, _seed: {"baseline": base[s], "gattanet": base[s] + gain[s]},
-                      list(base), [0])
-    assert out["peak"]["sigma"] == 0.02
-    assert out["peak"]["diff"] == pytest.approx(0.05)
-    assert out["negative_from"] == 0.08
-
-    never = noise_sweep(lambda s, _seed: {"baseline": 0.5, "gattanet": 0.5 + s}, [0.0, 0.1], [0, 1])
-    assert never["peak"]["sigma"] == 0.1 and never["negative_from"] is None
-
-
-def test_default_sigmas_cover_range_log_spaced_and_denser_near_peak():
-    s = default_sigmas()
-    assert s[0] == 0.0 and min(s[1:]) == 0.01 and max(s) == 0.25
-    assert s == sorted(set(s))
-    ratios = np.array(s[2:]) / np.array(s[1:-1])
-    inside = [r for a, r in zip(s[1:-1], ratios) if 0.03 <= a < 0.05]
-    outside = [r for a, r in zip(s[1:-1], ratios) if a < 0.025 or a >= 0.06]
-    assert len(inside) >= 3 and max(inside) < min(outside)
-
-
-@pytest.mark.parametrize("sigmas, seeds", [
-    ([], [0]), ([0.0], []), ([-0.1, 0.1], [0]), ([0.1, 0.05], [0]), ([0.1], [1, 1]),
-    ([float("nan")], [0]),
-])
-def test_bad_arguments_raise(sigmas, seeds):
-    with pytest.raises(ValueError):
-        noise_sweep(noisy_eval(), sigmas, seeds)
-
-
-def test_evaluate_at_missing_model_raises():
-    with pytest.raises(ValueError, match="gattanet"):
-        noise_sweep(lambda s, seed: {"baseline": 0.5}, [0.0], [0])
-
-
-def test_sweep_of_real_toy_gattanet_is_repeatable():
+def test_sweep_of_real_gattanets_over_shared_logits_is_repeatable_and_paired_with_the_baseline():
     torch.manual_seed(0)
-    backbone = build_backbone("toy", 10, 1)
-    model = GAttANet(backbone, GlobalAttention(backbone.taps(), 4)).eval()
-    with torch.no_grad():
-        model.attention.alpha.fill_(0.5)
-    g = torch.Generator().manual_seed(1)
-    data = TensorData(images=torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8, generator=g),
-                      labels=torch.randint(0, 10, (16,), generator=g), mean=(0.5,), std=(0.25,),
-                      classes=tuple(str(c) for c in range(10)))
+    backbone = build_backbone("toy", 5, 1, widths=(4, 8, 8), hidden=16, input_size=16)
+    models = {}
+    for seed in (0, 1):
+        m = GAttANet(backbone, GlobalAttention(backbone.taps(), 4)).eval()
+        with torch.no_grad():
+            m.attention.alpha.normal_(0, 1, generator=torch.Generator().manual_seed(seed))
+        models[str(seed)] = m
+    d = data(n=30, size=16, seed=1)
 
-    def evaluate_at(sigma: float, seed: int) -> dict:
-        loader = TensorLoader(data, batch_size=8, sigma=sigma, noise_seed=seed)
-        acc = accuracies({"baseline": model.baseline, "gattanet": model}, loader)
-        return {name: a["top1"] for name, a in acc.items()}
+    def run():
+        return sweep_correct(lambda x: shared_logits(models, x), lambda s: TensorLoader(d, 8, sigma=s, noise_seed=1),
+                             [0.0, 0.2])
 
-    sigmas, seeds = [0.0, 0.05, 0.2], [0, 1]
-    first = noise_sweep(evaluate_at, sigmas, seeds)
-    assert first == noise_sweep(evaluate_at, sigmas, seeds)
-    assert all(0 <= a <= 1 for row in first["gattanet"]["per_seed"] for a in row)
+    first, again = run(), run()
+    assert set(first) == {"baseline", "0", "1"}
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])
+    base = correct({"b": backbone}, TensorLoader(d, 8, sigma=0.2, noise_seed=1))["b"][:, 0].numpy()
+    np.testing.assert_array_equal(first["baseline"][1], base)
+
+
+@pytest.mark.parametrize("sigmas", [[], [0.1, 0.2], [0.0, 0.1, 0.05], [0.0, 0.1, 0.1], [0.0, float("nan")],
+                                    [0.0, float("inf")], [-0.1, 0.0]])
+def test_sigmas_must_start_at_zero_and_increase_strictly(sigmas):
+    asked = []
+    with pytest.raises(ValueError, match="sigmas must start at 0"):
+        sweep_correct(lambda x: {}, lambda s: asked.append(s), sigmas)
+    assert asked == []  # refused before any evaluation
+
+
+# ---------------------------------------------------------------- gains, gain_at, growth
+
+
+def synthetic(rng: np.random.Generator, n: int = 2000):
+    """A baseline (σ = 0, 0.1) and 3 seeds whose models fix the same 100 images at both σ (the images the
+    attention helps, shared across σ), break 60 at both, and fix 40 more at σ = 0.1 only: gain +2 % clean,
+    +4 % at σ = 0.1, growth +2 % of which the per-image fixes common to both σ carry no noise."""
+    base = np.zeros((2, n), dtype=bool)
+    base[:, : n // 2] = True                                    # the baseline gets half right at both σ
+    wrong, right = np.arange(n // 2, n), np.arange(n // 2)
+    models = np.repeat(base[None], 3, axis=0)
+    for s in range(3):
+        fix, brk = rng.choice(wrong, 140, replace=False), rng.choice(right, 60, replace=False)
+        models[s, :, fix[:100]] = True
+        models[s, :, brk] = False
+        models[s, 1, fix[100:]] = True
+    return base, models
+
+
+def test_gains_are_per_image_differences_for_every_seed_and_sigma():
+    base = np.array([[True, False, True], [False, False, True]])                 # (σ = 2, N = 3)
+    models = np.array([[[True, True, False], [True, False, True]],
+                       [[False, False, True], [False, True, True]]])              # (seeds = 2, σ, N)
+    g = gains(base, models)
+    assert g.dtype == np.float64 and g.shape == (2, 2, 3)
+    np.testing.assert_array_equal(g, [[[0, 1, -1], [1, 0, 0]], [[-1, 0, 0], [0, 1, 0]]])
+
+
+def test_gain_at_is_the_ci_of_the_accuracy_difference_at_that_sigma():
+    base, models = synthetic(np.random.default_rng(0))
+    for i, want in ((0, 0.02), (1, 0.04)):
+        est = gain_at(base, models, i)
+        assert est.mean == pytest.approx(want) == pytest.approx(models[:, i].mean() - base[i].mean())
+        assert est.low < want < est.high and est.low > 0
+        assert est.seeds == (3,) and est.images == 2000
+        assert est == effect_ci([(1.0, models[:, i].astype(float) - base[i])])
+
+
+def test_growth_is_paired_per_image_and_seed():
+    base, models = synthetic(np.random.default_rng(1))
+    g0, g1, grow = gain_at(base, models, 0), gain_at(base, models, 1), growth(base, models, 1)
+    assert grow.mean == pytest.approx(g1.mean - g0.mean) == pytest.approx(0.02)
+    assert grow.low > 0
+    # the images fixed or broken at both σ cancel: much narrower than two independent gains would give
+    assert grow.half_width < 0.6 * np.hypot(g0.half_width, g1.half_width)
+    zero = growth(base, models, 0)  # gain(0) − gain(0): nothing, exactly
+    assert zero.mean == zero.low == zero.high == 0.0
+
+
+def test_growth_decides_at_the_given_sigma_not_at_the_best_one():
+    """A gain that peaks at σ_1 and is gone at σ_2: the growth at σ_2 is negative whatever σ_1 shows."""
+    base, models = synthetic(np.random.default_rng(2))
+    base = np.concatenate([base, base[:1]])               # σ_2: the baseline as clean
+    models = np.concatenate([models, base[None, :1].repeat(3, axis=0)], axis=1)  # no gain left at σ_2
+    assert growth(base, models, 1).low > 0
+    late = growth(base, models, 2)
+    assert late.mean == pytest.approx(-0.02) and late.high < 0

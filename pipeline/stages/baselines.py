@@ -16,8 +16,8 @@ from gattanet.precision import autocast, autocast_dtype, precision_name
 from gattanet.sweeps import gain_at, sweep_correct
 from gattanet.train import TrainConfig, fit
 from pipeline import common
-from pipeline.common import EVAL_BATCH, RESULTS, RESUME
-from pipeline.stages.train_attn import build, load_run_backbone
+from pipeline.common import EVAL_BATCH, RESULTS
+from pipeline.stages.train_attn import build, load_run_backbone, resume_file
 
 
 def run(params, method: str) -> None:
@@ -44,7 +44,8 @@ def run(params, method: str) -> None:
                          source.loader("val", EVAL_BATCH),
                          TrainConfig(epochs=epochs, patience=run_cfg.patience, lr=run_cfg.lr,
                                      l2=getattr(run_cfg, "l2", 0.0), seed=train_seed, amp=params.amp),
-                         resume_path=RESUME / f"baselines-{method}-seed{seed}.pt",
+                         resume_path=resume_file(f"baselines-{method}", seed), keep_resume=True,
+                         context=common.training_context(params, params.baselines, source),
                          label=f"baselines {method} seed {seed}")
             models[str(seed)] = model.eval()
             n_trainable, epochs_run = sum(p.numel() for p in trainable), epochs_run + [result.epochs_run]
@@ -73,6 +74,8 @@ def run(params, method: str) -> None:
         "baseline": hits["baseline"].mean(axis=1).tolist(),
         **speed, "epochs_run": epochs_run, "precision": precision_name(dtype),
         "seconds": clock["seconds"], "device": str(device)})
+    for seed in att_run.seeds:
+        resume_file(f"baselines-{method}", seed).unlink(missing_ok=True)
     print(f"baselines {method}: {n_trainable:,} params (GAttANet {gattanet_params:,}), "
           f"clean {acc[:, 0].mean():.4f}, σ*={noise.peak_sigma}: {acc[:, k].mean():.4f}")
 

@@ -15,7 +15,7 @@ from gattanet.precision import autocast, autocast_dtype, precision_name
 from gattanet.stats import effect_ci
 from pipeline import common
 from pipeline.common import EVAL_BATCH, RESULTS
-from pipeline.stages.train_attn import train
+from pipeline.stages.train_attn import resume_file, train
 
 
 def run(params, key: str) -> None:
@@ -26,6 +26,7 @@ def run(params, key: str) -> None:
     patterns = ablation_patterns(taps)
     test = source.loader("test", EVAL_BATCH, limit=cfg.test_subset)
     dtype = autocast_dtype(device, params.amp)
+    resume_names: list[str] = []
     with common.stopwatch() as clock:
         if cfg.mode == "eval":
             named = {str(s): m for s, m in models.items()}
@@ -37,10 +38,11 @@ def run(params, key: str) -> None:
             for p in patterns:
                 if p["kind"] in ("none", "full"):
                     continue
+                resume_names.append(f"lesions-{key}-{p['pattern'].replace('.', '_')}")
                 for s in seeds:
                     retrained[f"{s}:{p['pattern']}"], _ = train(
                         params, run_cfg, source, device, backbone, s, lesion=p["pattern"],
-                        resume_name=f"lesions-{key}-{p['pattern'].replace('.', '_')}")
+                        resume_name=resume_names[-1])
             with autocast(device, dtype):
                 hits = correct_batched(lambda x: shared_logits(retrained, x), test)
     base = hits["baseline"][:, 0].numpy().astype(float)
@@ -59,5 +61,8 @@ def run(params, key: str) -> None:
         "run": key, "mode": cfg.mode, "seeds": list(seeds), "test_images": len(base),
         "taps": [t.name for t in taps], "baseline_acc": float(base.mean()), "full_acc": float(full.mean()),
         "patterns": rows, "precision": precision_name(dtype), "seconds": clock["seconds"], "device": str(device)})
+    for name in resume_names:
+        for s in seeds:
+            resume_file(name, s).unlink(missing_ok=True)
     for r in rows:
         print(f"lesions {key} [{cfg.mode}] {r['pattern']}: {r['accuracy']:.4f}")

@@ -32,7 +32,8 @@ def run(params, key: str) -> None:
             result = fit(backbone, list(backbone.parameters()), train, val,
                          TrainConfig(epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, seed=params.seed,
                                      amp=params.amp),
-                         resume_path=RESUME / f"pretrain-{key}.pt", label=f"pretrain {key}")
+                         resume_path=RESUME / f"pretrain-{key}.pt",
+                         context=common.training_context(params, cfg, source), label=f"pretrain {key}")
             history, best_epoch, epochs_run = result.history, result.best_epoch, result.epochs_run
             val_acc = result.best_val_acc
         backbone.eval()

@@ -45,10 +45,17 @@ def train(params, run, source, device, backbone, seed: int, lesion: str | None =
                  source.loader("val", EVAL_BATCH),
                  TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr, l2=run.l2, seed=train_seed,
                              amp=params.amp),
-                 resume_path=RESUME / f"{name}-seed{seed}.pt",
+                 resume_path=resume_file(name, seed), keep_resume=True,
+                 context=common.training_context(params, run, source),
                  label=f"train-attn {run.key} seed {seed}" + (f" [{lesion}]" if lesion else ""))
     model.eval()
     return model, result
+
+
+def resume_file(name: str, seed: int):
+    """Where training seed `seed` of `name` keeps its progress; kept when it finishes, until the stage's
+    outputs are written, so a stage killed at its third seed resumes there and not at the first."""
+    return RESUME / f"{name}-seed{seed}.pt"
 
 
 def run(params, key: str) -> None:
@@ -93,5 +100,7 @@ def run(params, key: str) -> None:
         "precision": precision_name(dtype), "seconds": clock["seconds"], "device": str(device),
         "taps": [t.as_dict() for t in model.taps],
     })
+    for seed in run_cfg.seeds:
+        resume_file(f"train-attn-{key}", seed).unlink(missing_ok=True)
     print(f"train-attn {key}: baseline {baseline['top1']:.4f}, gain {100 * gain.mean:+.2f} pts "
           f"[{100 * gain.low:+.2f}, {100 * gain.high:+.2f}] over {len(run_cfg.seeds)} seeds")
