@@ -21,9 +21,30 @@ class Backbone(nn.Module):
     input_size: int
     tap_names: tuple[str, ...]
 
+    def segments(self) -> list[Callable[[Tensor], Tensor]]:
+        """f_i for every tap i: the network from the input (i = 0) or from tap i−1's output to tap i's
+        activation. The last tap is the logits. Subclasses define the network here."""
+        raise NotImplementedError(f"{type(self).__name__} must implement segments()")
+
     def run(self, x: Tensor, transforms: Sequence[Transform] | None = None) -> tuple[Tensor, list[Tensor]]:
         """Logits and the tapped activations; transforms[i] rewrites tap i before the network goes on."""
-        raise NotImplementedError(f"{type(self).__name__} must implement run()")
+        transforms = self._transforms(transforms)
+        acts: list[Tensor] = []
+        for f, t in zip(self.segments(), transforms):
+            x = self._tap(f(x), t, acts)
+        return x, acts
+
+    def resume(self, tap: int, act: Tensor, transforms: Sequence[Transform] | None = None) -> Tensor:
+        """The logits of a pass that equals an earlier one up to tap `tap`: `act` is that tap's activation
+        as `run` recorded it without transforms, so the segments before it need not run again."""
+        transforms = self._transforms(transforms)
+        segments = self.segments()
+        if not 0 <= tap < len(segments):
+            raise ValueError(f"{self.arch}: tap {tap} out of range 0..{len(segments) - 1}")
+        x = self._tap(act, transforms[tap], [])
+        for f, t in zip(segments[tap + 1:], transforms[tap + 1:]):
+            x = self._tap(f(x), t, [])
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.run(x)[0]

@@ -3,7 +3,9 @@
 GAttANet's first pass is the plain backbone, so the baseline's logits come free with it, and
 every GAttANet on that backbone (several seeds, several lesion patterns) reuses the pass and the
 attention scores computed from it: n models and the baseline cost 1 + n backbone passes, not 2n + 1.
-Valid for one attention iteration in eval mode, the setting of every reported number.
+A second pass is also the first one up to its first modulated tap, so it starts there from the first
+pass's activation (a pattern such as '..c..' skips conv1 and conv2). Valid for one attention
+iteration in eval mode, the setting of every reported number.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def shared_logits(models: Mapping[str, GAttANet], x: Tensor,
     With `lesions`, every model is also run under each pattern: keys "name:pattern". An
     all-'.' pattern is the baseline itself and costs no pass.
     """
-    logits, _, states = shared_states(models, x)
+    logits, acts, states = shared_states(models, x)
     out = {"baseline": logits}
     for name, model in models.items():
         state, backbone = states[name], model.backbone
@@ -61,7 +63,8 @@ def shared_logits(models: Mapping[str, GAttANet], x: Tensor,
             if not any(modulated):
                 out[key] = logits
                 continue
-            transforms = [model._modulation(i, s) if on else None
+            first = modulated.index(True)  # the second pass equals the first up to here: start from its activation
+            transforms = [model._modulation(i, s, inplace=i > first) if on else None
                           for i, (s, on) in enumerate(zip(state.scores, modulated))]
-            out[key] = backbone.run(x, transforms)[0]
+            out[key] = backbone.resume(first, acts[first], transforms)
     return out

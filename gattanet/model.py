@@ -60,12 +60,13 @@ class GAttANet(nn.Module):
             logits, acts = self.backbone.run(x, transforms)
         return (logits, state) if return_state else logits
 
-    def _modulation(self, i: int, score: Tensor) -> Callable[[Tensor], Tensor]:
+    def _modulation(self, i: int, score: Tensor, inplace: bool = True) -> Callable[[Tensor], Tensor]:
+        """Eq. 5 for tap i, X' = X ⊙ (1 + α_i · a_i); `inplace` lets eval mode scale a fresh activation in place."""
         alpha = self.attention.alpha[i]
         gain = 1 + alpha * (score.unsqueeze(1) if score.dim() == 3 else score)  # conv maps broadcast over C
 
         def modulate(act: Tensor) -> Tensor:
-            if torch.is_grad_enabled() or act.dtype != gain.dtype:
+            if not inplace or torch.is_grad_enabled() or act.dtype != gain.dtype:
                 return act * gain
             return act.mul_(gain)  # nothing will backpropagate: scale the fresh activation in place
         return modulate

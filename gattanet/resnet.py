@@ -6,7 +6,7 @@ the file from the local torch hub cache or fails saying where to put it.
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -15,7 +15,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
-from gattanet.backbones import Backbone, Transform
+from gattanet.backbones import Backbone
 
 WEIGHTS = {"resnet18": ResNet18_Weights.IMAGENET1K_V1, "resnet50": ResNet50_Weights.IMAGENET1K_V1}
 
@@ -58,15 +58,10 @@ class ResNetBackbone(Backbone):
         if weights is not None and weights != "imagenet":
             self._load_file(Path(weights))
 
-    def run(self, x: Tensor, transforms: Sequence[Transform] | None = None) -> tuple[Tensor, list[Tensor]]:
-        transforms = self._transforms(transforms)
-        acts: list[Tensor] = []
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for layer, t in zip((self.layer1, self.layer2, self.layer3, self.layer4), transforms):
-            x = self._tap(layer(x), t, acts)
-        x = self._tap(torch.flatten(self.avgpool(x), 1), transforms[4], acts)
-        x = self._tap(self.fc(x), transforms[5], acts)
-        return x, acts
+    def segments(self) -> list[Callable[[Tensor], Tensor]]:
+        return [lambda x: self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x))))),
+                self.layer2, self.layer3, self.layer4,
+                lambda x: torch.flatten(self.avgpool(x), 1), self.fc]
 
     def _load_file(self, path: Path) -> None:
         state = _read_state_dict(path, self.arch, imagenet=False)

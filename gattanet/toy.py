@@ -1,11 +1,11 @@
 """The paper's toy CNN (§2.0.1): three conv/ReLU/maxpool/dropout blocks, a hidden dense layer, logits."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gattanet.backbones import Backbone, Transform
+from gattanet.backbones import Backbone
 
 
 class ToyCNN(Backbone):
@@ -37,12 +37,13 @@ class ToyCNN(Backbone):
         self.fc2 = nn.Linear(hidden, num_classes)
         self.drop = nn.Dropout(dropout)
 
-    def run(self, x: Tensor, transforms: Sequence[Transform] | None = None) -> tuple[Tensor, list[Tensor]]:
-        transforms = self._transforms(transforms)
-        acts: list[Tensor] = []
-        for conv, t in zip(self.convs, transforms):
-            x = self._tap(F.relu(conv(x)), t, acts)
-            x = self.drop(F.max_pool2d(x, 2))
-        x = self._tap(F.relu(self.fc1(x.flatten(1))), transforms[-2], acts)
-        x = self._tap(self.fc2(self.drop(x)), transforms[-1], acts)
-        return x, acts
+    def segments(self) -> list[Callable[[Tensor], Tensor]]:
+        def conv_block(conv: nn.Conv2d, pool_first: bool) -> Callable[[Tensor], Tensor]:
+            return lambda x: F.relu(conv(self._pool(x) if pool_first else x))
+
+        convs = [conv_block(conv, i > 0) for i, conv in enumerate(self.convs)]
+        return convs + [lambda x: F.relu(self.fc1(self._pool(x).flatten(1))),
+                        lambda x: self.fc2(self.drop(x))]
+
+    def _pool(self, x: Tensor) -> Tensor:
+        return self.drop(F.max_pool2d(x, 2))
