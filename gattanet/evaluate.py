@@ -61,26 +61,6 @@ def topk_accuracy(hits: Tensor, topk: tuple[int, ...] = (1,)) -> dict[str, float
     return {f"top{k}": int(h) / len(hits) for k, h in zip(topk, hits.sum(0))}
 
 
-def mcnemar(a: Tensor, b: Tensor) -> dict:
-    """Exact McNemar test of two classifiers' paired per-image correctness (bool, same images):
-    only the images exactly one gets right count; two-sided binomial p-value of a 50/50 split."""
-    a, b = torch.as_tensor(a, dtype=torch.bool), torch.as_tensor(b, dtype=torch.bool)
-    if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
-        raise ValueError(f"mcnemar needs two equal, non-empty 1-D correctness vectors, got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
-    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
-    return {"n": len(a), "a_only": a_only, "b_only": b_only, "p_value": mcnemar_p(a_only, b_only)}
-
-
-def mcnemar_p(a_only: int, b_only: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts (1.0 when there are none)."""
-    from scipy.stats import binomtest
-
-    if a_only < 0 or b_only < 0:
-        raise ValueError(f"discordant counts must be >= 0, got {a_only}, {b_only}")
-    return float(binomtest(a_only, a_only + b_only, 0.5).pvalue) if a_only + b_only else 1.0
-
-
 def accuracy(forward: Forward, loader: Loader, topk: tuple[int, ...] = (1,)) -> dict[str, float]:
     """{"top1": ...} of a single forward."""
     return accuracies({"forward": forward}, loader, topk)["forward"]
