@@ -284,7 +284,8 @@ def _embedding(out: Path, key: str, a: dict, rng: np.random.Generator) -> None:
     largest = max(len(c) for c in spec.groups.values()) / spec.num_classes  # labels are balanced
     write_json(out / "stats.json", {
         "run": key, "seeds": a["seeds"], "test_images": N_IMAGES, "n_points": 200, "attn_dim": a["attn_dim"],
-        "classes": list(spec.classes), "knn_k": 10, "knn_query": effect_ci([(1.0, _hits(rng, QUERY_KNN, seeds))]).as_dict(),
+        "classes": list(spec.classes), "knn_k": 10,
+        "knn_query": effect_ci([(1.0, _hits(rng, QUERY_KNN, seeds))]).as_dict(),
         "chance": 1 / spec.num_classes,
         "groups": {"names": list(spec.groups), "knn_query": effect_ci([(1.0, _hits(rng, GROUP_KNN, seeds))]).as_dict(),
                    "largest_share": largest,

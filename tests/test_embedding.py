@@ -78,7 +78,7 @@ def test_knn_correct_is_per_point_and_averages_to_knn_accuracy():
     hits = knn_correct(X, y, k=5)
     assert 0.5 < hits.mean() < 1.0
     np.testing.assert_array_equal(hits, knn_correct(X, y, k=5))  # seeded folds
-    # a point far inside another class's cluster is one the k-NN gets wrong, and only that point changes
+    # a point moved into a cluster of another class is one the k-NN gets wrong
     X2, y2 = X.copy(), y.copy()
     X2[0] = [30.0, 30.0]
     X2 = np.concatenate([X2, np.full((10, 2), 30.0) + np.random.default_rng(1).normal(size=(10, 2))])

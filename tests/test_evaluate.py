@@ -1,13 +1,12 @@
 """Paired accuracies: same batches for every forward, top-k, batch-size independence, no_grad;
-per-image correctness (one forward per model, or one function for all models of a batch) and the
-McNemar test on it."""
+per-image correctness (one forward per model, or one function for all models of a batch)."""
 
 import pytest
 import torch
 from torch import nn
 
 from gattanet.datasets import TensorData
-from gattanet.evaluate import accuracies, accuracy, correct, correct_batched, mcnemar, mcnemar_p, predictions
+from gattanet.evaluate import accuracies, accuracy, correct, correct_batched, predictions
 from gattanet.loader import TensorLoader
 
 
@@ -123,18 +122,3 @@ def test_correct_batched_refuses_an_empty_loader_and_too_large_k():
         correct_batched(lambda x: {"a": linear()(x)}, TensorLoader(data(), 8), topk=(6,))
     with pytest.raises(ValueError, match="topk"):
         correct_batched(lambda x: {"a": linear()(x)}, TensorLoader(data(), 8), topk=())
-
-
-def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_images():
-    a = torch.tensor([True] * 9 + [False] * 1 + [True] * 5 + [False] * 5)   # right on 9 + 5 images
-    b = torch.tensor([False] * 9 + [True] * 1 + [True] * 5 + [False] * 5)   # right on 1 + 5 images
-    r = mcnemar(a, b)
-    # 10 discordant images split 9:1; two-sided p = 2 * P(X <= 1), X ~ Binomial(10, 1/2) = 2 * 11 / 1024
-    assert r == {"n": 20, "a_only": 9, "b_only": 1, "p_value": pytest.approx(22 / 1024)}
-    assert mcnemar(b, a)["p_value"] == r["p_value"]
-    assert mcnemar(a, a) == {"n": 20, "a_only": 0, "b_only": 0, "p_value": 1.0}
-    assert mcnemar_p(5, 5) == 1.0 and mcnemar_p(60, 38) < 0.05 < mcnemar_p(55, 45)
-    with pytest.raises(ValueError, match="equal, non-empty"):
-        mcnemar(a, b[:-1])
-    with pytest.raises(ValueError, match=">= 0"):
-        mcnemar_p(-1, 3)

@@ -17,13 +17,22 @@ from gattanet.loader import TensorLoader
 from gattanet.model import GAttANet
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids oversubscribing a shared CPU; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomise(model: GAttANet, seed: int) -> GAttANet:
     """Random α (far from the α = 0 start, where GAttANet is the baseline), random projections and, with
     kq_norm, random BatchNorm statistics and affine terms, so a wrong modulation shows in the logits."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.attention.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (1.0 if name == "alpha" else 1.0))
+        for p in model.attention.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
         for name, b in model.attention.named_buffers():
             if name.endswith("running_mean"):
                 b.copy_(torch.randn(b.shape, generator=g) * 0.1)
@@ -32,10 +41,14 @@ def randomise(model: GAttANet, seed: int) -> GAttANet:
     return model.eval()
 
 
+def toy_backbone():
+    return build_backbone("toy", 10, 1, widths=(8, 16, 16), hidden=32, input_size=16)
+
+
 def family(iterations: int = 1):
     """Three GAttANets on one toy backbone: d = 4, d = 8 with kq/score norms, d = 6 with a lesion by default."""
     torch.manual_seed(0)
-    backbone = build_backbone("toy", 10, 1, widths=(8, 16, 16), hidden=32, input_size=16)
+    backbone = toy_backbone()
     taps = backbone.taps()
     models = {
         "a": GAttANet(backbone, GlobalAttention(taps, 4), iterations=iterations),
@@ -49,7 +62,7 @@ def images(n: int = 8, seed: int = 3) -> torch.Tensor:
     return torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
 
 
-PATTERNS = [p["pattern"] for p in ablation_patterns(build_backbone("toy", 10, 1, widths=(8, 16, 16), hidden=32, input_size=16).taps())]
+PATTERNS = [p["pattern"] for p in ablation_patterns(toy_backbone().taps())]  # none, full, each ablated, each alone
 
 
 def separate(models: dict[str, GAttANet], x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -96,6 +109,25 @@ def test_shared_logits_equal_separate_passes_under_bf16_autocast_exactly():
     for key in want:
         assert got[key].dtype == want[key].dtype, key
         assert torch.equal(got[key], want[key]), key
+
+
+def test_shared_logits_equal_separate_passes_on_a_resnet18():
+    """Residual blocks with in-place adds and ReLUs, BatchNorm, 6 taps: a second pass that resumes from the
+    first pass's activation must not alter it for the next model or pattern."""
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", 10, 1, input_size=16)
+    taps = backbone.taps()
+    models = {name: randomise(GAttANet(backbone, GlobalAttention(taps, 4, kq_norm=True, score_norm=True)), seed)
+              for seed, name in enumerate("ab", start=1)}
+    patterns = [p["pattern"] for p in ablation_patterns(taps)]
+    x = images(4)
+    got = shared_logits(models, x, patterns)
+    with torch.no_grad():
+        want = {"baseline": backbone(x)} | {f"{n}:{p}": m(x, lesion=p) for n, m in models.items() for p in patterns}
+        want |= {n: m(x) for n, m in models.items()}
+    assert (want["a"] - want["baseline"]).abs().max() > 1e-3 and (want["a"] - want["b"]).abs().max() > 1e-3
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-5, msg=key)
 
 
 def test_shared_states_give_each_models_query_and_scores():

@@ -1,6 +1,8 @@
-"""The HTML report: builds from (fake) stage outputs, shows every figure, escapes params text,
-computes verdicts from the data, compares GAttANet with the related attention modules, says "not run"
-for what did not run, and renders in Chromium."""
+"""The HTML report: builds from (fake) stage outputs, shows every figure, escapes params text, shows a
+verdict per backbone family with the intervals behind it, sets Table 1 beside the paper (accuracies only on
+the paper's own dataset, gains elsewhere), compares GAttANet with the related attention modules, says
+"not run" for what did not run, names the file of a malformed output, and renders in Chromium. The
+verdict rules themselves are tested in test_claims.py."""
 
 import json
 import shutil
@@ -14,10 +16,11 @@ from PIL import Image
 
 from pipeline.report import figures
 from pipeline.report.build import build_report, collect_provenance
-from pipeline.report.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, evaluate_claims, pct, pts
+from pipeline.report.claims import (FULL_PROFILE_COMMAND, NOT_RUN, SUPPORTED, ci_text, estimate, evaluate_claims,
+                                    pct, pts)
 from pipeline.report.load import ReportInputError, load_outputs, load_paper
-from pipeline.report.tables import BASELINE_METHODS, baselines_section, count, deviations
-from tests.report_fixtures import OPTIONAL, fake_params, write_fake_outputs
+from pipeline.report.tables import BASELINE_METHODS, baselines_section, count, deviations, left_out, table1
+from tests.report_fixtures import OPTIONAL, add_resnet_run, fake_params, write_fake_outputs
 
 FIGURE_IDS = ("fig2a", "fig2b", "fig3", "fig4a", "fig4b", "fig4c")
 PROVENANCE = {"commit": "test", "date": "2021-04-12T00:00:00+00:00", "devices": ["cpu"],
@@ -118,55 +121,93 @@ def test_params_text_is_escaped_and_page_has_no_script(built):
     assert page.scripts == 0
 
 
-def test_verdicts_follow_the_data(tmp_path):
-    params, paper = fake_params(), load_paper()
-    write_fake_outputs(tmp_path / "good", params, gain=0.02)
-    write_fake_outputs(tmp_path / "bad", params, gain=-0.02)
-    good = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path / "good"), paper, params)}
-    bad = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path / "bad"), paper, params)}
-    assert all(c.verdict == SUPPORTED for c in good.values()), {k: c.verdict for k, c in good.items()}
-    for claim in ("clean_gain", "noise", "lesions", "dimension"):
-        assert bad[claim].verdict == NOT_SUPPORTED, claim
-    assert "-2.00 pts" in bad["clean_gain"].evidence[0].numbers["gain"]
+def _rows_of(html: str, run: str) -> tuple[list[str], list[str], list[str]]:
+    """Table 1's three rows of one run: this run, the closest paper row, and the comparison row."""
+    rows = Rows(html, "table1").rows
+    i = next(i for i, r in enumerate(rows) if r[0].startswith(f"this run {run}"))
+    return rows[i], rows[i + 1], rows[i + 2]
 
 
-def test_a_positive_gain_within_test_set_chance_is_not_supported(tmp_path):
-    params, paper = fake_params(), load_paper()
-    write_fake_outputs(tmp_path, params, gain=0.005)  # +50 and +100 images of 10,000, 1,000 discordant each
-    claim = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), paper, params)}["clean_gain"]
-    small, large = claim.evidence
-    assert small.verdict == NOT_SUPPORTED and "+50 images of 10,000" in small.note
-    assert "McNemar p = 0.12 (only GAttANet right: 525, only baseline: 475" in small.numbers["paired test"]
-    assert large.verdict == SUPPORTED and "p = 0.0017" in large.numbers["paired test"]
-    assert claim.verdict == NOT_SUPPORTED
+def _metrics(root: Path, run: str) -> dict:
+    return json.loads((root / f"results/train-attn/{run}/metrics.json").read_text())
 
 
-def test_noise_claim_fails_when_the_gain_dies_far_above_chance(tmp_path):
-    params = fake_params()
-    write_fake_outputs(tmp_path, params)
-    path = tmp_path / "results/noise/toy-fmnist-d16/sweep.json"
-    sweep = json.loads(path.read_text())
-    sweep["diff"]["mean"][2] = -0.01  # σ = 0.02, where the baseline is ~60 %, far above 2 × chance
-    path.write_text(json.dumps(sweep))
-    claim = evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)[1]
-    verdicts = {e.run: e for e in claim.evidence}
-    assert verdicts["toy-fmnist-d16"].verdict == NOT_SUPPORTED
-    assert "σ = 0.02" in verdicts["toy-fmnist-d16"].note
-    assert verdicts["toy-fmnist-d64"].verdict == SUPPORTED and claim.verdict == NOT_SUPPORTED
+def test_claims_summary_gives_a_verdict_per_backbone_family_with_the_intervals(built):
+    root, params, index = built
+    html, page = _html_of(index)
+    rows = Rows(html, "claims").rows
+    assert len(rows) == 6 and all(r[1] == "toy: supported" for r in rows), rows
+    text = " ".join(" ".join(page.text).split())
+    for run in params["attention"]:
+        gain = estimate(_metrics(root, run)["gain"])
+        assert ci_text(gain) in text  # the clean-gain row shows this run's effect with its CI ...
+    assert "3 seeds × 4,000 test images" in text  # ... and what the interval was made of
 
 
-def test_lesion_claim_needs_a_harmless_last_layer(tmp_path):
-    params = fake_params()
-    write_fake_outputs(tmp_path, params)
-    path = tmp_path / "results/lesions/toy-fmnist-d16.json"
-    les = json.loads(path.read_text())
-    for p in les["patterns"]:
-        if p["pattern"] == "cccd.":
-            p["accuracy"] = les["baseline_acc"]  # ablating the last layer now loses the whole gain
-    path.write_text(json.dumps(les))
-    claim = evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)[4]
-    assert claim.verdict == NOT_SUPPORTED
-    assert "last layer" in claim.evidence[0].note
+def test_table1_on_a_substitute_dataset_compares_gains_not_accuracies(built):
+    """Fashion-MNIST stands in for CIFAR: no accuracy is set against the paper's; the gain, its CI and the
+    relative error reduction are shown beside the paper's gain (d = 16: the CIFAR10 row; d = 64: CIFAR100's)."""
+    root, params, index = built
+    html, _ = _html_of(index)
+    paper = {r["id"]: r for r in load_paper()["table1"]}
+    cifar10_gain = paper["toy-cifar10"]["gattanet_acc"] - paper["toy-cifar10"]["base_acc"]
+    assert not any(r[0] == "Δ this run − paper" for r in Rows(html, "table1").rows)
+    d16, d64 = params["attention"]
+    cifar10_rel = f"{100 * cifar10_gain / (1 - paper['toy-cifar10']['base_acc']):.1f} %"
+    for run, ref, paper_rel in ((d16, "toy-cifar10", cifar10_rel),
+                                (d64, "toy-cifar100", "not computable (no stated accuracy pair)")):
+        m = _metrics(root, run)
+        gain = estimate(m["gain"])
+        ours, theirs, compare = _rows_of(html, run)
+        assert f"dataset substituted: Fashion-MNIST for {paper[ref]['dataset_label']}" in ours[0]
+        assert ours[4] == pct(m["baseline_acc"]) and ours[7] == pct(m["gattanet_acc"])
+        assert ours[8].startswith(pts(gain.mean)) and f"[{pts(gain.low)}, {pts(gain.high)}]" in ours[8]
+        here = 100 * gain.mean / (1 - m["baseline_acc"])
+        assert f"error rate −{here:.1f} % (relative)" in ours[8]
+        assert theirs[0] == "paper (closest row)" and theirs[1] == f"toy model, {paper[ref]['dataset_label']}"
+        assert theirs[-1] == paper[ref]["gain"]["text"]  # the paper's gain, beside ours
+        assert compare[0] == "gain: this run vs paper" and len(compare) == 3  # no difference of accuracies
+        assert compare[1] == ("different datasets: accuracies are not compared; relative error reduction here "
+                              f"{here:.1f} %, in the paper {paper_rel}")
+    # +2 pts here against the paper's +2.06; +4 pts against "up to +3.5 points"
+    assert _rows_of(html, d16)[2][2] == f"paper {pts(cifar10_gain)}: ours consistent with it"
+    assert _rows_of(html, d64)[2][2] in ("consistent with the paper's range", "above the paper's range")
+
+
+def test_table1_on_the_papers_own_dataset_shows_the_accuracy_differences(tmp_path):
+    params = fake_params("cifar10")
+    write_fake_outputs(tmp_path, params, skip=OPTIONAL)
+    index = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+    html, _ = _html_of(index)
+    paper = next(r for r in load_paper()["table1"] if r["id"] == "toy-cifar10")
+    for run in params["attention"]:
+        m = _metrics(tmp_path, run)
+        ours, theirs, delta = _rows_of(html, run)
+        assert "dataset substituted" not in ours[0]
+        assert theirs[1] == "toy model, CIFAR10" and theirs[3] == pct(paper["base_acc"])
+        assert delta[0] == "Δ this run − paper"
+        assert delta[2] == pts(m["baseline_acc"] - paper["base_acc"])        # accuracies: this run − paper
+        assert delta[4] == pts(m["gattanet_acc"] - paper["gattanet_acc"])
+        assert delta[5].startswith(f"paper {pts(paper['gattanet_acc'] - paper['base_acc'])}: ours")
+    text = " ".join(" ".join(Page(html).text).split())
+    assert "gain: this run vs paper" not in text
+    not_run = table1(load_outputs(params, tmp_path), load_paper())["not_run"]
+    assert "toy model, CIFAR10" not in [r["label"] for r in not_run]  # the paper's row ran here
+
+
+def test_noise_figure_draws_each_curve_and_the_gain_with_its_ci_from_the_sweep(built):
+    root, params, _ = built
+    run = params["report"]["figures"]["fig2"]
+    sweep = json.loads((root / f"results/noise/{run}/sweep.json").read_text())
+    fig = figures.noise_curve(sweep, "test")
+    top, bottom = fig.axes
+    lines = {line.get_label(): line.get_ydata() for ax in (top, bottom) for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["baseline (backbone)"], 100 * np.asarray(sweep["baseline"]))
+    np.testing.assert_allclose(lines["GAttANet (mean of 3 seeds)"], 100 * np.asarray(sweep["gattanet"]))
+    np.testing.assert_allclose(lines["GAttANet − baseline"], [100 * g["mean"] for g in sweep["gain"]])
+    band = bottom.collections[0].get_paths()[0].vertices[:, 1]
+    lows, highs = [100 * g["low"] for g in sweep["gain"]], [100 * g["high"] for g in sweep["gain"]]
+    assert band.min() == pytest.approx(min(lows)) and band.max() == pytest.approx(max(highs))
 
 
 def test_missing_optional_outputs_say_not_run_with_the_command(tmp_path):
@@ -184,12 +225,31 @@ def test_missing_optional_outputs_say_not_run_with_the_command(tmp_path):
     claims = {c.id: c.verdict for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
     assert claims == {"clean_gain": SUPPORTED, "noise": NOT_RUN, "query_space": NOT_RUN, "true_class": NOT_RUN,
                       "lesions": NOT_RUN, "dimension": NOT_RUN}
+    summary = {r[0]: r[1] for r in Rows(html, "claims").rows}
+    assert summary["The gain grows at moderate input noise"] == "toy: not run"
+    assert summary[next(c.title for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)
+                        if c.id == "dimension")] == "not run dvc repro dims"
 
 
 def test_fixture_params_follow_the_params_contract():
     from pipeline.config import validate
 
-    validate(fake_params())
+    for dataset in ("fashion-mnist", "cifar10"):
+        params = fake_params(dataset)
+        validate(params)
+        add_resnet_run(params)
+        validate(params)
+
+
+def test_left_out_sections_name_the_full_profile_command(built, tmp_path):
+    _, params, index = built
+    html, _ = _html_of(index)
+    assert "Left out of this profile" in html and "a ResNet18 row (Table 1, all claims)" in html
+    assert f"<code>{FULL_PROFILE_COMMAND.replace('&', '&amp;')}</code>" in html
+    with_resnet = fake_params()
+    add_resnet_run(with_resnet)
+    assert not any("ResNet18" in item["what"] for item in left_out(with_resnet))
+    assert left_out({**with_resnet, "profile": "full"}) == []
 
 
 def test_no_lesion_runs_in_params_says_how_to_add_one(tmp_path):
@@ -210,10 +270,23 @@ def test_missing_required_metrics_names_the_file(tmp_path):
 
 def test_malformed_output_names_file_and_key(tmp_path):
     params = fake_params()
-    write_fake_outputs(tmp_path, params, skip=OPTIONAL)
+    write_fake_outputs(tmp_path, params, skip=OPTIONAL[1:])
     path = tmp_path / "results/train-attn/toy-fmnist-d16/metrics.json"
-    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "gattanet_acc"}))
-    with pytest.raises(ReportInputError, match="metrics.json: missing key.*gattanet_acc"):
+    metrics = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in metrics.items() if k != "gain"}))  # an output of the old schema
+    with pytest.raises(ReportInputError, match=r"train-attn/toy-fmnist-d16/metrics\.json: missing key\(s\) gain"):
+        load_outputs(params, tmp_path)
+    path.write_text("{not json")
+    with pytest.raises(ReportInputError, match=r"toy-fmnist-d16/metrics\.json: not valid JSON"):
+        build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+    path.write_text(json.dumps(metrics))
+    sweep_path = tmp_path / "results/noise/toy-fmnist-d64/sweep.json"
+    sweep = json.loads(sweep_path.read_text())
+    sweep_path.write_text(json.dumps({**sweep, "gain": sweep["gain"][:-1]}))  # one σ without its gain
+    with pytest.raises(ReportInputError, match=r"noise/toy-fmnist-d64/sweep\.json: gain must be a list of 6"):
+        load_outputs(params, tmp_path)
+    sweep_path.write_text(json.dumps({k: v for k, v in sweep.items() if k != "growth"}))
+    with pytest.raises(ReportInputError, match=r"sweep\.json: missing key\(s\) growth"):
         load_outputs(params, tmp_path)
 
 
@@ -245,6 +318,9 @@ def test_provenance_and_deviations_come_from_outputs_and_params(tmp_path):
 
     topics = {d["topic"]: d for d in deviations(load_paper(), params)}
     assert topics["Noise clipping"]["params"] == "noise.clip = true"
+    assert topics["Noise draws and σ*"]["params"] == "noise.peak_sigma = 0.04"
+    assert topics["Training seeds and confidence intervals"]["params"] == (
+        "attention.toy-fmnist-d16.seeds = [0, 1, 2], attention.toy-fmnist-d64.seeds = [0, 1, 2]")
     assert "Dataset" in topics and "ResNet18 backbone" not in topics  # no ResNet in these params
     params["backbones"]["toy-fmnist"]["dataset"] = "cifar10"
     params["profile"] = "paper"
@@ -285,9 +361,13 @@ def test_baselines_section_compares_every_method_gattanet_first(built):
     for m, row in zip(order, rows):
         r = files[m]
         assert row[2] == count(r["trainable_params"]) and count(r["gattanet_params"]) in row[3]
-        assert row[4:8] == [pct(r["clean_acc"]), pts(r["clean_acc"] - r["baseline_acc"]),
-                            pct(r["acc_at_peak"]), pts(r["acc_at_peak"] - r["baseline_at_peak"])], m
+        clean, peak = estimate(r["clean_gain"]), estimate(r["gain_at_peak"])
+        assert row[4:8] == [pct(r["clean_acc"]), ci_text(clean), pct(r["acc_at_peak"]), ci_text(peak)], m
+        # the Δ with its CI is the method's accuracy minus the backbone's, on the same images
+        assert row[5].startswith(pts(r["clean_acc"] - r["baseline_acc"]) + " [")
+        assert row[7].startswith(pts(r["acc_at_peak"] - r["baseline_at_peak"]) + " [")
         assert row[8] == f"{1 / r['rel_train']:.2f}×" and row[9] == f"{1 / r['rel_infer']:.2f}×"
+        assert row[10] == ", ".join(map(str, r["epochs_run"])) + " (per seed)"
     budget = {m: row[3] for m, row in zip(order, rows)}
     assert "unmatchable" in budget["eca"] and "within ±10 %" in budget["se"] and "outside ±10 %" in budget["cbam"]
     assert "backbone + GAttANet" in budget["wider-toy"]
@@ -333,8 +413,9 @@ def test_a_missing_baselines_method_shows_not_run_with_its_command(tmp_path):
     assert all("not run" not in " ".join(r) for label, r in rows.items() if label != "CBAM")
     assert len(rows) == len(params["baselines"]["methods"]) + 1  # and the frozen backbone
     assert page.imgs == ["figures/baselines.png"]
-    params.pop("baselines")
-    assert "add a `baselines:` section" in baselines_section(load_outputs(params, tmp_path), params)["missing"]
+    params["baselines"]["methods"] = []
+    missing = baselines_section(load_outputs(params, tmp_path), params)["missing"]
+    assert FULL_PROFILE_COMMAND in missing and "baselines.methods" in missing
 
 
 def test_malformed_baselines_file_names_file_and_problem(tmp_path):
@@ -410,3 +491,14 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
         pixels = np.asarray(im.convert("L"), dtype=float)
     assert pixels.shape == (4000, 1280)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # text, tables and figures, not a blank page
+
+
+def test_a_loss_is_below_a_range_with_only_an_upper_end():
+    """'up to +3.5 points' still claims a gain: a CI wholly below 0 is below the paper's range."""
+    from gattanet.stats import effect_ci
+    from pipeline.report.tables import compare_gain
+
+    loss = effect_ci([(1.0, np.full((3, 100), -0.02) + np.linspace(-0.01, 0.01, 100))])
+    assert compare_gain(loss, None, 0.035) == "below the paper's range"
+    gain = effect_ci([(1.0, np.full((3, 100), 0.02) + np.linspace(-0.01, 0.01, 100))])
+    assert compare_gain(gain, None, 0.035) == "consistent with the paper's range"

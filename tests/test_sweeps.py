@@ -17,6 +17,15 @@ from gattanet.stats import effect_ci
 from gattanet.sweeps import gain_at, gains, growth, sweep_correct
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids oversubscribing a shared CPU; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def data(n: int = 40, size: int = 4, seed: int = 0) -> TensorData:
     g = torch.Generator().manual_seed(seed)
     return TensorData(torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g),
