@@ -227,7 +227,8 @@ def lesions(out: Outputs, paper: dict, params: dict) -> Claim:
                   "With G the full model's gain over the baseline (it must itself be supported, else the rows "
                   "are not applicable): (1) the first layer ablated ('.ccdd') against the full model: supported "
                   "when it loses accuracy (CI below 0), contradicted when it surely loses less than G "
-                  "('catastrophic' = the whole gain); (2) the last layer ablated ('cccd.') against the baseline: "
+                  "('catastrophic' = the whole gain; G taken at its CI's lower end, so G's own uncertainty "
+                  "cannot make a loss look partial); (2) the last layer ablated ('cccd.') against the baseline: "
                   "supported when it keeps a gain (CI above 0, 'inexistant' effect), contradicted when below; "
                   "(3) each layer alone against the full model, as (1) ('no performance improvements').")
     for key in params.get("lesions") or {}:
@@ -255,11 +256,11 @@ def _lesion_rows(key: str, family: str, les: dict) -> list[Evidence]:
     alone = [p for p in les["patterns"] if p["kind"] == "alone"]
     rows = [decided(f"{key}: {ablate[0]['pattern']} (first layer ablated) vs full", family,
                     estimate(ablate[0]["vs_full"]), {**head, "accuracy": pct(ablate[0]["accuracy"])},
-                    direction=-1, paper_size=-g.mean),
+                    direction=-1, paper_size=-g.low),
             decided(f"{key}: {ablate[-1]['pattern']} (last layer ablated) vs baseline", family,
                     estimate(ablate[-1]["vs_baseline"]), {"accuracy": pct(ablate[-1]["accuracy"])})]
     rows += [decided(f"{key}: {p['pattern']} ({p['layer']} alone) vs full", family, estimate(p["vs_full"]),
-                     {"accuracy": pct(by_pattern[p["pattern"]]["accuracy"])}, direction=-1, paper_size=-g.mean)
+                     {"accuracy": pct(by_pattern[p["pattern"]]["accuracy"])}, direction=-1, paper_size=-g.low)
              for p in alone]
     return rows
 
