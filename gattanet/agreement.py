@@ -54,12 +54,17 @@ def agreement_maps(model: nn.Module, x: Tensor, labels: Sequence[int] | Tensor,
             for b in range(len(x))]
 
 
-def true_class_hits(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Per image, whether the true class has the highest last-tap (logits layer) agreement score, and
-    whether it is among the 3 highest: two bool (B,) tensors on the CPU."""
+def true_class_hits(scores: Tensor, y: Tensor, alpha: float | Tensor = 1.0) -> tuple[Tensor, Tensor]:
+    """Per image, whether the true class's logit is the one attention enhances most in the last tap
+    (the logits layer), and whether it is among the 3 most enhanced: two bool (B,) tensors on the CPU.
+
+    Units are ranked by their modulation α·a (Eq. 5), not by the raw score a: the model is unchanged
+    by (α, W_k) → (−α, −W_k), so a trained model's scores come with either sign, and only α·a says
+    which units the agreement raises. With α > 0 this is the paper's "highest agreement score"."""
     if scores.dim() != 2:
         raise ValueError(f"the last tap must be the dense logits layer; its scores have shape "
                          f"{tuple(scores.shape)}")
+    scores = scores * alpha
     y = y.to(scores.device)
     top3 = (scores.topk(min(3, scores.shape[1]), dim=1).indices == y[:, None]).any(1)
     return (scores.argmax(1) == y).cpu(), top3.cpu()
@@ -68,12 +73,15 @@ def true_class_hits(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def true_class_rank_stats(model: nn.Module, loader: Loader) -> dict:
     """Over `loader.epoch(0)`: how often the true class has the highest agreement score of the last
-    tap (the logits layer), and how often it is among the 3 highest; with chance levels. Eval mode."""
+    tap (the logits layer), and how often it is among the 3 highest; with chance levels. Eval mode.
+    Units rank by their modulation α·a (see `true_class_hits`); a stand-in without attention by a."""
     model.eval()
+    attention = getattr(model, "attention", None)
+    alpha = attention.alpha[-1].detach() if attention is not None else 1.0
     top1, top3, num_classes = [], [], None
     for x, y in loader.epoch(0):
         scores = model(x, return_state=True)[1].scores[-1]
-        h1, h3 = true_class_hits(scores, y)
+        h1, h3 = true_class_hits(scores, y, alpha)
         top1.append(h1)
         top3.append(h3)
         num_classes = scores.shape[1]

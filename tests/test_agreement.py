@@ -177,3 +177,26 @@ def test_true_class_hits_over_shared_states_give_true_class_rank_stats():
         stats = true_class_rank_stats(m, loader)
         assert rates[s] == (pytest.approx(stats["top1_rate"]), pytest.approx(stats["top3_rate"]))
     assert rates[0] != rates[1]  # the two seeds' attention really differ
+
+
+def test_true_class_ranking_is_invariant_to_the_sign_symmetry_of_alpha_and_keys():
+    """(α, W_k) → (−α, −W_k) on the last tap leaves GAttANet unchanged; the true-class measure must not
+    change either (ranking by the raw score a would turn 'most enhanced' into 'least enhanced')."""
+    model = toy_model()
+    with torch.no_grad():
+        model.attention.alpha[-1] = 0.7
+    loader = TensorLoader(random_data(40), batch_size=20)
+    before = true_class_rank_stats(model, loader)
+    x = next(iter(loader.epoch(0)))[0]
+    with torch.no_grad():
+        logits = model(x)
+        model.attention.alpha[-1] *= -1
+        keys = model.attention.layers[-1].proj.weight[:, :model.attention.dim]
+        keys.mul_(-1)
+        assert torch.allclose(model(x), logits, atol=1e-5)
+    assert true_class_rank_stats(model, loader) == before
+    scores = torch.tensor([[3., 1, 0, 2], [0., 2, 1, 3]])
+    y = torch.tensor([0, 1])
+    assert true_class_hits(scores, y, 1.0)[0].tolist() == [True, False]
+    assert true_class_hits(scores, y, -1.0)[0].tolist() == [False, False]  # now class 2 and 0 are raised most
+    assert true_class_hits(-scores, y, -1.0)[0].tolist() == [True, False]

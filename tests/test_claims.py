@@ -101,7 +101,8 @@ def test_query_space_and_true_class_rates_are_judged_against_halfway_to_perfect(
     ([SUPPORTED, NOT_RUN, NOT_APPLICABLE], SUPPORTED),    # out of scope rows do not count
     ([SUPPORTED, INCONCLUSIVE], INCONCLUSIVE),
     ([SUPPORTED, CONTRADICTED], INCONCLUSIVE),            # mixed
-    ([CONTRADICTED, INCONCLUSIVE], CONTRADICTED),         # contradicted, and nothing supported
+    ([CONTRADICTED, INCONCLUSIVE], INCONCLUSIVE),         # contradicted needs every row, as supported does
+    ([CONTRADICTED, CONTRADICTED, NOT_RUN], CONTRADICTED),
     ([INCONCLUSIVE, INCONCLUSIVE], INCONCLUSIVE),
     ([NOT_APPLICABLE, NOT_RUN], NOT_APPLICABLE),
     ([NOT_RUN], NOT_RUN),
@@ -127,6 +128,8 @@ def test_supported_and_contradicted_rows_in_one_family_are_inconclusive(tmp_path
     assert claim.overall == {"toy": INCONCLUSIVE}
     claim = claims_of(tmp_path / "b", params, gain={D16: -0.02, D64: 0.0}, skip=OPTIONAL)["clean_gain"]
     assert [e.verdict for e in claim.evidence] == [CONTRADICTED, INCONCLUSIVE]
+    assert claim.overall == {"toy": INCONCLUSIVE}
+    claim = claims_of(tmp_path / "c", params, gain={D16: -0.02, D64: -0.03}, skip=OPTIONAL)["clean_gain"]
     assert claim.overall == {"toy": CONTRADICTED}
 
 

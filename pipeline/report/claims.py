@@ -16,8 +16,8 @@ from gattanet.stats import (CONTRADICTED, INCONCLUSIVE, NOT_APPLICABLE, NOT_RUN,
 from .load import Outputs, stage_command
 
 OVERALL_RULE = ("Per backbone family, over the rows in scope (rows not run or not applicable are out of "
-                "scope): supported when every row is supported; contradicted when at least one row is "
-                "contradicted and none is supported; inconclusive otherwise (mixed or undecided rows).")
+                "scope): supported when every row is supported; contradicted when every row is contradicted; "
+                "inconclusive otherwise (mixed or undecided rows). The two outcomes need the same unanimity.")
 FULL_PROFILE_COMMAND = "gattanet-cli profile full && dvc repro"
 DIMENSIONS = (16, 64)  # the paper's comparison (§3.0.5)
 
@@ -108,7 +108,7 @@ def overall_verdict(verdicts: list[str]) -> str:
         return NOT_APPLICABLE if NOT_APPLICABLE in verdicts else NOT_RUN
     if all(v == SUPPORTED for v in scope):
         return SUPPORTED
-    if CONTRADICTED in scope and SUPPORTED not in scope:
+    if all(v == CONTRADICTED for v in scope):
         return CONTRADICTED
     return INCONCLUSIVE
 
@@ -203,9 +203,12 @@ def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
 def true_class(out: Outputs, paper: dict, params: dict) -> Claim:
     claim = Claim("true_class", "The true class is typically among the top last-layer agreement scores",
                   paper["claims"]["true_class"],
-                  "Effect: the rate at which the true class is among the 3 highest last-layer agreement scores "
-                  "(every test image, per seed) minus the bar halfway from chance (3/C) to 100 % (always "
-                  "≥ 50 %, the paper's 'typically'). Supported above the bar, contradicted below.")
+                  "Effect: the rate at which the true class is among the 3 last-layer units that agreement "
+                  "enhances most (every test image, per seed) minus the bar halfway from chance (3/C) to "
+                  "100 % (always ≥ 50 %, the paper's 'typically'). Units rank by their modulation α·a: the "
+                  "model is the same under (α, W_k) → (−α, −W_k), so a seed may learn the scores with either "
+                  "sign, and with α > 0 this is the paper's 'highest agreement score'. Supported above the "
+                  "bar, contradicted below.")
     for key, m in out.train_attn.items():
         maps = out.maps.get(key)
         if maps is None:

@@ -1,5 +1,5 @@
 """maps@KEY: agreement maps of one seeded test image per class (Fig. 3, first seed), and over the test set for
-every seed whether the true class has the highest (top-3) last-layer agreement score, with its CI."""
+every seed whether attention enhances the true class's logit most (top-1, top-3: ranked by α·a), with its CI."""
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ def run(params, key: str) -> None:
         with torch.no_grad(), autocast(device, dtype):
             for xb, yb in source.loader("test", EVAL_BATCH, limit=params.maps_test_subset).epoch(0):
                 for name, state in shared_states(named, xb)[2].items():
-                    h1, h3 = true_class_hits(state.scores[-1], yb)
+                    h1, h3 = true_class_hits(state.scores[-1], yb, named[name].attention.alpha[-1].detach())
                     top1[name].append(h1)
                     top3[name].append(h3)
     num_classes = len(source.classes)
