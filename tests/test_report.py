@@ -336,9 +336,14 @@ def test_agreement_maps_figure_is_generic_over_taps(tmp_path):
     sample = {"index": 0, "label": 2, "pred_baseline": 1, "pred_gattanet": 2,
               "image": rng.integers(0, 256, size=(3, 16, 16)).tolist(),
               "scores": [rng.normal(size=t["shape"][1:] if t["kind"] == "conv" else t["shape"]).tolist() for t in taps]}
-    fig = figures.agreement_maps({"taps": taps, "classes": list("abcde"), "samples": [sample, sample]})
+    alpha = [0.1, 0.2, -0.3, 0.4, 0.5, -0.5]
+    fig = figures.agreement_maps({"taps": taps, "classes": list("abcde"), "samples": [sample, sample],
+                                  "alpha": alpha})
     assert len(fig.axes) == 2 * 7
     assert fig.axes[-1].patches[2].get_facecolor()[:3] == pytest.approx((0.839, 0.153, 0.157), abs=1e-2)  # true class red
+    # bars are the modulation α·a: with α < 0 a unit's bar points opposite to its raw score
+    heights = [p.get_height() for p in fig.axes[-1].patches[:5]]
+    assert heights == pytest.approx([-0.5 * v for v in sample["scores"][-1]])
     links = figures.save(fig, tmp_path, "maps6")
     assert (tmp_path / links["png"]).exists() and (tmp_path / links["svg"]).exists()
 

@@ -146,8 +146,10 @@ def embedding_scatter(points: dict[str, list], classes: list[str], title: str) -
 
 
 def agreement_maps(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Figure:
-    """Fig. 3: per image, the image, each conv tap's agreement map (RdBu_r centred on 0: red up,
-    blue down) and each dense tap's scores as bars; on the last tap the true class bar is red."""
+    """Fig. 3: per image, the image, each conv tap's modulation map α_l·a (RdBu_r centred on 0: red
+    enhanced, blue decreased) and each dense tap's α_l·a as bars; on the last tap the true class bar
+    is red. α_l·a, not a: the model is the same under (α, W_k) → (−α, −W_k), so only the product says
+    which units attention raises (with α > 0 it orders like the paper's scores)."""
     taps, samples, classes = maps["taps"], maps["samples"][:max_samples], maps["classes"]
     fig = Figure(figsize=(1.75 * (len(taps) + 1), 1.55 * len(samples) + 0.4), layout="constrained")
     grid = fig.subplots(len(samples), len(taps) + 1, squeeze=False)
@@ -161,7 +163,7 @@ def agreement_maps(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Figure:
         ax.set_yticks([])
         for c, (tap, score) in enumerate(zip(taps, sample["scores"]), start=1):
             ax = grid[r][c]
-            score = np.asarray(score, dtype=float)
+            score = maps["alpha"][c - 1] * np.asarray(score, dtype=float)
             if tap["kind"] == "conv":
                 m = float(np.abs(score).max()) or 1.0
                 ax.imshow(score, cmap="RdBu_r", vmin=-m, vmax=m)
@@ -179,7 +181,7 @@ def agreement_maps(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Figure:
                 ax.tick_params(labelsize=5)
             ax.set_xticks([])
             if r == 0:
-                ax.set_title(f"{tap['name']} ({tap['kind']})", fontsize=7)
+                ax.set_title(f"{tap['name']} ({tap['kind']}): α·a", fontsize=7)
     return fig
 
 

@@ -41,7 +41,7 @@ SWEEP_KEYS = ("run", "dataset", "attn_dim", "clip", "seeds", "sigmas", "peak_sig
               "gain", "growth", "seconds")
 LESION_KEYS = ("run", "mode", "seeds", "taps", "baseline_acc", "full_acc", "patterns", "seconds")
 EMBED_KEYS = ("run", "seeds", "n_points", "attn_dim", "classes", "knn_k", "knn_query", "chance", "seconds")
-MAPS_KEYS = ("run", "classes", "taps", "samples")
+MAPS_KEYS = ("run", "classes", "taps", "alpha", "samples")
 MAPS_STATS_KEYS = ("run", "seeds", "n", "top1_rate", "top3_rate", "chance_top1", "chance_top3", "seconds")
 BASELINE_KEYS = ("method", "run", "arch", "dataset", "seeds", "trainable_params", "gattanet_params", "matchable",
                  "within_budget", "clean_acc", "baseline_acc", "clean_gain", "peak_sigma", "acc_at_peak",
