@@ -37,6 +37,18 @@ def write_fashion_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one torch thread avoids oversubscribing a shared CPU; restored after the module.
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def fmnist_root(tmp_path) -> Path:
     return write_fashion_mnist(tmp_path / "fashion-mnist")

@@ -14,13 +14,7 @@ from gattanet.backbones import Backbone
 from gattanet.taps import Tap
 from gattanet.toy import ToyCNN
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared CPU (10x faster here); restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL_WIDTH = {"eca": 3, "aa-conv": HEADS, "gsa": 2 * HEADS}

@@ -15,13 +15,7 @@ from gattanet.model import GAttANet
 CLASSES = tuple(str(c) for c in range(10))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared CPU; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_model(dim: int = 4) -> GAttANet:

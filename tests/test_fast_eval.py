@@ -17,13 +17,7 @@ from gattanet.loader import TensorLoader
 from gattanet.model import GAttANet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared CPU; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise(model: GAttANet, seed: int) -> GAttANet:

@@ -17,13 +17,7 @@ from gattanet.stats import effect_ci
 from gattanet.sweeps import gain_at, gains, growth, sweep_correct
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared CPU; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(n: int = 40, size: int = 4, seed: int = 0) -> TensorData:
