@@ -172,7 +172,7 @@ def bench(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 
 
 @app.command()
-def profile(name: str = typer.Argument(..., help="default | paper | tiny"),
+def profile(name: str = typer.Argument(..., help="default | full | paper | tiny (the files in profiles/)"),
             params: Path = PARAMS_OPT) -> None:
     """Replace params.yaml with a named profile and print what changed."""
     from pipeline.profiles import switch_profile

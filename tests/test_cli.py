@@ -88,3 +88,10 @@ def test_profile_switch_prints_changes(tmp_path, monkeypatch):
     assert "+ lesions.toy-fmnist-d16" in r.output
     r = runner.invoke(app, ["profile", "huge"])
     assert r.exit_code == 2 and "allowed: default, full, paper, tiny" in r.output
+
+
+def test_profile_help_names_every_profile_there_is():
+    from pipeline.profiles import available
+
+    out = runner.invoke(app, ["profile", "--help"], terminal_width=200).output
+    assert all(name in out for name in available()) and "full" in available()
