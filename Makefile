@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test env data bench clean-outputs
+.PHONY: repro test env data bench clean-outputs package-check
 
 repro: env data
 	dvc repro
@@ -26,8 +26,15 @@ $(STAMP): requirements.txt pyproject.toml
 data:
 	bash scripts/ensure_fashion_mnist.sh
 
+# The wheel as a user gets it: built, installed into a clean venv, gattanet-cli run outside the
+# checkout (a few minutes: it installs torch; not part of `make test`).
+package-check:
+	PYTHON=$(PYTHON) bash scripts/check_wheel.sh
+
 bench: env
 	$(BIN)/gattanet-cli bench
 
+# Every output of a run, for a run from nothing (results/ and reports/ files that git tracks come back
+# with `git checkout -- results reports`).
 clean-outputs:
 	rm -rf data models results reports .gattanet

@@ -6,10 +6,11 @@ Options for the ResNets: `kq_norm` batch-normalises keys and queries, `score_nor
 each layer's score map without affine parameters (the learned α already scales each layer's map,
 so a gain would be redundant, and a per-position bias would tie the parameters to one input size).
 
-Speed: a tap's keys and queries come from one projection (keys are its first d outputs, queries
-the last d). In eval mode nothing is random and every step up to the scores is affine, so the
-global query and the scores are computed from the activations directly, without materialising
-per-position keys and queries (the same numbers up to float rounding).
+`GlobalAttention.forward` is Eqs. 1-4 as written (with `fast` off). By default it hands over to two
+paths that give the same numbers quicker: `forward_batched` in training (each 1x1 convolution as one
+batched matmul, a cheaper dropout mask) and `forward_folded` in eval, where nothing is random and
+every step up to the scores is affine, so the global query and the scores come from the activations
+directly, without per-position keys and queries. tests/test_attention_model.py checks all three agree.
 """
 
 from collections.abc import Sequence
@@ -79,8 +80,9 @@ def fast_dropout(x: Tensor, p: float) -> Tensor:
 
 
 class TapKeysQueries(nn.Module):
-    """Keys and queries of one tap, stacked on the feature axis (keys first): projection →
-    optional BatchNorm (per feature, so one over 2d features is two over d) → dropout."""
+    """Keys and queries of one tap: W_k and W_q stacked in one projection (keys are its first d
+    outputs, queries the last d) → optional BatchNorm (per feature, so one over 2d features is two
+    over d) → dropout."""
 
     def __init__(self, tap: Tap, dim: int, dropout: float, kq_norm: bool):
         super().__init__()
@@ -94,8 +96,19 @@ class TapKeysQueries(nn.Module):
         self.norm = norm(2 * dim) if kq_norm else nn.Identity()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(keys, queries) by Eq. 1 or 2 as written: conv (B, d, H, W), dense (B, N, d)."""
+        if self.kind == "conv":  # Eq. 1: [k_xy; q_xy] = [W_k; W_q] X_xy + [b_k; b_q], a 1x1 convolution
+            kq = F.conv2d(x, self.proj.weight, self.proj.bias)
+        else:  # Eq. 2: unit i has its own vectors, [k_i; q_i] = x_i · [W_k[i]; W_q[i]]
+            kq = x.unsqueeze(-1) * self.proj.weight
+        kq = F.dropout(self.norm(kq), self.dropout, self.training)
+        return kq.split(self.dim, dim=1 if self.kind == "conv" else 2)
+
+    def forward_batched(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """`forward` as training runs it: the 1x1 convolution as PointwiseConv's batched matmul, and
+        fast_dropout's mask (one draw, independent per element of keys and queries)."""
         kq = self.norm(self.proj(x))
-        if self.training and self.dropout > 0:  # one draw, independent per element of keys and queries
+        if self.training and self.dropout > 0:
             kq = fast_dropout(kq, self.dropout)
         return kq.split(self.dim, dim=1 if self.kind == "conv" else 2)
 
@@ -112,27 +125,9 @@ class TapKeysQueries(nn.Module):
         return w, b
 
 
-def _mean_over_positions(q: Tensor) -> Tensor:
-    return q.mean(dim=(2, 3)) if q.dim() == 4 else q.mean(dim=1)
-
-
-def _mean_query(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """Eq. 3 for one layer without dropout: the mean over positions (units) of w·x + b, (B, d)."""
-    if x.dim() == 4:
-        return x.mean(dim=(2, 3)) @ w.T + b
-    return x @ w.T / x.shape[1] + b
-
-
-def _scores(x: Tensor, query: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """Eq. 4 without dropout: query · (w·x + b) at every position, as (query w) · x + query · b."""
-    v, shift = query @ w, query @ b
-    if x.dim() == 4:
-        return torch.einsum("bc,bchw->bhw", v, x) + shift[:, None, None]
-    return x * v + shift[:, None]
-
-
 class GlobalAttention(nn.Module):
-    """Keys, queries, the global query and the agreement scores of every tap; α (one per tap, 0 at init)."""
+    """Keys, queries, the global query and the agreement scores of every tap; α (one per tap, 0 at init).
+    `fast` (default True) lets `forward` hand over to `forward_batched` / `forward_folded`."""
 
     def __init__(self, taps: Sequence[Tap], dim: int, dropout: float = 0.25,
                  kq_norm: bool = False, score_norm: bool = False):
@@ -147,30 +142,77 @@ class GlobalAttention(nn.Module):
         self.kq_norm, self.score_norm = kq_norm, score_norm
         self.layers = nn.ModuleList(TapKeysQueries(t, dim, dropout, kq_norm) for t in self.taps)
         self.alpha = nn.Parameter(torch.zeros(len(self.taps)))
+        self.fast = True
 
     def forward(self, acts: Sequence[Tensor], with_kq: bool = True) -> AttentionState:
-        """The state of one attention pass; `with_kq=False` lets eval mode skip the per-position
-        keys and queries (then None), which the scores do not need there."""
+        """Eqs. 1-4 over the tapped activations `acts`, as written below when `fast` is off. `with_kq=False`
+        lets the eval path skip the per-position keys and queries (then None), which its scores do not need."""
+        self._check(acts)
+        if self.fast:
+            return self.forward_batched(acts) if self.training else self.forward_folded(acts, with_kq)
+        keys, queries = [], []
+        for layer, x in zip(self.layers, acts):  # Eq. 1 (conv taps) or Eq. 2 (dense taps)
+            k, q = layer(x)
+            keys.append(k)
+            queries.append(q)
+        layer_queries = [q.mean(dim=(2, 3)) if q.dim() == 4 else q.mean(dim=1) for q in queries]
+        query = torch.stack(layer_queries).mean(dim=0)  # Eq. 3: q = mean over layers of mean over positions
+        scores = [torch.einsum("bd,bdhw->bhw", query, k) if k.dim() == 4  # Eq. 4: a_xy = q · k_xy
+                  else torch.einsum("bd,bnd->bn", query, k) for k in keys]  # Eq. 4: a_i = q · k_i
+        return AttentionState(keys, queries, query, self._normalise(scores))
+
+    def forward_batched(self, acts: Sequence[Tensor]) -> AttentionState:
+        """Training's path: `forward` with each tap's keys and queries from `TapKeysQueries.forward_batched`."""
+        keys, queries = map(list, zip(*(layer.forward_batched(a) for layer, a in zip(self.layers, acts))))
+        query = torch.stack([_mean_over_positions(q) for q in queries]).mean(dim=0)  # Eq. 3
+        scores = [torch.einsum("bd,bdhw->bhw", query, k) if k.dim() == 4
+                  else torch.einsum("bd,bnd->bn", query, k) for k in keys]  # Eq. 4
+        return AttentionState(keys, queries, query, self._normalise(scores))
+
+    def forward_folded(self, acts: Sequence[Tensor], with_kq: bool = True) -> AttentionState:
+        """Eval's path: the global query and the scores from each tap's folded affine map W·x + b
+        (`TapKeysQueries.folded`), never materialising per-position keys and queries for them."""
+        if self.training:
+            raise RuntimeError("forward_folded holds in eval mode only (no dropout, BatchNorm running "
+                               "statistics); call .eval() first")
+        keys = queries = None
+        if with_kq:
+            keys, queries = map(list, zip(*(layer.forward_batched(a) for layer, a in zip(self.layers, acts))))
+        d, maps = self.dim, [layer.folded() for layer in self.layers]  # keys: rows [:d], queries: [d:]
+        query = torch.stack([_query_folded(a, w[d:], b[d:]) for a, (w, b) in zip(acts, maps)]).mean(dim=0)
+        scores = [_scores_folded(a, query, w[:d], b[:d]) for a, (w, b) in zip(acts, maps)]
+        return AttentionState(keys, queries, query, self._normalise(scores))
+
+    def count_parameters(self) -> int:
+        """Trainable parameters (W_k, W_q, biases, norms' affine terms, α)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _check(self, acts: Sequence[Tensor]) -> None:
         if len(acts) != len(self.taps):
             raise ValueError(f"attention has {len(self.taps)} taps, got {len(acts)} activations")
         for tap, a in zip(self.taps, acts):
             if a.dim() != (4 if tap.kind == "conv" else 2):
                 raise ValueError(f"tap {tap.name} ({tap.kind}) got an activation of shape {tuple(a.shape)}")
-        keys = queries = None
-        if self.training or with_kq:
-            keys, queries = map(list, zip(*(layer(a) for layer, a in zip(self.layers, acts))))
-        if self.training:  # dropout and batch statistics: only the per-position keys/queries will do
-            query = torch.stack([_mean_over_positions(q) for q in queries]).mean(dim=0)  # Eq. 3
-            scores = [torch.einsum("bd,bdhw->bhw", query, k) if k.dim() == 4
-                      else torch.einsum("bd,bnd->bn", query, k) for k in keys]  # Eq. 4
-        else:
-            d, maps = self.dim, [layer.folded() for layer in self.layers]  # keys: rows [:d], queries: [d:]
-            query = torch.stack([_mean_query(a, w[d:], b[d:]) for a, (w, b) in zip(acts, maps)]).mean(dim=0)
-            scores = [_scores(a, query, w[:d], b[:d]) for a, (w, b) in zip(acts, maps)]
-        if self.score_norm:
-            scores = [F.layer_norm(s, s.shape[1:]) for s in scores]
-        return AttentionState(keys, queries, query, scores)
 
-    def count_parameters(self) -> int:
-        """Trainable parameters (W_k, W_q, biases, norms' affine terms, α)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+    def _normalise(self, scores: list[Tensor]) -> list[Tensor]:
+        """`score_norm`: each layer's map standardised over its own positions (units), per image."""
+        return [F.layer_norm(s, s.shape[1:]) for s in scores] if self.score_norm else scores
+
+
+def _mean_over_positions(q: Tensor) -> Tensor:
+    return q.mean(dim=(2, 3)) if q.dim() == 4 else q.mean(dim=1)
+
+
+def _query_folded(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """One layer's term of Eq. 3 without dropout: the mean over positions (units) of w·x + b, (B, d)."""
+    if x.dim() == 4:
+        return x.mean(dim=(2, 3)) @ w.T + b
+    return x @ w.T / x.shape[1] + b
+
+
+def _scores_folded(x: Tensor, query: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """Eq. 4 without dropout: query · (w·x + b) at every position, as (query w) · x + query · b."""
+    v, shift = query @ w, query @ b
+    if x.dim() == 4:
+        return torch.einsum("bc,bchw->bhw", v, x) + shift[:, None, None]
+    return x * v + shift[:, None]

@@ -1,98 +1,21 @@
-"""The backbone protocol (run with per-tap transforms, taps from a dry run) and `build_backbone`."""
+"""The backbone registry: `ARCHS` and `build_backbone` (the protocol is `gattanet.backbone.Backbone`)."""
 
-from collections.abc import Callable, Sequence
-
-import torch
-from torch import Tensor, nn
-
-from gattanet.taps import Tap
+from gattanet.backbone import Backbone
+from gattanet.toy import ToyCNN
 
 ARCHS = ("toy", "resnet18", "resnet50")
-
-Transform = Callable[[Tensor], Tensor] | None
-
-
-class Backbone(nn.Module):
-    """Base of every backbone: subclasses set the attributes below and implement `run`."""
-
-    arch: str
-    in_channels: int
-    num_classes: int
-    input_size: int
-    tap_names: tuple[str, ...]
-
-    def segments(self) -> list[Callable[[Tensor], Tensor]]:
-        """f_i for every tap i: the network from the input (i = 0) or from tap i−1's output to tap i's
-        activation. The last tap is the logits. Subclasses define the network here."""
-        raise NotImplementedError(f"{type(self).__name__} must implement segments()")
-
-    def run(self, x: Tensor, transforms: Sequence[Transform] | None = None) -> tuple[Tensor, list[Tensor]]:
-        """Logits and the tapped activations; transforms[i] rewrites tap i before the network goes on."""
-        transforms = self._transforms(transforms)
-        acts: list[Tensor] = []
-        for f, t in zip(self.segments(), transforms):
-            x = self._tap(f(x), t, acts)
-        return x, acts
-
-    def resume(self, tap: int, act: Tensor, transforms: Sequence[Transform] | None = None) -> Tensor:
-        """The logits of a pass that equals an earlier one up to tap `tap`: `act` is that tap's activation
-        as `run` recorded it without transforms, so the segments before it need not run again."""
-        transforms = self._transforms(transforms)
-        segments = self.segments()
-        if not 0 <= tap < len(segments):
-            raise ValueError(f"{self.arch}: tap {tap} out of range 0..{len(segments) - 1}")
-        x = self._tap(act, transforms[tap], [])
-        for f, t in zip(segments[tap + 1:], transforms[tap + 1:]):
-            x = self._tap(f(x), t, [])
-        return x
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.run(x)[0]
-
-    @torch.no_grad()
-    def taps(self, input_shape: Sequence[int] | None = None) -> list[Tap]:
-        """The taps in order, measured by a dry run on zeros (eval mode, so BN statistics stay put)."""
-        shape = tuple(input_shape) if input_shape is not None else (
-            self.in_channels, self.input_size, self.input_size)
-        weight = next(self.parameters())
-        was_training = self.training
-        self.eval()
-        try:
-            _, acts = self.run(torch.zeros(1, *shape, device=weight.device, dtype=weight.dtype))
-        finally:
-            self.train(was_training)
-        return [Tap(name, "conv" if a.dim() == 4 else "dense", tuple(a.shape[1:]))
-                for name, a in zip(self.tap_names, acts)]
-
-    def _transforms(self, transforms: Sequence[Transform] | None) -> list[Transform]:
-        if transforms is None:
-            return [None] * len(self.tap_names)
-        if len(transforms) != len(self.tap_names):
-            raise ValueError(f"{self.arch}: got {len(transforms)} transforms for "
-                             f"{len(self.tap_names)} taps ({', '.join(self.tap_names)})")
-        return list(transforms)
-
-    @staticmethod
-    def _tap(x: Tensor, transform: Transform, acts: list[Tensor]) -> Tensor:
-        """Apply a tap's transform (if any), record the result, and hand it on."""
-        if transform is not None:
-            x = transform(x)
-        acts.append(x)
-        return x
 
 
 def build_backbone(arch: str, num_classes: int, in_channels: int, weights: str | None = None,
                    input_size: int = 32, **kw) -> Backbone:
     """A backbone by name. `kw` goes to ToyCNN (widths, hidden, dropout); ResNets take none."""
-    # Imported here so that a toy-only user does not pay for importing torchvision.
     if arch == "toy":
-        from gattanet.toy import ToyCNN
         if weights is not None:
             raise ValueError("the toy backbone has no pretrained weights; load a trained one with "
                              "gattanet.checkpoint.load_backbone")
         return ToyCNN(in_channels, num_classes, input_size=input_size, **kw)
     if arch in ("resnet18", "resnet50"):
-        from gattanet.resnet import ResNetBackbone
+        from gattanet.resnet import ResNetBackbone  # here: importing torchvision costs toy-only runs ~1 s
         if kw:
             raise ValueError(f"{arch} takes no extra arguments; got {', '.join(kw)}")
         return ResNetBackbone(arch, num_classes, in_channels, weights=weights, input_size=input_size)

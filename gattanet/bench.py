@@ -33,26 +33,30 @@ def _random_data(n: int, seed: int = 0) -> TensorData:
                       tuple(str(c) for c in range(10)))
 
 
+def timed(fn: Callable[[], object], device: str | torch.device) -> float:
+    """Wall-clock seconds of `fn()`, GPU work included: on CUDA the device is synchronised before the
+    clock starts (nothing queued earlier is counted) and before it stops (everything `fn` queued is)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
 def _best_rates(runs: dict[Hashable, Callable[[int], None]], n_images: int, warmup: int, repeats: int,
                 device: torch.device) -> dict[Hashable, float]:
     """Images/s of each run (its best of `repeats`, after `warmup`); runs are interleaved so
     that a load spike from other processes hurts all of them alike."""
-    def timed(fn: Callable[[int], None], e: int) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn(e)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
-
     for e in range(warmup):
         for fn in runs.values():
-            timed(fn, e)
+            timed(lambda: fn(e), device)
     best = {name: float("inf") for name in runs}
     for e in range(warmup, warmup + repeats):
         for name, fn in runs.items():
-            best[name] = min(best[name], timed(fn, e))
+            best[name] = min(best[name], timed(lambda: fn(e), device))
     return {name: n_images / t for name, t in best.items()}
 
 

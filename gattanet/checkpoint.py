@@ -3,10 +3,15 @@
 A checkpoint is `{"format": "gattanet", "version": 1, "library_version", "meta", "state_dict"}`;
 `meta["kind"]` is "backbone", "gattanet" or "adapter". An attention checkpoint records the sha256 of
 the backbone checkpoint it was trained on, and loads only beside that exact file.
+
+The bytes of a checkpoint depend only on its content: the same weights and meta saved twice, to any
+path at any time, give the same file (and sha256), so DVC sees an identical retrain or a resumed run as
+unchanged. Meta therefore holds no wall-clock time, duration or path (timings go to metrics.json).
 """
 
 import hashlib
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -14,24 +19,65 @@ from torch import Tensor
 
 import gattanet
 from gattanet.attention import GlobalAttention
-from gattanet.backbones import Backbone, build_backbone
-from gattanet.io import atomic_path
+from gattanet.backbone import Backbone
+from gattanet.backbones import build_backbone
+from gattanet.errors import InputError
+from gattanet.io import save_torch
 from gattanet.model import GAttANet
 from gattanet.taps import Tap
 
 FORMAT, VERSION = "gattanet", 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint is missing, unreadable, unsafe, not ours, or not the one expected."""
 
 
 def save_checkpoint(path, state_dict: dict[str, Tensor], meta: dict) -> None:
-    """Write the checkpoint atomically (tensors moved to CPU): a killed writer never leaves half a file."""
+    """Write the checkpoint atomically (a killed writer never leaves half a file) and byte-deterministically:
+    tensors as contiguous CPU copies that own their storage (the same bytes whatever the memory format
+    or device they were trained in), meta with its dicts' keys sorted, serialised by `io.torch_bytes`
+    (no file name, timestamp or pickle back-reference in the bytes). The state_dict keeps its order."""
     payload = {"format": FORMAT, "version": VERSION, "library_version": gattanet.__version__,
-               "meta": meta, "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+               "meta": _canonical(meta), "state_dict": {k: _canonical(v) for k, v in state_dict.items()}}
+    save_torch(path, payload)
+
+
+def _canonical(x):
+    """Meta and tensors in one spelling: dicts key-sorted, tensors as compact contiguous CPU copies."""
+    if isinstance(x, Tensor):
+        return x.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+    if isinstance(x, dict):
+        return {k: _canonical(x[k]) for k in sorted(x, key=lambda k: (type(k).__name__, str(k)))}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_canonical(v) for v in x)
+    return x
+
+
+def _remedy(path: Path) -> str:
+    """What to do about an unreadable or foreign checkpoint file: restore the committed one from the DVC
+    cache first, and only if that does not help regenerate it."""
+    return (f"restore it with `dvc checkout --force {path}`; if that fails (not in the DVC cache), "
+            f"rerun `dvc repro {_writer_stage(path)}`")
+
+
+def _cause(e: Exception) -> str:
+    """The error torch.load raised, in one line: for weights_only refusals the unpickler's own words,
+    without torch's advice to retry with weights_only=False (never the remedy for a file we wrote)."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    paragraphs = [p for p in re.split(r"\n\s*\n", str(e)) if p.strip() and not p.strip().startswith(boilerplate)]
+    detail = " ".join(" ".join(paragraphs).replace("WeightsUnpickler error:", "").split())
+    return f"{type(e).__name__}: {detail[:300]}"
+
+
+def _writer_stage(path: Path) -> str:
+    """The dvc.yaml stage that writes `path` (models/backbones/KEY.pt, models/attention/KEY/seed-N.pt)."""
+    parts = Path(path).parts
+    if len(parts) >= 2 and parts[-2] == "backbones":
+        return f"pretrain@{Path(path).stem}"
+    if len(parts) >= 3 and parts[-3] == "attention":
+        return f"train-attn@{parts[-2]}"
+    return "<the stage that writes it>"
 
 
 def load_checkpoint(path, expect: dict | None = None) -> tuple[dict[str, Tensor], dict]:
@@ -45,18 +91,18 @@ def load_checkpoint(path, expect: dict | None = None) -> tuple[dict[str, Tensor]
     except Exception as e:
         if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():  # a class or function
             raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain "
-                                  f"data (weights_only=True); delete it and regenerate it ({e})") from e
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e}); "
-                              "delete it and rerun the stage that writes it") from e
+                                  f"data (weights_only=True); {_remedy(path)} ({_cause(e)})") from e
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint; {_remedy(path)} ({_cause(e)})") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a gattanet checkpoint (no format={FORMAT!r} header); "
-                              "save checkpoints with gattanet.checkpoint.save_checkpoint")
+                              f"{_remedy(path)} (save checkpoints with gattanet.checkpoint.save_checkpoint)")
     if obj.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}, this library "
-                              f"reads version {VERSION}; regenerate it")
+                              f"reads version {VERSION}; regenerate it: `dvc repro {_writer_stage(path)}`")
     meta = obj.get("meta")
     if not isinstance(meta, dict) or not isinstance(obj.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: malformed gattanet checkpoint (meta or state_dict missing)")
+        raise CheckpointError(f"{path}: malformed gattanet checkpoint (meta or state_dict missing); "
+                              f"{_remedy(path)}")
     for key, want in (expect or {}).items():
         found = meta.get(key)
         if _plain(found) != _plain(want):

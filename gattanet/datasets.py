@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gattanet.errors import InputError
 from gattanet.io import atomic_path
 from gattanet.specs import FASHION_CLASSES
 
@@ -31,7 +32,7 @@ FORMAT = "gattanet-data"
 VERSION = 1
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """A dataset is missing, truncated or not in the expected format; the message says which
     file and how to get it."""
 

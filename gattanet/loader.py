@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gattanet.augment import Augment
 from gattanet.datasets import TensorData
+from gattanet.distributed import SINGLE, World
 from gattanet.noise import add_noise, derive_seed, indexed_noise
 
 
@@ -49,15 +50,28 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
+def _check_world(num_samples: int, batch_size: int, world: World) -> None:
+    """Every rank must get at least one image of every global batch (each takes the same steps)."""
+    last = num_samples % batch_size or batch_size
+    if world.size > 1 and min(batch_size, last) < world.size:
+        raise ValueError(f"a batch of {min(batch_size, last)} images (the last of {num_samples} in batches of "
+                         f"{batch_size}) cannot be shared by {world.size} processes; change the batch size, "
+                         f"the subset or the number of processes")
+
+
 class TensorLoader:
     """Batches of a `TensorData` held whole on the device as uint8. Per batch: /255 ->
-    augmentation -> noise sigma (per image index, see `indexed_noise`) -> clip -> normalise."""
+    augmentation -> noise sigma (per image index, see `indexed_noise`) -> clip -> normalise.
+    With a `world` of several processes, each yields its share of every global batch (see
+    gattanet.distributed): the whole batch is augmented on every rank, so the draws match one process."""
 
     def __init__(self, data: TensorData, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                  augment: Augment | None = None, sigma: float = 0.0, noise_seed: int = 0,
                  clip: bool = True, device: torch.device | str = "cpu",
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, world: World = SINGLE) -> None:
         _check_batch_size(batch_size)
+        _check_world(len(data), batch_size, world)
+        self.world = world
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
@@ -78,7 +92,11 @@ class TensorLoader:
             x = self.images[idx].float().div_(255)
             if self.augment is not None:
                 x = self.augment(x, gen)
-            yield self.finish(x, order[start:start + self.batch_size]), self.labels[idx]
+            indices, y = order[start:start + self.batch_size], self.labels[idx]
+            if self.world.size > 1:
+                part = self.world.share(len(idx))
+                x, indices, y = x[part], indices[part], y[part]
+            yield self.finish(x, indices), y
 
 
 class _Indexed(Dataset):
@@ -95,20 +113,25 @@ class _Indexed(Dataset):
         return x, y, i
 
 
-class _EpochSampler(Sampler[int]):
-    """Indices in order, or permuted by a generator seeded by (seed, epoch)."""
+class _EpochBatches(Sampler[list[int]]):
+    """Batches of indices in order, or permuted by a generator seeded by (seed, epoch); with several
+    processes, this rank's share of each global batch."""
 
-    def __init__(self, n: int, shuffle: bool, seed: int) -> None:
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, world: World) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed, self.world, self.epoch = n, batch_size, shuffle, seed, world, 0
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.batch_size)
 
     def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.n))
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=gen).tolist()
+        else:
+            order = list(range(self.n))
+        for start in range(0, self.n, self.batch_size):
+            batch = order[start:start + self.batch_size]
+            yield batch[self.world.share(len(batch))]
 
 
 class FolderLoader:
@@ -118,15 +141,16 @@ class FolderLoader:
     def __init__(self, dataset: Dataset, batch_size: int, *, mean: Sequence[float],
                  std: Sequence[float], shuffle: bool = False, seed: int = 0, sigma: float = 0.0,
                  noise_seed: int = 0, clip: bool = True, device: torch.device | str = "cpu",
-                 workers: int = 4, channels_last: bool = False) -> None:
+                 workers: int = 4, channels_last: bool = False, world: World = SINGLE) -> None:
         _check_batch_size(batch_size)
+        _check_world(len(dataset), batch_size, world)
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        self.device = torch.device(device)
-        self.num_samples, self.batch_size = len(dataset), batch_size
-        self.sampler = _EpochSampler(len(dataset), shuffle, seed)
+        self.device, self.world = torch.device(device), world
+        self.num_samples, self.batch_size, self.shuffle, self.seed = len(dataset), batch_size, shuffle, seed
+        self.sampler = _EpochBatches(len(dataset), batch_size, shuffle, seed, world)
         self.finish = _Finish(mean, std, sigma, noise_seed, clip, self.device, channels_last)
-        self.loader = DataLoader(_Indexed(dataset), batch_size=batch_size, sampler=self.sampler,
+        self.loader = DataLoader(_Indexed(dataset), batch_sampler=self.sampler,
                                  num_workers=workers, pin_memory=self.device.type == "cuda",
                                  persistent_workers=workers > 0)
 

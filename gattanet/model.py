@@ -1,5 +1,5 @@
 """GAttANet: a frozen backbone run twice (or T+1 times); the attention scores of one pass scale the
-tapped activations of the next, X' = X ⊙ (1 + α_l · a_l) (Eq. 5)."""
+tapped activations of the next, X' = X ⊙ (1 + α_l · a_l) (Eq. 5, `modulate`)."""
 
 from collections.abc import Callable
 
@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from gattanet.attention import AttentionState, GlobalAttention
-from gattanet.backbones import Backbone
+from gattanet.backbone import Backbone
 from gattanet.lesion import full_pattern, parse_lesion
 
 
@@ -49,27 +49,25 @@ class GAttANet(nn.Module):
 
     def forward(self, x: Tensor, lesion: str | None = None,
                 return_state: bool = False) -> Tensor | tuple[Tensor, AttentionState]:
+        """Logits of the last pass: pass 1 is the plain backbone, each further pass rescales the taps the
+        lesion pattern modulates by Eq. 5, with the scores of the pass before (Eqs. 1-4)."""
         modulated = parse_lesion(self.lesion if lesion is None else lesion, self.taps)
         with torch.no_grad():
             logits, acts = self.backbone.run(x)
         for _ in range(self.iterations):
-            state = self.attention(acts, with_kq=return_state)
-            transforms = [self._modulation(i, s) if on else None
-                          for i, (s, on) in enumerate(zip(state.scores, modulated))]
+            state = self.attention(acts, with_kq=return_state)  # Eqs. 1-4: global query q, scores a_l
+            # the next pass applies Eq. 5 to tap l as the backbone reaches it: X_l' = X_l ⊙ (1 + α_l · a_l)
+            transforms = [self._modulation(i, a) if on else None
+                          for i, (a, on) in enumerate(zip(state.scores, modulated))]
             del acts  # in eval nothing holds them any more: the next pass can reuse their memory
             logits, acts = self.backbone.run(x, transforms)
         return (logits, state) if return_state else logits
 
     def _modulation(self, i: int, score: Tensor, inplace: bool = True) -> Callable[[Tensor], Tensor]:
-        """Eq. 5 for tap i, X' = X ⊙ (1 + α_i · a_i); `inplace` lets eval mode scale a fresh activation in place."""
+        """Tap i's transform for `backbone.run`: `modulate` with α_i and the scores a_i; `inplace` lets it
+        scale a fresh activation in place where that gives the same numbers."""
         alpha = self.attention.alpha[i]
-        gain = 1 + alpha * (score.unsqueeze(1) if score.dim() == 3 else score)  # conv maps broadcast over C
-
-        def modulate(act: Tensor) -> Tensor:
-            if not inplace or torch.is_grad_enabled() or act.dtype != gain.dtype:
-                return act * gain
-            return act.mul_(gain)  # nothing will backpropagate: scale the fresh activation in place
-        return modulate
+        return lambda act: modulate(act, alpha, score, inplace)
 
     @torch.no_grad()
     def baseline(self, x: Tensor) -> Tensor:
@@ -79,3 +77,13 @@ class GAttANet(nn.Module):
     def attention_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters: W_k, W_q (+ biases, norms) and α."""
         return [p for p in self.attention.parameters() if p.requires_grad]
+
+
+def modulate(x: Tensor, alpha: Tensor, score: Tensor, inplace: bool = False) -> Tensor:
+    """Eq. 5 for one tap, X' = X ⊙ (1 + α · a). `inplace` writes X' over X when that gives the same
+    tensor: nothing will backpropagate through it and X already has the result's dtype."""
+    a = score.unsqueeze(1) if score.dim() == 3 else score  # a conv tap's map (B, H, W) broadcasts over channels
+    gain = 1 + alpha * a  # Eq. 5: X' = X ⊙ (1 + α · a)
+    if inplace and not torch.is_grad_enabled() and x.dtype == gain.dtype:
+        return x.mul_(gain)
+    return x * gain

@@ -15,7 +15,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
-from gattanet.backbones import Backbone
+from gattanet.backbone import Backbone
 
 WEIGHTS = {"resnet18": ResNet18_Weights.IMAGENET1K_V1, "resnet50": ResNet50_Weights.IMAGENET1K_V1}
 

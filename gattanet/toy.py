@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gattanet.backbones import Backbone
+from gattanet.backbone import Backbone
 
 
 class ToyCNN(Backbone):

@@ -1,10 +1,8 @@
-"""`gattanet-cli`: the Typer app. `stage <name>` runs one DVC stage; describe/bench/profile/report help by hand."""
+"""`gattanet-cli`: the Typer app. `stage <name>` runs one DVC stage; describe/bench/plan/profile/report help by hand."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import sys
 import webbrowser
 from pathlib import Path
@@ -13,6 +11,9 @@ from typing import Callable, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from pipeline.errors import ParamsError, UsageError, exit_code
+from pipeline.stages import STAGES, run_stage
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -24,83 +25,48 @@ PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", "-p", help="Params fi
 SET_OPT = typer.Option(None, "--set", "-S", help="Override a param, e.g. -S attention.toy-fmnist-d16.epochs=2 (repeatable).")
 
 
+DEBUG_ENV = "GATTANET_DEBUG"
+DEBUG = {"on": False}
+
+
 def fail(message: str, code: int) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def guarded(fn: Callable[[], None]) -> None:
-    """Run fn, turning the errors a user can cause into one line and a non-zero exit."""
-    from gattanet.checkpoint import CheckpointError
-    from gattanet.datasets import DatasetError
-    from gattanet.train import NonFiniteLossError
-    from pipeline.config import ParamsError
-
+    """Run fn, turning the errors a user can cause (pipeline.errors) into one line and a non-zero
+    exit; with --debug (or GATTANET_DEBUG=1) they keep their traceback too. Bugs always do."""
     try:
         fn()
-    except ParamsError as e:
-        fail(f"bad params: {e}", 2)
-    except (DatasetError, CheckpointError, NonFiniteLossError, FileNotFoundError) as e:
-        fail(str(e), 1)
-    except ValueError as e:
-        fail(str(e), 2)
+    except Exception as e:
+        code = exit_code(e)
+        if code is None or DEBUG["on"]:
+            raise
+        fail(f"bad params: {e}" if isinstance(e, ParamsError) else str(e), code)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", envvar=DEBUG_ENV,
+                                        help="Show the traceback of user errors too (bad params, data, checkpoints).")) -> None:
+    DEBUG["on"] = debug
 
 
 # ---------------------------------------------------------------- stages
 
-STAGES = {  # CLI name -> (module in pipeline.stages, takes a KEY)
-    "data": ("data", True),
-    "pretrain": ("pretrain", True),
-    "train-attn": ("train_attn", True),
-    "noise": ("noise", True),
-    "dims": ("dims", False),
-    "lesions": ("lesions", True),
-    "embed": ("embed", True),
-    "maps": ("maps", True),
-    "baselines": ("baselines", True),
-    "summary": ("summary", False),
-    "report": ("report", False),
-}
-
-
-def _stage_command(name: str, module: str, keyed: bool) -> None:
-    mod_help = {
-        "data": "Materialise a dataset as uint8 tensors: data/KEY.pt (KEY in params `data`).",
-        "pretrain": "Pretrain (or load) a backbone: models/backbones/KEY.pt (KEY in params `backbones`).",
-        "train-attn": "Train GAttANet on a frozen backbone: models/attention/KEY.pt (KEY in params `attention`).",
-        "noise": "Noise sweep, baseline vs GAttANet on the same draws: results/noise/KEY/ (KEY an attention run).",
-        "dims": "Attention-dimension comparison over all attention runs: results/dims.json.",
-        "lesions": "Lesion ablations (Fig. 4c): results/lesions/KEY.json (KEY in params `lesions`).",
-        "embed": "UMAP of the global query (Fig. 2b): results/embedding/KEY/ (KEY an attention run).",
-        "maps": "Agreement maps (Fig. 3) and true-class-on-top rate: results/maps/KEY/ (KEY an attention run).",
-        "baselines": "Related-work attention adapters on the frozen backbone: results/baselines/KEY.json.",
-        "summary": "Table 1 of this run as a DVC metric: reports/summary.json.",
-        "report": "Render the HTML report from the stage outputs: reports/index.html.",
-    }[name]
-
-    def run(params: Path, overrides: Optional[list[str]], key: Optional[str] = None) -> None:
-        def go():
-            from pipeline.config import load_params
-
-            logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-            p = load_params(params, overrides)
-            stage = importlib.import_module(f"pipeline.stages.{module}")
-            stage.run(p, key) if keyed else stage.run(p)
-
-        guarded(go)
-
+def _stage_command(name: str, keyed: bool, help: str) -> None:
     if keyed:
         def command(key: str = typer.Argument(..., help="Entry of params.yaml this stage runs."),
                     params: Path = PARAMS_OPT, set_: Optional[list[str]] = SET_OPT) -> None:
-            run(params, set_, key)
+            guarded(lambda: run_stage(name, key, params, set_))
     else:
         def command(params: Path = PARAMS_OPT, set_: Optional[list[str]] = SET_OPT) -> None:
-            run(params, set_)
-    stage_app.command(name, help=mod_help)(command)
+            guarded(lambda: run_stage(name, None, params, set_))
+    stage_app.command(name, help=help)(command)
 
 
-for _name, (_module, _keyed) in STAGES.items():
-    _stage_command(_name, _module, _keyed)
+for _name, (_module, _keyed, _help) in STAGES.items():
+    _stage_command(_name, _keyed, _help)
 
 
 # ---------------------------------------------------------------- tools
@@ -114,9 +80,15 @@ def describe(backbone: str = typer.Option("toy", help="toy | resnet18 | resnet50
              score_norm: bool = typer.Option(False, help="Layer-norm on scores (the paper's ResNet setting)."),
              as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Parameter counts and taps of a backbone + GAttANet configuration."""
+    from gattanet.backbones import ARCHS
     from gattanet.describe import describe as describe_config
-
+    from gattanet.specs import DATASETS
     def go():
+        for option, value, allowed in (("--backbone", backbone, ARCHS), ("--dataset", dataset, DATASETS)):
+            if value not in allowed:
+                raise UsageError(f"{option}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
+        if attn_dim < 1:
+            raise UsageError(f"--attn-dim: the attention dimension d must be ≥ 1, got {attn_dim}")
         d = describe_config(backbone, dataset, attn_dim, kq_norm=kq_norm, score_norm=score_norm)
         if as_json:
             print(json.dumps(d, indent=2))
@@ -134,15 +106,32 @@ def describe(backbone: str = typer.Option("toy", help="toy | resnet18 | resnet50
     guarded(go)
 
 
+FIGURES_OPT = typer.Option(Path(".gattanet/bench.json"), "--figures",
+                           help="Throughput figures file (read by `plan`, written by `--save`).")
+
+
 @app.command()
 def bench(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
           device: str = typer.Option("auto", help="auto | cpu | cuda"),
-          n_images: int = typer.Option(2048, min=64, help="Images per measurement.")) -> None:
-    """Throughput of the engine against a bare loop, in fp32 and bf16, with the target ratios (one run, this machine)."""
+          n_images: int = typer.Option(2048, min=64, help="Images per measurement."),
+          plan_: bool = typer.Option(False, "--plan", help="Instead: measure every kind of pass the plan of "
+                                     "--params needs, at its batch sizes (what `gattanet-cli plan` reads)."),
+          params: Path = PARAMS_OPT,
+          probe_seconds: float = typer.Option(5.0, min=0.1, help="With --plan: seconds per kind of pass."),
+          save: bool = typer.Option(False, "--save", help="Write the figures to --figures (this machine's, "
+                                    "with the date), for `gattanet-cli plan`."),
+          figures: Path = FIGURES_OPT) -> None:
+    """Throughput of the engine against a bare loop, in fp32 and bf16, with the target ratios (one run, this machine);
+    with --plan, of every kind of pass the stages of --params make (what `gattanet-cli plan` estimates from)."""
     from gattanet.bench import run_bench
-    from pipeline.common import resolve_device
+    from pipeline.runtime import resolve_device
 
-    result = run_bench(device=str(resolve_device(device)), n_images=n_images)
+    if plan_:
+        return guarded(lambda: _bench_plan(params, device, probe_seconds, save, figures, as_json))
+    result = {}
+    guarded(lambda: result.update(run_bench(device=str(resolve_device(device)), n_images=n_images)))
+    if save:
+        guarded(lambda: _save_engine_bench(result, figures))
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -171,8 +160,86 @@ def bench(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     out.print(t)
 
 
+def _save_engine_bench(result: dict, path: Path) -> None:
+    """Keep the engine benchmark beside the plan's figures (same file, same machine)."""
+    from gattanet import cost
+
+    figures, _ = cost.load_figures(path)
+    machine = cost.machine_info(result["device"])
+    if figures is None or not cost.same_machine(figures.machine, machine):
+        figures = cost.Figures(machine)
+    cost.save_figures(path, figures, engine=result)
+    console.print(f"saved to {path}")
+
+
+def _bench_plan(params_path: Path, device: str, seconds: float, save: bool, path: Path, as_json: bool) -> None:
+    """`bench --plan`: measure (again) every probe of the plan of `params_path`, print, optionally save."""
+    from gattanet import cost
+    from pipeline.config import load_params
+    from pipeline.plan import build_works, plan_device
+    from gattanet.precision import autocast_dtype, precision_name
+
+    params = load_params(params_path)
+    dev, notes = plan_device(params, None if device == "auto" and params.device != "auto" else device)
+    prec = precision_name(autocast_dtype(dev, params.amp))
+    machine = cost.machine_info(dev)
+    figures, _ = cost.load_figures(path)
+    if figures is None or not cost.same_machine(figures.machine, machine):
+        figures = cost.Figures(machine)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False)
+    out, rows = Console(), []
+    for probe in cost.probes_of(build_works(params)[0]):
+        console.print(f"measuring {probe.key} ...", highlight=False)
+        record = cost.measure(probe, dev, params.amp, seconds=seconds)
+        figures.put(dev, prec, probe, record)
+        rows.append({"probe": probe.key, **record})
+    if save:
+        cost.save_figures(path, figures)
+    if as_json:
+        print(json.dumps({"device": str(dev), "precision": prec, "machine": machine, "figures": rows,
+                          "saved": str(path) if save else None}, indent=2))
+        return
+    t = Table("pass", "images/s", "batch", "calls", title=f"throughput on {dev} ({prec}), {params_path}")
+    for r in rows:
+        t.add_row(r["probe"], f"{r['img_per_s']:,.0f}" if "img_per_s" in r else r["error"],
+                  f"{r['batch']}" + ("" if r["batch"] == r["requested_batch"] else f" (params {r['requested_batch']})")
+                  if r["batch"] else "—", str(r.get("calls", "—")))
+    out.print(t)
+    out.print(f"{machine['cpu']}, {machine['cpu_count']} cores, {machine['threads']} torch threads"
+              + (f", {machine['gpu']}" if machine["gpu"] else "") + f"; torch {machine['torch']}."
+              + (f" Saved to {path}." if save else " Not saved (--save keeps them for `gattanet-cli plan`)."),
+              highlight=False)
+
+
 @app.command()
-def profile(name: str = typer.Argument(..., help="default | full | paper | tiny (the files in profiles/)"),
+def plan(params: Path = PARAMS_OPT,
+         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: params' device)."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON (every work item, rate and estimate)."),
+         detail: bool = typer.Option(False, "--detail", help="Also list every work item with its rate."),
+         figures: Path = FIGURES_OPT,
+         measure: bool = typer.Option(True, "--measure/--no-measure",
+                                      help="Measure the rates the figures file lacks (briefly), or leave them out."),
+         probe_seconds: float = typer.Option(2.0, min=0.1, help="Seconds per rate measured now."),
+         save: bool = typer.Option(False, "--save", help="Write the rates measured now to --figures.")) -> None:
+    """Each stage's work (images × passes × epochs at most) and its estimated time on this machine, with the total."""
+    from pipeline.config import load_params
+    from pipeline.plan import make_plan, render
+
+    def go():
+        p = load_params(params)
+        result = make_plan(p, params, device, figures, measure=measure, probe_seconds=probe_seconds, save=save,
+                           progress=lambda msg: console.print(msg, highlight=False))
+        if as_json:
+            print(json.dumps(result, indent=2))
+        else:
+            render(result, Console(), detail=detail)
+
+    guarded(go)
+
+
+@app.command()
+def profile(name: str = typer.Argument(..., help="default | full | paper | tiny (the files in pipeline/profiles/)"),
             params: Path = PARAMS_OPT) -> None:
     """Replace params.yaml with a named profile and print what changed."""
     from pipeline.profiles import switch_profile

@@ -1,12 +1,16 @@
 """Load params.yaml, apply `--set key=value` overrides, and validate the whole file in one place.
 
-Every problem raises ParamsError naming the key, the value and what is allowed, before any
-work is done; the CLI turns it into exit code 2.
+Each section is a frozen dataclass whose fields declare the keys and their checks (`param(check)`);
+`read` builds one from a mapping, and `validate` adds the cross-references between sections. Every
+problem raises ParamsError naming the key, the value and what is allowed, before any work is done.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,121 +19,293 @@ import yaml
 
 from gattanet.backbones import ARCHS
 from gattanet.specs import DATASETS
+from pipeline.errors import ParamsError, UsageError
+from pipeline.paths import CACHE
 
 DEVICES = "auto | cpu | cuda | cuda:N"
 LESION_MODES = ("eval", "retrain")
+FOLDER_DATASETS = ("imagenet",)  # read from JPEG folders; the others are materialised tensors
+FOLDER_KEYS = ("workers", "eval_cache", "cache_dir")
+BASELINE_METHODS = ("gattanet", "se", "eca", "cbam", "gather-excite", "non-local", "aa-conv", "gsa", "wider-toy")
+
+Check = Callable[[Any, str], Any]  # (value, dotted key) -> the checked, converted value
 
 
-class ParamsError(ValueError):
-    """A params.yaml problem: the message names the key, the value and what is allowed."""
+REQUIRED = object()
+
+
+def param(check: Check, default: Any = REQUIRED):
+    """A dataclass field read from params, validated and converted by `check(value, key)`; with a
+    `default`, the key may be left out (the default is then checked as if written)."""
+    return field(metadata={"check": check, "default": default})
+
+
+def read(cls, mapping: Any, where: str, **given):
+    """An instance of dataclass `cls` from `mapping`, the section at dotted key `where` ("" for the
+    top level): exactly its `param` fields, each checked; `given` fills the other fields."""
+    keys = [f for f in dataclasses.fields(cls) if "check" in f.metadata]
+    d = _fields(mapping, where, tuple(f.name for f in keys),
+                tuple(f.name for f in keys if f.metadata["default"] is REQUIRED))
+    return cls(**given, **{f.name: f.metadata["check"](d.get(f.name, f.metadata["default"]), _join(where, f.name))
+                           for f in keys})
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+# ---------------------------------------------------------------- checks
+
+
+def integer(lo: int | None = None) -> Check:
+    def check(v, key):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ParamsError(f"{key}: expected an integer, got {v!r}")
+        if lo is not None and v < lo:
+            raise ParamsError(f"{key}: must be ≥ {lo}, got {v}")
+        return v
+    return check
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Check:
+    def check(v, key):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {v!r}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise ParamsError(f"{key}: expected a finite number, got {v}")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise ParamsError(f"{key}: must be {'>' if lo_open else '≥'} {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise ParamsError(f"{key}: must be ≤ {hi}, got {v}")
+        return v
+    return check
+
+
+def boolean(v, key) -> bool:
+    if not isinstance(v, bool):
+        raise ParamsError(f"{key}: expected true or false, got {v!r}")
+    return v
+
+
+def text(v, key) -> str:
+    if not isinstance(v, str) or not v:
+        raise ParamsError(f"{key}: expected a non-empty string, got {v!r}")
+    return v
+
+
+def one_of(*allowed) -> Check:
+    def check(v, key):
+        if v not in allowed:
+            raise ParamsError(f"{key}: {v!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+        return v
+    return check
+
+
+def list_of(item: Check, example: str, nonempty: bool = True) -> Check:
+    def check(v, key):
+        if not isinstance(v, list) or (nonempty and not v):
+            raise ParamsError(f"{key}: expected a {'non-empty ' if nonempty else ''}list, e.g. {example}; got {v!r}")
+        return tuple(item(x, f"{key}[{i}]") for i, x in enumerate(v))
+    return check
+
+
+def section(cls) -> Check:
+    return lambda v, key: read(cls, v, key)
+
+
+def entries(cls, name: str = "key", optional: bool = False) -> Check:
+    """A mapping of named entries (runs), each read as `cls` with its name in field `name`."""
+    def check(v, key):
+        if v is None and optional:
+            return {}
+        return {k: read(cls, e, f"{key}.{k}", **{name: k}) for k, e in _mapping(v, key).items()}
+    return check
+
+
+def mapping(v, key) -> dict:
+    return _mapping(v, key)
+
+
+def device(v, key) -> str:
+    if v in ("auto", "cpu", "cuda") or (isinstance(v, str) and v.startswith("cuda:") and v[5:].isdigit()):
+        return v
+    raise ParamsError(f"{key}: {v!r} is not allowed; allowed: {DEVICES}")
+
+
+def weights(v, key) -> str:
+    v = text(v, key)
+    if v not in ("scratch", "imagenet") and not Path(v).suffix:
+        raise ParamsError(f"{key}: {v!r} is not allowed; allowed: scratch | imagenet | path to a .pt/.pth state_dict")
+    return v
+
+
+def seeds(v, key) -> tuple[int, ...]:
+    s = list_of(integer(0), "[0, 1, 2]")(v, key)
+    if len(set(s)) != len(s):
+        raise ParamsError(f"{key}: seeds must be distinct, got {list(s)}")
+    return s
+
+
+def sigmas(v, key) -> tuple[float, ...]:
+    s = list_of(number(0, 10), "[0.0, 0.035, 0.1]")(v, key)
+    if len(s) < 2 or s[0] != 0 or any(b <= a for a, b in zip(s, s[1:])):
+        raise ParamsError(f"{key}: must start at 0 (the clean gain) and increase strictly, with at least "
+                          f"one σ > 0; got {list(s)}")
+    return s
+
+
+def _mapping(v: Any, key: str) -> dict:
+    if not isinstance(v, dict):
+        raise ParamsError(f"{key}: expected a mapping, got {v!r}")
+    return v
+
+
+def _fields(d: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict:
+    d = _mapping(d, key or "params")
+    unknown = [k for k in d if k not in allowed]
+    if unknown:
+        raise ParamsError(f"{_join(key, unknown[0])}: unknown key; allowed: {', '.join(allowed)}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ParamsError(f"{_join(key, missing[0])}: missing (required keys: {', '.join(required)})")
+    return d
+
+
+# ---------------------------------------------------------------- sections
 
 
 @dataclass(frozen=True)
 class Augment:
-    rotation: float
-    shift: float
-    hflip: bool
+    rotation: float = param(number(0, 180))
+    shift: float = param(number(0, 1))
+    hflip: bool = param(boolean)
 
 
 @dataclass(frozen=True)
 class DataCfg:
     name: str
-    root: str
-    val_fraction: float
+    root: str = param(text)
+    val_fraction: float = param(number(0, 0.5, lo_open=True))
+    # image folders (imagenet) only; tensor datasets live whole on the device (see _check_data)
+    workers: int = param(integer(0), default=4)  # DataLoader processes decoding JPEGs / reading the cache
+    eval_cache: bool = param(boolean, default=True)  # decode val/test crops once to uint8 shards, reuse them
+    cache_dir: str = param(text, default=str(CACHE))  # where (content-keyed subfolders; safe to delete)
 
 
 @dataclass(frozen=True)
 class BackboneRun:
     key: str
-    arch: str
-    dataset: str
-    weights: str  # "scratch" | "imagenet" | path to a state_dict
-    epochs: int
-    patience: int
-    batch_size: int
-    lr: float
-    train_subset: int
-    augment: Augment
+    arch: str = param(one_of(*ARCHS))
+    dataset: str = param(text)  # a key of `data`
+    weights: str = param(weights)  # "scratch" | "imagenet" | path to a state_dict
+    epochs: int = param(integer(1))
+    patience: int = param(integer(1))
+    batch_size: int = param(integer(1))
+    lr: float = param(number(0, lo_open=True))
+    train_subset: int = param(integer(0))
+    augment: Augment = param(section(Augment))
 
 
 @dataclass(frozen=True)
 class AttentionRun:
     key: str
-    backbone: str
-    dataset: str
-    attn_dim: int
-    lesion: str  # "full" or a pattern
-    epochs: int
-    patience: int
-    batch_size: int
-    lr: float
-    l2: float
-    dropout: float
-    kq_norm: bool
-    score_norm: bool
-    iterations: int
-    train_subset: int
-    augment: Augment
-    seeds: tuple[int, ...]  # one model per training seed, all on the same backbone
+    backbone: str = param(text)  # a key of `backbones`
+    dataset: str = param(text)   # the backbone's dataset
+    attn_dim: int = param(integer(1))
+    lesion: str = param(text)    # "full" or a pattern, one character per tap
+    epochs: int = param(integer(1))
+    patience: int = param(integer(1))
+    batch_size: int = param(integer(1))
+    lr: float = param(number(0, lo_open=True))
+    l2: float = param(number(0))
+    dropout: float = param(number(0, 0.99))
+    kq_norm: bool = param(boolean)
+    score_norm: bool = param(boolean)
+    iterations: int = param(integer(1))
+    train_subset: int = param(integer(0))
+    augment: Augment = param(section(Augment))
+    seeds: tuple[int, ...] = param(seeds)  # one model per training seed, all on the same backbone
 
 
 @dataclass(frozen=True)
 class NoiseCfg:
-    sigmas: tuple[float, ...]  # strictly increasing, from 0
-    peak_sigma: float          # σ*, fixed before the run: the noise claim tests gain(σ*) − gain(0)
-    clip: bool
-    test_subset: int
-    batch_size: int
+    sigmas: tuple[float, ...] = param(sigmas)  # strictly increasing, from 0
+    peak_sigma: float = param(number(0, lo_open=True))  # σ*, fixed before the run: the claim tests gain(σ*) − gain(0)
+    clip: bool = param(boolean)
+    test_subset: int = param(integer(0))
+    batch_size: int = param(integer(1))
 
 
 @dataclass(frozen=True)
 class LesionRun:
-    key: str
-    backbone: str
-    dataset: str
-    mode: str
-    test_subset: int
+    key: str  # an attention run
+    backbone: str = param(text)
+    dataset: str = param(text)
+    mode: str = param(one_of(*LESION_MODES))
+    test_subset: int = param(integer(0))
 
 
 @dataclass(frozen=True)
 class EmbeddingCfg:
-    max_points: int
-    n_neighbors: int
-    knn_k: int
+    max_points: int = param(integer(10))
+    n_neighbors: int = param(integer(2))
+    knn_k: int = param(integer(1))
+
+
+@dataclass(frozen=True)
+class MapsCfg:
+    per_class: int = param(integer(1))
+    max_images: int = param(integer(1))
+    test_subset: int = param(integer(0))
 
 
 @dataclass(frozen=True)
 class BaselinesCfg:
-    run: str
-    backbone: str
-    dataset: str
-    methods: tuple[str, ...]
-    epochs: int
-    train_subset: int
-    test_subset: int
+    run: str = param(text)  # an attention run
+    backbone: str = param(text)
+    dataset: str = param(text)
+    methods: tuple[str, ...] = param(list_of(one_of(*BASELINE_METHODS), "[se, eca]", nonempty=False))
+    epochs: int = param(integer(1))
+    train_subset: int = param(integer(0))
+    test_subset: int = param(integer(0))
 
 
 @dataclass(frozen=True)
 class Params:
-    profile: str
-    seed: int
-    device: str
-    amp: bool  # mixed precision when training on CUDA
-    data: dict[str, DataCfg]
-    backbones: dict[str, BackboneRun]
-    attention: dict[str, AttentionRun]
-    noise: NoiseCfg
-    lesions: dict[str, LesionRun]
-    embedding: EmbeddingCfg
-    maps_per_class: int
-    maps_max_images: int
-    maps_test_subset: int
-    report: dict
-    baselines: BaselinesCfg | None = None  # always set by validate()
+    profile: str = param(text)
+    seed: int = param(integer(0))
+    device: str = param(device)
+    amp: bool = param(boolean)  # mixed precision: bf16/fp16 autocast where the device has it
+    eval_batch_size: int = param(integer(1))  # images per batch wherever a stage only evaluates
+    nproc: int = param(integer(1))  # processes of the training stages: > 1 runs them under torchrun with DDP
+    data: dict[str, DataCfg] = param(entries(DataCfg, name="name"))
+    backbones: dict[str, BackboneRun] = param(entries(BackboneRun))
+    attention: dict[str, AttentionRun] = param(entries(AttentionRun))
+    noise: NoiseCfg = param(section(NoiseCfg))
+    lesions: dict[str, LesionRun] = param(entries(LesionRun, optional=True))
+    embedding: EmbeddingCfg = param(section(EmbeddingCfg))
+    maps: MapsCfg = param(section(MapsCfg))
+    report: dict = param(mapping)
+    baselines: BaselinesCfg = param(section(BaselinesCfg))
     raw: dict = field(repr=False, default_factory=dict)
 
 
 # ---------------------------------------------------------------- loading
+
+
+class _Yaml12Floats(yaml.SafeLoader):
+    """PyYAML's safe loader, but reading `1e-3` as a number, as YAML 1.2 and DVC do (1.1 makes it a string)."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse params YAML the way DVC does for numbers (`1e-3` is 0.001)."""
+    return yaml.load(text, Loader=_Yaml12Floats)
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
@@ -138,7 +314,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     if not path.exists():
         raise ParamsError(f"{path}: file not found (run from the project root, or pass --params)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
@@ -149,7 +325,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
 
 
 def apply_override(raw: dict, item: str) -> None:
-    """Set `a.b.c=value` in the nested dict; the value is parsed as YAML (so 16, 0.1, true work)."""
+    """Set `a.b.c=value` in the nested dict; the value is parsed as YAML (so 16, 0.1, 1e-3, true work)."""
     if "=" not in item:
         raise ParamsError(f"override {item!r}: expected KEY=VALUE, e.g. attention.toy-fmnist-d16.epochs=2")
     dotted, value = item.split("=", 1)
@@ -161,187 +337,94 @@ def apply_override(raw: dict, item: str) -> None:
         node = node[k]
     if keys[-1] not in node:
         raise ParamsError(f"override {dotted}: unknown key; allowed here: {', '.join(map(str, node))}")
-    node[keys[-1]] = yaml.safe_load(value)
+    node[keys[-1]] = read_yaml(value)
 
 
-# ---------------------------------------------------------------- checks
+def entry(section: dict, key: str, name: str):
+    """params.<name>[key], or a UsageError listing the entries there are (KEY is a CLI argument)."""
+    if key not in section:
+        raise UsageError(f"{name}: no entry {key!r} in params; entries: {', '.join(section) or '(none)'}")
+    return section[key]
 
 
-def _section(d: Any, key: str) -> dict:
-    if not isinstance(d, dict):
-        raise ParamsError(f"{key}: expected a mapping, got {d!r}")
-    return d
-
-
-def _fields(d: Any, key: str, allowed: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
-    d = _section(d, key)
-    unknown = [k for k in d if k not in allowed + optional]
-    if unknown:
-        raise ParamsError(f"{key}.{unknown[0]}: unknown key; allowed: {', '.join(allowed + optional)}")
-    missing = [k for k in allowed if k not in d]
-    if missing:
-        raise ParamsError(f"{key}.{missing[0]}: missing (required keys: {', '.join(allowed)})")
-    return d
-
-
-def _int(v: Any, key: str, lo: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ParamsError(f"{key}: expected an integer, got {v!r}")
-    if lo is not None and v < lo:
-        raise ParamsError(f"{key}: must be ≥ {lo}, got {v}")
-    return v
-
-
-def _float(v: Any, key: str, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ParamsError(f"{key}: expected a number, got {v!r}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ParamsError(f"{key}: expected a finite number, got {v}")
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ParamsError(f"{key}: must be {'>' if lo_open else '≥'} {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ParamsError(f"{key}: must be ≤ {hi}, got {v}")
-    return v
-
-
-def _bool(v: Any, key: str) -> bool:
-    if not isinstance(v, bool):
-        raise ParamsError(f"{key}: expected true or false, got {v!r}")
-    return v
-
-
-def _choice(v: Any, key: str, allowed) -> str:
-    if v not in allowed:
-        raise ParamsError(f"{key}: {v!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
-    return v
-
-
-def _str(v: Any, key: str) -> str:
-    if not isinstance(v, str) or not v:
-        raise ParamsError(f"{key}: expected a non-empty string, got {v!r}")
-    return v
-
-
-def _augment(v: Any, key: str) -> Augment:
-    d = _fields(v, key, ("rotation", "shift", "hflip"))
-    return Augment(_float(d["rotation"], f"{key}.rotation", 0, 180),
-                   _float(d["shift"], f"{key}.shift", 0, 1),
-                   _bool(d["hflip"], f"{key}.hflip"))
-
-
-def _device(v: Any) -> str:
-    if v in ("auto", "cpu", "cuda") or (isinstance(v, str) and v.startswith("cuda:") and v[5:].isdigit()):
-        return v
-    raise ParamsError(f"device: {v!r} is not allowed; allowed: {DEVICES}")
-
-
-# ---------------------------------------------------------------- sections
-
-TOP = ("profile", "seed", "device", "amp", "data", "backbones", "attention", "noise", "lesions",
-       "embedding", "maps", "report", "baselines")
-BASELINE_METHODS = ("gattanet", "se", "eca", "cbam", "gather-excite", "non-local", "aa-conv", "gsa", "wider-toy")
-BACKBONE_KEYS = ("arch", "dataset", "weights", "epochs", "patience", "batch_size", "lr",
-                 "train_subset", "augment")
-ATTENTION_KEYS = ("backbone", "dataset", "attn_dim", "lesion", "epochs", "patience", "batch_size",
-                  "lr", "l2", "dropout", "kq_norm", "score_norm", "iterations", "train_subset",
-                  "augment", "seeds")
+# ---------------------------------------------------------------- cross-references
 
 
 def validate(raw: dict) -> Params:
     """Check every key of a params dict; return typed, cross-checked params."""
-    raw = _fields(raw, "params", TOP)
-    data = {name: _data(name, v) for name, v in _section(raw["data"], "data").items()}
-    backbones = {k: _backbone(k, v, data) for k, v in _section(raw["backbones"], "backbones").items()}
-    attention = {k: _attention(k, v, backbones) for k, v in _section(raw["attention"], "attention").items()}
-    if not attention:
+    p = read(Params, raw, "", raw=raw)
+    if p.nproc > 1 and p.device.startswith("cuda:"):
+        raise ParamsError(f"device: {p.device!r} names one GPU, but nproc is {p.nproc}; with nproc > 1 use "
+                          f"auto, cuda or cpu (rank r then runs on cuda:r)")
+    for name in p.data:
+        one_of(*DATASETS)(name, "data (dataset name)")
+        _check_data(name, p.raw["data"][name])
+    for k, run in p.backbones.items():
+        _check_backbone(k, run, p)
+    if not p.attention:
         raise ParamsError("attention: at least one attention run is required")
-    lesions = {k: _lesion_run(k, v, attention) for k, v in _section(raw["lesions"] or {}, "lesions").items()}
-    report = _section(raw["report"], "report")
-    for fig, run in _section(report.get("figures", {}), "report.figures").items():
-        _choice(run, f"report.figures.{fig}", list(attention))
-    emb = _fields(raw["embedding"], "embedding", ("max_points", "n_neighbors", "knn_k"))
-    maps = _fields(raw["maps"], "maps", ("per_class", "max_images", "test_subset"))
-    return Params(
-        profile=_str(raw["profile"], "profile"),
-        seed=_int(raw["seed"], "seed", 0),
-        device=_device(raw["device"]), amp=_bool(raw["amp"], "amp"),
-        data=data, backbones=backbones, attention=attention,
-        noise=_noise(raw["noise"]), lesions=lesions,
-        embedding=EmbeddingCfg(_int(emb["max_points"], "embedding.max_points", 10),
-                               _int(emb["n_neighbors"], "embedding.n_neighbors", 2),
-                               _int(emb["knn_k"], "embedding.knn_k", 1)),
-        maps_per_class=_int(maps["per_class"], "maps.per_class", 1),
-        maps_max_images=_int(maps["max_images"], "maps.max_images", 1),
-        maps_test_subset=_int(maps["test_subset"], "maps.test_subset", 0),
-        report=report, raw=raw,
-        baselines=_baselines(raw["baselines"], attention))
+    for k, run in p.attention.items():
+        _check_attention(k, run, p)
+    if p.noise.peak_sigma not in p.noise.sigmas:
+        raise ParamsError(f"noise.peak_sigma: {p.noise.peak_sigma} must be one of noise.sigmas "
+                          f"({', '.join(map(str, p.noise.sigmas))})")
+    for k, les in p.lesions.items():
+        one_of(*p.attention)(k, "lesions (an attention run)")
+        _same_as_run(les, p.attention[k], f"lesions.{k}")
+    for fig, run in mapping(p.report.get("figures", {}), "report.figures").items():
+        one_of(*p.attention)(run, f"report.figures.{fig}")
+    _check_baselines(p)
+    return p
 
 
-def _data(name: str, v: Any) -> DataCfg:
-    key = f"data.{name}"
-    _choice(name, "data (dataset name)", list(DATASETS))
-    d = _fields(v, key, ("root", "val_fraction"))
-    return DataCfg(name, _str(d["root"], f"{key}.root"),
-                   _float(d["val_fraction"], f"{key}.val_fraction", 0, 0.5, lo_open=True))
+def _check_data(name: str, raw: dict) -> None:
+    """The loader keys mean something only for an image folder, read by DataLoader workers."""
+    for k in FOLDER_KEYS:
+        if k in raw and name not in FOLDER_DATASETS:
+            raise ParamsError(f"data.{name}.{k}: only an image-folder dataset ({', '.join(FOLDER_DATASETS)}) "
+                              f"is read by DataLoader workers; {name} is held whole on the device: remove the key")
 
 
-def _backbone(k: str, v: Any, data: dict) -> BackboneRun:
+def _check_backbone(k: str, run: BackboneRun, p: Params) -> None:
     key = f"backbones.{k}"
-    d = _fields(v, key, BACKBONE_KEYS)
-    arch = _choice(d["arch"], f"{key}.arch", ARCHS)
-    dataset = _choice(d["dataset"], f"{key}.dataset", list(data))
-    weights = _str(d["weights"], f"{key}.weights")
-    if weights == "imagenet" and arch == "toy":
+    one_of(*p.data)(run.dataset, f"{key}.dataset")
+    if run.weights == "imagenet" and run.arch == "toy":
         raise ParamsError(f"{key}.weights: 'imagenet' exists only for resnet18/resnet50; allowed for toy: scratch or a path")
-    if weights not in ("scratch", "imagenet") and not Path(weights).suffix:
-        raise ParamsError(f"{key}.weights: {weights!r} is not allowed; allowed: scratch | imagenet | path to a .pt/.pth state_dict")
-    return BackboneRun(k, arch, dataset, weights,
-                       _int(d["epochs"], f"{key}.epochs", 1), _int(d["patience"], f"{key}.patience", 1),
-                       _int(d["batch_size"], f"{key}.batch_size", 1),
-                       _float(d["lr"], f"{key}.lr", 0, lo_open=True),
-                       _int(d["train_subset"], f"{key}.train_subset", 0),
-                       _augment(d["augment"], f"{key}.augment"))
 
 
-def _attention(k: str, v: Any, backbones: dict) -> AttentionRun:
+def _check_attention(k: str, run: AttentionRun, p: Params) -> None:
     key = f"attention.{k}"
-    d = _fields(v, key, ATTENTION_KEYS)
-    bb = _choice(d["backbone"], f"{key}.backbone", list(backbones))
-    dataset = _str(d["dataset"], f"{key}.dataset")
-    if dataset != backbones[bb].dataset:
-        raise ParamsError(f"{key}.dataset: {dataset!r} must be its backbone's dataset "
-                          f"(backbones.{bb}.dataset = {backbones[bb].dataset!r})")
-    lesion = _str(d["lesion"], f"{key}.lesion")
-    if lesion != "full":
-        check_lesion(lesion, backbones[bb].arch, dataset, f"{key}.lesion")
-    return AttentionRun(
-        k, bb, dataset, _int(d["attn_dim"], f"{key}.attn_dim", 1), lesion,
-        _int(d["epochs"], f"{key}.epochs", 1), _int(d["patience"], f"{key}.patience", 1),
-        _int(d["batch_size"], f"{key}.batch_size", 1), _float(d["lr"], f"{key}.lr", 0, lo_open=True),
-        _float(d["l2"], f"{key}.l2", 0), _float(d["dropout"], f"{key}.dropout", 0, 0.99),
-        _bool(d["kq_norm"], f"{key}.kq_norm"), _bool(d["score_norm"], f"{key}.score_norm"),
-        _int(d["iterations"], f"{key}.iterations", 1), _int(d["train_subset"], f"{key}.train_subset", 0),
-        _augment(d["augment"], f"{key}.augment"), _seeds(d["seeds"], f"{key}.seeds"))
+    one_of(*p.backbones)(run.backbone, f"{key}.backbone")
+    backbone = p.backbones[run.backbone]
+    if run.dataset != backbone.dataset:
+        raise ParamsError(f"{key}.dataset: {run.dataset!r} must be its backbone's dataset "
+                          f"(backbones.{run.backbone}.dataset = {backbone.dataset!r})")
+    if run.lesion != "full":
+        check_lesion(run.lesion, backbone.arch, run.dataset, f"{key}.lesion")
 
 
-def _seeds(v: Any, key: str) -> tuple[int, ...]:
-    if not isinstance(v, list) or not v:
-        raise ParamsError(f"{key}: expected a non-empty list of distinct integers ≥ 0, e.g. [0, 1, 2]; got {v!r}")
-    seeds = tuple(_int(s, f"{key}[{i}]", 0) for i, s in enumerate(v))
-    if len(set(seeds)) != len(seeds):
-        raise ParamsError(f"{key}: seeds must be distinct, got {list(seeds)}")
-    return seeds
+def _same_as_run(cfg, run: AttentionRun, key: str) -> None:
+    for f in ("backbone", "dataset"):
+        if getattr(cfg, f) != getattr(run, f):
+            raise ParamsError(f"{key}.{f}: {getattr(cfg, f)!r} must match attention.{run.key}.{f} = {getattr(run, f)!r}")
+
+
+def _check_baselines(p: Params) -> None:
+    b = p.baselines
+    run = p.attention[one_of(*p.attention)(b.run, "baselines.run")]
+    _same_as_run(b, run, "baselines")
+    arch = p.backbones[run.backbone].arch
+    if "wider-toy" in b.methods and arch != "toy":
+        raise ParamsError(f"baselines.methods: wider-toy needs a toy backbone; backbones.{run.backbone}.arch is {arch!r}")
 
 
 def check_lesion(pattern: str, arch: str, dataset: str, key: str) -> None:
     """A lesion pattern has one character per tap of the backbone: its letter ('c' conv, 'd' dense) or '.'."""
+    import torch
+
     from gattanet.backbones import build_backbone
     from gattanet.lesion import parse_lesion
     from gattanet.specs import get_spec
-
-    import torch
 
     spec = get_spec(dataset)
     with torch.device("meta"):  # only the tap list is needed: no memory, no init cost
@@ -350,45 +433,3 @@ def check_lesion(pattern: str, arch: str, dataset: str, key: str) -> None:
         parse_lesion(pattern, taps)
     except ValueError as e:
         raise ParamsError(f"{key}: {e}") from None
-
-
-def _noise(v: Any) -> NoiseCfg:
-    d = _fields(v, "noise", ("sigmas", "peak_sigma", "clip", "test_subset", "batch_size"))
-    if not isinstance(d["sigmas"], list) or len(d["sigmas"]) < 2:
-        raise ParamsError(f"noise.sigmas: expected a list of σ ≥ 0 starting at 0, e.g. [0.0, 0.035, 0.1]; "
-                          f"got {d['sigmas']!r}")
-    sigmas = tuple(_float(s, f"noise.sigmas[{i}]", 0, 10) for i, s in enumerate(d["sigmas"]))
-    if sigmas[0] != 0 or any(b <= a for a, b in zip(sigmas, sigmas[1:])):
-        raise ParamsError(f"noise.sigmas: must start at 0 (the clean gain) and increase strictly; got {list(sigmas)}")
-    peak = _float(d["peak_sigma"], "noise.peak_sigma", 0, lo_open=True)
-    if peak not in sigmas:
-        raise ParamsError(f"noise.peak_sigma: {peak} must be one of noise.sigmas ({', '.join(map(str, sigmas))})")
-    return NoiseCfg(sigmas, peak, _bool(d["clip"], "noise.clip"),
-                    _int(d["test_subset"], "noise.test_subset", 0), _int(d["batch_size"], "noise.batch_size", 1))
-
-
-def _lesion_run(k: str, v: Any, attention: dict) -> LesionRun:
-    key = f"lesions.{k}"
-    _choice(k, "lesions (an attention run)", list(attention))
-    d = _fields(v, key, ("backbone", "dataset", "mode", "test_subset"))
-    run = attention[k]
-    for f in ("backbone", "dataset"):
-        if d[f] != getattr(run, f):
-            raise ParamsError(f"{key}.{f}: {d[f]!r} must match attention.{k}.{f} = {getattr(run, f)!r}")
-    return LesionRun(k, run.backbone, run.dataset, _choice(d["mode"], f"{key}.mode", LESION_MODES),
-                     _int(d["test_subset"], f"{key}.test_subset", 0))
-
-
-def _baselines(v: Any, attention: dict) -> BaselinesCfg:
-    d = _fields(v, "baselines", ("run", "backbone", "dataset", "methods", "epochs", "train_subset",
-                                 "test_subset"))
-    run = attention[_choice(d["run"], "baselines.run", list(attention))]
-    for f in ("backbone", "dataset"):
-        if d[f] != getattr(run, f):
-            raise ParamsError(f"baselines.{f}: {d[f]!r} must match attention.{run.key}.{f} = {getattr(run, f)!r}")
-    if not isinstance(d["methods"], list):
-        raise ParamsError(f"baselines.methods: expected a list (empty: none run) of {', '.join(BASELINE_METHODS)}")
-    methods = tuple(_choice(m, f"baselines.methods[{i}]", BASELINE_METHODS) for i, m in enumerate(d["methods"]))
-    return BaselinesCfg(run.key, run.backbone, run.dataset, methods, _int(d["epochs"], "baselines.epochs", 1),
-                        _int(d["train_subset"], "baselines.train_subset", 0),
-                        _int(d["test_subset"], "baselines.test_subset", 0))

@@ -37,6 +37,22 @@ def write_fashion_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed:
     return root
 
 
+def with_param(params: dict, dotted: str, value) -> dict:
+    """A copy of a params dict with `a.b.c` set to `value` (value KeyError: the key removed)."""
+    import copy
+
+    params = copy.deepcopy(params)
+    *path, last = dotted.split(".")
+    node = params
+    for k in path:
+        node = node[k]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return params
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: one torch thread avoids oversubscribing a shared CPU; restored after the module.
@@ -56,10 +72,10 @@ def fmnist_root(tmp_path) -> Path:
 
 @pytest.fixture
 def tiny_params() -> dict:
-    return yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    return yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
 
 
-PROJECT_FILES = ["gattanet", "pipeline", "profiles", "dvc.yaml", "pyproject.toml", ".gitignore"]
+PROJECT_FILES = ["gattanet", "pipeline", "dvc.yaml", "pyproject.toml", ".gitignore"]
 
 
 def sh(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True, **kw) -> subprocess.CompletedProcess:

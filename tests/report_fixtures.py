@@ -66,7 +66,7 @@ def fake_params(dataset: str = "fashion-mnist") -> dict:
     bb = f"toy-{SHORT[dataset]}"
     d16, d64 = f"{bb}-d16", f"{bb}-d64"
     return {
-        "profile": "default", "seed": 0, "device": "cpu", "amp": True,
+        "profile": "default", "seed": 0, "device": "cpu", "amp": True, "eval_batch_size": 512, "nproc": 1,
         "data": {dataset: {"root": "/nonexistent", "val_fraction": 0.1}},
         "backbones": {bb: _backbone("toy", dataset)},
         "attention": {d16: _attention(bb, dataset, 16), d64: _attention(bb, dataset, 64)},

@@ -10,7 +10,7 @@ from gattanet.adapters import (ADAPTERS, UNMATCHABLE, AdaptedModel, adapter_para
 from gattanet.adapters.budget import HEADS
 from gattanet.adapters.modules import GatherExcite, axial_positional, relative_logits
 from gattanet.attention import GlobalAttention
-from gattanet.backbones import Backbone
+from gattanet.backbone import Backbone
 from gattanet.taps import Tap
 from gattanet.toy import ToyCNN
 

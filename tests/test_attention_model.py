@@ -6,7 +6,7 @@ import torch
 from gattanet.attention import GlobalAttention, PointwiseConv, UnitProjection, fast_dropout
 from gattanet.backbones import build_backbone
 from gattanet.lesion import ablation_patterns, full_pattern, parse_lesion
-from gattanet.model import GAttANet
+from gattanet.model import GAttANet, modulate
 from gattanet.taps import Tap
 from gattanet.toy import ToyCNN
 
@@ -150,6 +150,80 @@ def test_train_without_dropout_equals_eval():
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(train.scores, evald.scores))
 
 
+# The plain forward (Eqs. 1-4 as written, `fast` off) against the fast paths that produce every reported
+# number. They differ by float32 rounding only: the measured worst case is 1.1e-5 of the largest value
+# (ResNet18, kq_norm, training-mode BatchNorm); the tolerance is 1e-4 of the largest value of each tensor.
+REL_TOL = 1e-4
+
+
+def assert_agree(fast, plain):
+    scale = plain.abs().max().item()
+    assert fast.shape == plain.shape
+    assert (fast - plain).abs().max().item() <= REL_TOL * scale, (fast - plain).abs().max().item() / scale
+
+
+def activations(arch):
+    torch.manual_seed(0)
+    backbone = build_backbone(arch, 10, 3, input_size=32).eval()
+    with torch.no_grad():
+        return backbone.taps(), backbone.run(images(4))[1]
+
+
+@pytest.fixture(scope="module", params=["toy", "resnet18"])
+def backbone_acts(request):
+    return activations(request.param)
+
+
+@pytest.mark.parametrize("kq_norm,score_norm", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_plain_forward_agrees_with_the_fast_paths(backbone_acts, kq_norm, score_norm, mode):
+    taps, acts = backbone_acts
+    torch.manual_seed(1)
+    att = GlobalAttention(taps, 8, dropout=0.0, kq_norm=kq_norm, score_norm=score_norm).train(mode == "train")
+    if kq_norm:
+        random_norm_stats(att)
+    with torch.no_grad():
+        att.fast = False
+        plain = att(acts)
+        att.fast = True
+        fast = {"batched": att.forward_batched(acts)}
+        if mode == "eval":
+            fast["folded"] = att.forward_folded(acts)
+            assert torch.equal(att(acts, with_kq=False).query, fast["folded"].query)  # eval's default path
+        else:
+            assert torch.equal(att(acts).query, fast["batched"].query)  # training's default path
+    for name, s in fast.items():
+        assert_agree(s.query, plain.query)
+        for a, b in zip(s.scores, plain.scores):
+            assert_agree(a, b)
+        for a, b in zip(s.keys + s.queries, plain.keys + plain.queries):
+            assert_agree(a, b)
+
+
+@pytest.mark.parametrize("arch", ["toy", "resnet18"])
+def test_plain_attention_gives_the_models_logits(arch):
+    torch.manual_seed(0)
+    backbone = build_backbone(arch, 10, 3, input_size=32)
+    norms = arch != "toy"
+    model = GAttANet(backbone, GlobalAttention(backbone.taps(), 8, kq_norm=norms, score_norm=norms))
+    if norms:
+        random_norm_stats(model.attention)
+    with torch.no_grad():
+        model.attention.alpha.copy_(torch.linspace(-10.0, 10.0, len(model.taps)))  # scores are small at init
+        x = images(4)
+        fast = model(x)
+        model.attention.fast = False
+        plain = model(x)
+    assert (fast - model.baseline(x)).abs().max() > 100 * REL_TOL * plain.abs().max()  # α changes the logits
+    assert_agree(fast, plain)
+
+
+def test_folded_path_refuses_training_mode():
+    att = GlobalAttention(TINY, 2).train()
+    with pytest.raises(RuntimeError, match="eval mode only"):
+        att.forward_folded([torch.randn(1, 2, 2, 2), torch.randn(1, 3)])
+
+
 def test_keys_and_queries_share_one_projection_initialised_per_half():
     conv, dense = GlobalAttention([Tap("c", "conv", (50, 2, 2)), Tap("d", "dense", (40,))], 8).layers
     assert conv.proj.weight.shape == (16, 50, 1, 1) and conv.proj.bias.shape == (16,)
@@ -268,6 +342,23 @@ def test_lesion_modulates_only_the_named_taps(monkeypatch):
     expected, acts = model.backbone.run(x, [lambda a: a * gain, None, None, None, None])
     assert torch.equal(logits, expected) and all(torch.equal(a, b) for a, b in zip(acts, modulated))
     assert not torch.allclose(logits, model(x))  # the full pattern differs
+
+
+def test_modulate_is_eq5_and_in_place_only_where_it_gives_the_same_tensor():
+    x, alpha = torch.rand(2, 3, 4, 4), torch.tensor(0.7)
+    score = torch.randn(2, 4, 4)
+    expected = x * (1 + alpha * score[:, None])  # X' = X ⊙ (1 + α · a), a broadcast over channels
+    assert torch.equal(modulate(x, alpha, score), expected)
+    dense, a = torch.rand(2, 5), torch.randn(2, 5)
+    assert torch.equal(modulate(dense, alpha, a), dense * (1 + alpha * a))
+    with torch.no_grad():
+        y = x.clone()
+        assert modulate(y, alpha, score, inplace=True) is y and torch.equal(y, expected)
+        half = x.bfloat16()  # an fp32 gain on a bf16 activation: a new fp32 tensor, as without inplace
+        out = modulate(half, alpha, score, inplace=True)
+        assert out is not half and torch.equal(out, modulate(half, alpha, score))
+    y = x.clone()
+    assert modulate(y, alpha, score, inplace=True) is not y  # autograd on: never in place
 
 
 def test_no_grad_inference_equals_the_autograd_path():

@@ -1,9 +1,13 @@
 """Backbones: parameter counts, taps, transforms, ResNet weights handling, describe()."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torchvision
 
+from gattanet.backbone import Backbone
 from gattanet.backbones import ARCHS, build_backbone
 from gattanet.describe import describe
 from gattanet.resnet import ResNetBackbone, WeightsError, imagenet_cache_path, weights_transforms
@@ -70,6 +74,17 @@ def test_build_backbone_validates():
     m = build_backbone("toy", 100, 1, hidden=64)
     assert (m.arch, m.num_classes, m.in_channels, m.input_size, m.hidden) == ("toy", 100, 1, 32, 64)
     assert ARCHS == ("toy", "resnet18", "resnet50")
+
+
+def test_protocol_registry_and_backbones_import_without_a_cycle():
+    """gattanet.backbone (the protocol) imports no backbone and toy.py imports no registry; the registry
+    leaves torchvision to the ResNets' first build."""
+    code = ("import sys, gattanet.toy\n"
+            "assert 'gattanet.backbones' not in sys.modules and 'gattanet.resnet' not in sys.modules\n"
+            "import gattanet.backbones\n"
+            "assert 'torchvision' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert issubclass(ToyCNN, Backbone) and issubclass(ResNetBackbone, Backbone)
 
 
 # --- ResNets ---------------------------------------------------------------------------------

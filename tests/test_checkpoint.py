@@ -1,6 +1,8 @@
 """Checkpoints: bit-exact round trips, refusal of foreign, corrupt, malicious and mismatched files."""
 
 import os
+import time
+import zipfile
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from gattanet.backbones import build_backbone
 from gattanet.checkpoint import (CheckpointError, load_backbone, load_checkpoint, load_gattanet,
                                  save_backbone, save_checkpoint, save_gattanet, sha256_file)
 from gattanet.model import GAttANet
+from gattanet.placement import place
 from gattanet.toy import ToyCNN
 
 CLASSES = [f"c{i}" for i in range(10)]
@@ -160,3 +163,58 @@ def test_gattanet_refuses_a_backbone_it_was_not_trained_on(tmp_path):
         load_gattanet(apath, tmp_path / "r18.pt")
     with pytest.raises(CheckpointError, match="meta 'kind' is 'backbone', expected 'gattanet'"):
         load_gattanet(bpath, bpath)
+
+
+def test_same_weights_saved_twice_are_the_same_bytes(tmp_path):
+    """Different file names, 2 s apart (a zip timestamp has a 2 s resolution), another memory format,
+    meta in another key order: the same sha256, for a backbone and for a GAttANet checkpoint."""
+    first, second = tmp_path / "one", tmp_path / "two" / "deeper"
+    backbone = saved_toy(first / "toy.pt")
+    model = trained_gattanet(backbone)
+    save_gattanet(first / "att.pt", model, first / "toy.pt", {"run": "k", "seed": 0})
+    time.sleep(2.1)
+    place(backbone, "cpu")  # channels_last weights: the bytes do not depend on the layout
+    save_backbone(second / "other-name.pt", backbone, "cifar10", CLASSES, {"seed": 0})
+    save_gattanet(second / "seed-0.pt", model, second / "other-name.pt", {"seed": 0, "run": "".join(["k"])})
+    assert sha256_file(first / "toy.pt") == sha256_file(second / "other-name.pt")
+    assert sha256_file(first / "att.pt") == sha256_file(second / "seed-0.pt")
+    for path in (first / "toy.pt", first / "att.pt"):
+        with zipfile.ZipFile(path) as z:
+            assert {n.split("/")[0] for n in z.namelist()} == {"archive"}  # no (temp) file name inside
+            assert {i.date_time for i in z.infolist()} == {(1980, 0, 0, 0, 0, 0)}
+    loaded, meta = load_gattanet(second / "seed-0.pt", second / "other-name.pt")
+    assert not {"seconds", "time", "date", "path"} & set(meta)  # nothing of when or where it was written
+    ref = model.attention.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in loaded.attention.state_dict().items())
+    assert sorted(os.listdir(second)) == ["other-name.pt", "seed-0.pt"]  # no temp files or folders left
+
+
+def test_different_weights_are_different_bytes(tmp_path):
+    saved_toy(tmp_path / "a.pt", seed=0)
+    saved_toy(tmp_path / "b.pt", seed=1)
+    assert sha256_file(tmp_path / "a.pt") != sha256_file(tmp_path / "b.pt")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a zip", "not ours"])
+def test_unreadable_checkpoint_points_to_dvc_checkout_first(tmp_path, monkeypatch, damage):
+    monkeypatch.chdir(tmp_path)
+    good = tmp_path / "good.pt"
+    saved_toy(good)
+    for path, stage in ((os.path.join("models", "backbones", "toy-fmnist.pt"), "pretrain@toy-fmnist"),
+                        (os.path.join("models", "attention", "toy-fmnist-d16", "seed-1.pt"),
+                         "train-attn@toy-fmnist-d16")):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if damage == "truncated":
+            with open(path, "wb") as f:
+                f.write(good.read_bytes()[: good.stat().st_size - 100])
+        elif damage == "not a zip":
+            with open(path, "wb") as f:
+                f.write(b"PK\x03\x04 not a checkpoint")
+        else:
+            torch.save({"weights": torch.zeros(2)}, path)
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(path)
+        message = str(e.value)
+        checkout, repro = f"`dvc checkout --force {path}`", f"`dvc repro {stage}`"
+        assert message.startswith(f"{path}: ") and checkout in message and repro in message
+        assert message.index(checkout) < message.index(repro), message

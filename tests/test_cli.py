@@ -77,10 +77,10 @@ def test_missing_inputs_give_one_line(tmp_path, tiny_params, monkeypatch):
 
 def test_profile_switch_prints_changes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text((ROOT / "profiles" / "default.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "pipeline" / "profiles" / "default.yaml").read_text())
     r = runner.invoke(app, ["profile", "paper"])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "params.yaml").read_text() == (ROOT / "profiles" / "paper.yaml").read_text()
+    assert (tmp_path / "params.yaml").read_text() == (ROOT / "pipeline" / "profiles" / "paper.yaml").read_text()
     assert "+ attention.toy-cifar10-d16" in r.output and "- attention.toy-fmnist-d16" in r.output
     assert "~ noise.sigmas" in r.output
     r = runner.invoke(app, ["profile", "full"])
@@ -95,3 +95,48 @@ def test_profile_help_names_every_profile_there_is():
 
     out = runner.invoke(app, ["profile", "--help"], terminal_width=200).output
     assert all(name in out for name in available()) and "full" in available()
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, tiny_params, monkeypatch):
+    """Only user errors become one line: a ValueError from inside the code is a bug, not bad params."""
+    import pipeline.stages.dims as dims
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+
+    def broken(params):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(dims, "run", broken)
+    r = runner.invoke(app, ["stage", "dims"])
+    assert r.exit_code != 2 and isinstance(r.exception, ValueError)
+    assert "error:" not in r.output
+
+
+@pytest.mark.parametrize("how", [["--debug"], "env"])
+def test_debug_shows_the_trace_of_user_errors_too(tmp_path, tiny_params, monkeypatch, how):
+    from pipeline.config import ParamsError
+
+    monkeypatch.chdir(tmp_path)
+    tiny_params["seed"] = -1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    assert runner.invoke(app, ["stage", "dims"]).exit_code == 2
+    args, env = (how, {}) if how != "env" else ([], {"GATTANET_DEBUG": "1"})
+    r = runner.invoke(app, [*args, "stage", "dims"], env=env)
+    assert isinstance(r.exception, ParamsError) and "seed: must be ≥ 0" in str(r.exception)
+
+
+def test_the_validate_stage_checks_what_params_name_on_this_machine(tmp_path, tiny_params, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny_params["data"]["fashion-mnist"]["root"] = str(tmp_path / "nowhere")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    r = runner.invoke(app, ["stage", "validate"])
+    assert r.exit_code == 2 and "data.fashion-mnist.root" in r.output and not (tmp_path / "results").exists()
+    tiny_params["data"]["fashion-mnist"]["root"] = str(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    assert runner.invoke(app, ["stage", "validate"]).exit_code == 0
+    stamp = (tmp_path / "results/params.ok").read_bytes()
+    tiny_params["attention"]["toy-fmnist-d16"]["epochs"] = 7  # a valid change: the stamp's bytes stay
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    assert runner.invoke(app, ["stage", "validate"]).exit_code == 0
+    assert (tmp_path / "results/params.ok").read_bytes() == stamp

@@ -1,36 +1,25 @@
 """params.yaml validation: every profile validates; each kind of bad value names its key."""
 
-import copy
-
 import pytest
 import yaml
 
 from pipeline.config import ParamsError, apply_override, load_params, validate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, with_param
 
 
 @pytest.mark.parametrize("profile", ["default", "full", "tiny", "paper"])
 def test_profiles_validate(profile):
-    p = validate(yaml.safe_load((ROOT / "profiles" / f"{profile}.yaml").read_text()))
+    p = validate(yaml.safe_load((ROOT / "pipeline" / "profiles" / f"{profile}.yaml").read_text()))
     assert p.attention and p.backbones
 
 
 def test_params_yaml_is_the_default_profile():
-    assert (ROOT / "params.yaml").read_text() == (ROOT / "profiles" / "default.yaml").read_text()
+    assert (ROOT / "params.yaml").read_text() == (ROOT / "pipeline" / "profiles" / "default.yaml").read_text()
 
 
 def _bad(params, dotted, value):
-    p = copy.deepcopy(params)
-    node = p
-    *path, last = dotted.split(".")
-    for k in path:
-        node = node[k]
-    if value is KeyError:
-        del node[last]
-    else:
-        node[last] = value
     with pytest.raises(ParamsError) as e:
-        validate(p)
+        validate(with_param(params, dotted, value))
     return str(e.value)
 
 
@@ -59,15 +48,71 @@ def _bad(params, dotted, value):
     ("device", "tpu", "device: 'tpu' is not allowed"),
     ("lesions.toy-fmnist-d16.mode", "prune", "allowed: eval, retrain"),
     ("report.figures.fig2", "missing-run", "report.figures.fig2"),
+    ("eval_batch_size", 0, "eval_batch_size: must be ≥ 1"),
+    ("nproc", 0, "nproc: must be ≥ 1"),
+    ("nproc", 2.0, "nproc: expected an integer"),
+    ("seed", KeyError, "seed: missing"),
+    ("noise.sigmas", [0.0], "with at least one σ > 0"),
+    ("backbones.toy-fmnist.lr", float("inf"), "backbones.toy-fmnist.lr: expected a finite number"),
+    ("lesions", {"nosuch": {"backbone": "toy-fmnist", "dataset": "fashion-mnist", "mode": "eval", "test_subset": 0}},
+     "lesions (an attention run): 'nosuch' is not allowed"),
 ])
 def test_bad_values_name_the_key(tiny_params, dotted, value, expect):
     assert expect in _bad(tiny_params, dotted, value)
+
+
+def test_several_processes_cannot_share_one_named_gpu(tiny_params):
+    tiny_params["nproc"], tiny_params["device"] = 2, "cuda:1"
+    with pytest.raises(ParamsError, match="device: 'cuda:1' names one GPU, but nproc is 2"):
+        validate(tiny_params)
+    tiny_params["device"] = "cuda"
+    assert validate(tiny_params).nproc == 2
 
 
 def test_unknown_key_is_refused(tiny_params):
     tiny_params["attention"]["toy-fmnist-d16"]["atn_dim"] = 3
     with pytest.raises(ParamsError, match="atn_dim: unknown key; allowed: backbone"):
         validate(tiny_params)
+
+
+def test_unknown_top_level_key_is_refused(tiny_params):
+    tiny_params["epochs"] = 3
+    with pytest.raises(ParamsError, match="^epochs: unknown key; allowed: profile, seed"):
+        validate(tiny_params)
+
+
+def test_wider_toy_needs_a_toy_backbone(tiny_params):
+    tiny_params["backbones"]["toy-fmnist"]["arch"] = "resnet18"
+    tiny_params["attention"]["toy-fmnist-d16"]["lesion"] = "full"
+    tiny_params["attention"]["toy-fmnist-d4"]["lesion"] = "full"
+    with pytest.raises(ParamsError, match="baselines.methods: wider-toy needs a toy backbone"):
+        validate(tiny_params)
+
+
+def test_exponent_floats_read_as_dvc_reads_them(tiny_params, tmp_path):
+    """YAML 1.1 (PyYAML) reads `1e-3` as a string; DVC (YAML 1.2) as a number: we side with DVC."""
+    from dvc.utils.serialize import parse_yaml
+
+    text = yaml.safe_dump(tiny_params).replace("lr: 0.001", "lr: 1e-3")
+    assert "lr: 1e-3" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert load_params(path).attention["toy-fmnist-d16"].lr == 0.001
+    assert parse_yaml(text, str(path))["attention"]["toy-fmnist-d16"]["lr"] == 0.001
+    assert load_params(path, ["noise.peak_sigma=3e-2", "noise.sigmas=[0, 3e-2, 1E-1]"]).noise.sigmas == (0, 0.03, 0.1)
+
+
+def test_every_section_reads_exactly_its_dataclass_fields(tiny_params):
+    """The dataclasses are the schema: each params section has exactly the keys its class declares."""
+    import dataclasses
+
+    from pipeline.config import AttentionRun, NoiseCfg, Params
+
+    p = validate(tiny_params)
+    assert set(tiny_params) == {f.name for f in dataclasses.fields(Params)} - {"raw"}
+    assert set(tiny_params["noise"]) == {f.name for f in dataclasses.fields(NoiseCfg)}
+    assert set(tiny_params["attention"]["toy-fmnist-d16"]) == {f.name for f in dataclasses.fields(AttentionRun)} - {"key"}
+    assert p.attention["toy-fmnist-d16"].key == "toy-fmnist-d16" and p.data["fashion-mnist"].name == "fashion-mnist"
 
 
 def test_overrides_parse_yaml_values(tiny_params, tmp_path):
@@ -84,13 +129,40 @@ def test_overrides_parse_yaml_values(tiny_params, tmp_path):
 def test_default_profile_is_planned_for_evidence():
     """The issue's floor for the default run: the whole training and test sets for the backbone and
     every evaluation, and at least three training seeds for the runs behind the headline claims."""
-    p = validate(yaml.safe_load((ROOT / "profiles" / "default.yaml").read_text()))
+    p = validate(yaml.safe_load((ROOT / "pipeline" / "profiles" / "default.yaml").read_text()))
     assert p.backbones["toy-fmnist"].train_subset == 0
     assert {k: r.attn_dim for k, r in p.attention.items()} == {"toy-fmnist-d16": 16, "toy-fmnist-d64": 64}
     assert all(len(r.seeds) >= 3 for r in p.attention.values())
-    assert p.noise.test_subset == 0 and p.maps_test_subset == 0
+    assert p.noise.test_subset == 0 and p.maps.test_subset == 0
     assert all(les.test_subset == 0 for les in p.lesions.values())
     assert p.noise.peak_sigma in p.noise.sigmas and 0.03 <= p.noise.peak_sigma <= 0.04
-    full = validate(yaml.safe_load((ROOT / "profiles" / "full.yaml").read_text()))
+    full = validate(yaml.safe_load((ROOT / "pipeline" / "profiles" / "full.yaml").read_text()))
     assert {r.attn_dim for r in full.attention.values()} >= {4, 16, 64}
     assert len(full.baselines.methods) == 9 and {les.mode for les in full.lesions.values()} == {"retrain"}
+
+
+def test_a_param_with_a_default_may_be_left_out_and_is_still_checked():
+    from dataclasses import dataclass
+
+    from pipeline.config import integer, param, read
+
+    @dataclass(frozen=True)
+    class Section:
+        a: int = param(integer(0))
+        b: int = param(integer(0), default=3)
+
+    assert read(Section, {"a": 1}, "s") == Section(1, 3)
+    assert read(Section, {"a": 1, "b": 5}, "s").b == 5
+    with pytest.raises(ParamsError, match=r"s\.a: missing \(required keys: a\)"):
+        read(Section, {"b": 1}, "s")
+    with pytest.raises(ParamsError, match="s.b: must be ≥ 0"):
+        read(Section, {"a": 1, "b": -1}, "s")
+    with pytest.raises(ParamsError, match=r"s\.c: unknown key; allowed: a, b"):
+        read(Section, {"a": 1, "c": 1}, "s")
+
+
+def test_loader_keys_belong_to_image_folders_only(tiny_params):
+    assert validate(tiny_params).data["fashion-mnist"].workers == 4  # a default nobody reads
+    for key, value in (("workers", 2), ("eval_cache", True), ("cache_dir", "x")):
+        assert f"data.fashion-mnist.{key}: only an image-folder dataset (imagenet)" in \
+            _bad(tiny_params, f"data.fashion-mnist.{key}", value)

@@ -1,6 +1,7 @@
 """Faults and bad input: kill and resume, atomic outputs, corrupt or hostile inputs, NaN, concurrent runs."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ runner = CliRunner()
 
 
 def tiny(**backbone) -> dict:
-    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    params = yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
     params["backbones"]["toy-fmnist"].update(backbone)
     return params
 
@@ -72,6 +73,77 @@ def test_kill_during_training_then_repro_resumes_and_matches(tmp_path, stage):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+class Killed(Exception):
+    """What the fault injection raises: the process dying between two epochs."""
+
+
+class KillAt:
+    """A training loader that dies when epoch `at` starts, after `sleep` seconds in each epoch before it
+    (training time that the resumed run must count); otherwise the wrapped loader, attributes and all."""
+
+    def __init__(self, loader, at: int, sleep: float):
+        self.loader, self.at, self.sleep = loader, at, sleep
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def epoch(self, e):
+        if e == self.at:
+            raise Killed(f"killed at the start of epoch {e}")
+        time.sleep(self.sleep)
+        yield from self.loader.epoch(e)
+
+
+def test_killed_pretrain_resumes_only_under_the_same_settings_and_counts_all_its_seconds(project, monkeypatch,
+                                                                                          caplog):
+    import pipeline.stages.pretrain as pretrain
+    from gattanet.train import fit
+
+    kill = {"on": True}
+
+    def killable_fit(model, params, train, *args, **kw):
+        return fit(model, params, KillAt(train, at=3, sleep=0.5) if kill["on"] else train, *args, **kw)
+
+    monkeypatch.setattr(pretrain, "fit", killable_fit)
+    stage = ["stage", "pretrain", "toy-fmnist", "-S", "backbones.toy-fmnist.epochs=4",
+             "-S", "backbones.toy-fmnist.patience=4"]
+    resume = project / ".gattanet/resume/pretrain-toy-fmnist.pt"
+    metrics = project / "results/pretrain/toy-fmnist/metrics.json"
+    history = project / "results/pretrain/toy-fmnist/history.csv"
+
+    def killed_after_epoch_2() -> float:
+        kill["on"] = True
+        r = runner.invoke(app, stage)
+        assert isinstance(r.exception, Killed), r.output
+        saved = torch.load(resume, weights_only=True)
+        assert saved["epoch"] == 2 and not metrics.exists()
+        kill["on"] = False
+        caplog.clear()
+        return saved["seconds"]
+
+    killed_after_epoch_2()
+    with caplog.at_level(logging.INFO, logger="gattanet.train"):  # another batch size: start over
+        r = runner.invoke(app, stage + ["-S", "backbones.toy-fmnist.batch_size=32"])
+    assert r.exit_code == 0, r.output
+    assert "starting fresh; it differs in train_data.batch_size: 64 -> 32" in caplog.text
+    assert "context.run" in caplog.text and "resuming" not in caplog.text
+    assert [line.split(",")[0] for line in history.read_text().splitlines()[1:]] == ["1", "2", "3", "4"]
+    assert not resume.exists()
+    metrics.unlink()
+
+    before = killed_after_epoch_2()  # the same settings: carry on after epoch 2
+    with caplog.at_level(logging.INFO, logger="gattanet.train"):
+        r = runner.invoke(app, stage)
+    assert r.exit_code == 0, r.output
+    assert "resuming after epoch 2" in caplog.text and "starting fresh" not in caplog.text
+    assert [line.split(",")[0] for line in history.read_text().splitlines()[1:]] == ["1", "2", "3", "4"]
+    assert json.loads(metrics.read_text())["seconds"] >= before >= 1.0  # the 2 slow epochs before the kill
+    assert not resume.exists()
+
+
 # ---------------------------------------------------------------- 2. atomic outputs
 
 def test_atomic_write_leaves_the_old_file_on_a_crash(tmp_path):
@@ -83,6 +155,19 @@ def test_atomic_write_leaves_the_old_file_on_a_crash(tmp_path):
             raise RuntimeError("killed mid-write")
     assert json.loads(target.read_text()) == {"good": True}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_torch_save_through_atomic_path_records_the_target_name_not_a_temp_one(tmp_path):
+    import zipfile
+
+    for n in range(2):
+        with atomic_path(tmp_path / f"try{n}" / "fashion-mnist.pt") as tmp:
+            torch.save({"x": torch.arange(3)}, tmp)
+    a, b = ((tmp_path / f"try{n}" / "fashion-mnist.pt").read_bytes() for n in range(2))
+    assert a == b
+    assert {n.split("/")[0] for n in zipfile.ZipFile(tmp_path / "try0" / "fashion-mnist.pt").namelist()} == {
+        "fashion-mnist"}
+    assert sorted(os.listdir(tmp_path / "try0")) == ["fashion-mnist.pt"]
 
 
 def test_crashed_stage_keeps_previous_outputs(project, monkeypatch):
@@ -127,6 +212,8 @@ def test_corrupt_checkpoint_is_refused_clearly(project):
     ckpt.write_bytes(b"\x80\x04 not a checkpoint")
     r = runner.invoke(app, ["stage", "train-attn", "toy-fmnist-d16"])
     assert r.exit_code == 1 and "models/backbones/toy-fmnist.pt" in r.output
+    checkout, repro = "dvc checkout --force models/backbones/toy-fmnist.pt", "dvc repro pretrain@toy-fmnist"
+    assert checkout in r.output and r.output.index(checkout) < r.output.index(repro)  # restore first
     assert not (project / "models/attention").exists()
 
 

@@ -1,6 +1,11 @@
 """The whole pipeline through the real `dvc repro` on the tiny profile, in a temporary copy of the repo."""
 
+import hashlib
 import json
+import re
+import shutil
+import subprocess
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +14,7 @@ import torch
 import yaml
 
 from gattanet.precision import autocast_dtype, precision_name
-from tests.conftest import ROOT, make_project, sh
+from tests.conftest import ROOT, make_project, sh, with_param
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh copy of the project on the tiny profile, after one full `dvc repro`."""
-    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    params = yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
     repo = make_project(tmp_path_factory.mktemp("e2e"), params)
     sh(["dvc", "repro"], repo)
     return repo
@@ -79,14 +84,169 @@ def test_every_stage_output_is_present_and_valid(repo):
     assert "Table 1" in html and "<img" in html and "95 % CI" in html
 
 
-def test_dvc_tools_work_on_the_outputs(repo):
+# Appended to a copy of the plots page: after the vega-embed calls have run, record each plot's
+# div, its canvas size, its dark pixels (axes, labels) and its coloured ones (the data marks, legend).
+PLOTS_CHECK_SCRIPT = """<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const plots = [...document.querySelectorAll('div.vega-embed')].map(d => {
+    const c = d.querySelector('canvas');
+    let ink = 0, colour = 0;
+    if (c && c.width && c.height) {
+      const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < px.length; i += 4) {
+        if (px[i + 3] === 0) continue;
+        const [r, g, b] = [px[i], px[i + 1], px[i + 2]];
+        if (r + g + b < 600) ink++;
+        if (Math.max(r, g, b) - Math.min(r, g, b) > 80) colour++;
+      }
+    }
+    return {id: d.id, canvas: c ? [c.width, c.height] : null, ink, colour};
+  });
+  document.body.setAttribute('data-check', JSON.stringify({plots, vega: typeof vegaEmbed}));
+}, 2000));
+</script>"""
+
+
+def test_dvc_tools_work_on_the_outputs(repo, tmp_path):
+    """status, metrics, exp show and params diff answer; `dvc plots show` names exactly the history
+    and noise CSVs (no warning), uses the checkout's .dvc/config page template (make_project's fresh
+    `dvc init` has its own config), and its page loads no script from the network and draws every
+    plot in headless Chromium."""
     assert "up to date" in sh(["dvc", "status"], repo).stdout
     metrics = sh(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "gattanet_acc" in metrics
-    sh(["dvc", "plots", "show", "-o", str(repo.parent / "plots")], repo)
-    assert (repo.parent / "plots" / "index.html").exists()
     assert "toy-fmnist-d16" in sh(["dvc", "exp", "show", "--json"], repo).stdout
     sh(["dvc", "params", "diff"], repo)
+
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    out = tmp_path / "plots"
+    r = sh(["dvc", "plots", "show", "-o", str(out)], repo)
+    assert "warning" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
+    html = (out / "index.html").read_text()
+    assert not re.search(r"""<script[^>]*\bsrc\s*=\s*["']?(https?:)?//""", html, re.I), "a script from the network"
+    assert not re.search(r"""<(link|img|iframe)[^>]*\b(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
+    assert "vegaEmbed" in html and "cdn.jsdelivr" not in html
+    want = {"results_pretrain_toy-fmnist_history_csv"} | {
+        f"results_{stage}_{run}_{csv}" for run in ("toy-fmnist-d4", "toy-fmnist-d16")
+        for stage, csv in (("train-attn", "history_csv"), ("noise", "curve_csv"))}
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if chromium is None:
+        pytest.skip("no chromium binary found (looked for chromium, chromium-browser, /usr/bin/chromium)")
+    check = out / "_check.html"
+    head, _, tail = html.rpartition("</body>")  # the last one: the inlined vega code has the string too
+    check.write_text(head + PLOTS_CHECK_SCRIPT + "</body>" + tail)
+    res = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--window-size=1280,2000",
+         "--dump-dom", check.as_uri()], capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    found = re.search(r'<body[^>]*data-check="([^"]*)"', res.stdout)
+    assert found, f"the check script did not run; DOM starts {res.stdout[:300]!r}"
+    result = json.loads(unescape(found.group(1)))
+    assert result["vega"] == "function", result
+    plots = {p["id"]: p for p in result["plots"]}
+    assert set(plots) == want, sorted(plots)
+    for p in plots.values():  # axes and labels: thousands of dark pixels; the data marks: coloured ones
+        assert p["canvas"] and min(p["canvas"]) > 100 and p["ink"] > 2000, p
+        # one epoch in the tiny profile: a history is points (plus the legend's); a noise curve is two
+        # lines across the three σ (about twice the plot's width in coloured pixels)
+        assert p["colour"] > (600 if "_noise_" in p["id"] else 150), p
+
+
+def _snapshot(repo: Path) -> dict[str, str]:
+    """sha256 of every file under the folders DVC writes."""
+    return {p.relative_to(repo).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for top in ("data", "models", "results", "reports") for p in sorted((repo / top).rglob("*")) if p.is_file()}
+
+
+# A dozen kinds of bad param, each with what the message must name. Each would send `dvc repro` into a
+# stage whose outputs DVC removes first; `validate` must stop it before.
+BAD_PARAMS = [
+    ("attention.toy-fmnist-d16.attn_dim", 0, "attention.toy-fmnist-d16.attn_dim: must be ≥ 1"),
+    ("attention.toy-fmnist-d16.backbone", "nosuch", "attention.toy-fmnist-d16.backbone: 'nosuch' is not allowed"),
+    ("attention.toy-fmnist-d16.lr", float("nan"), "attention.toy-fmnist-d16.lr: expected a finite number"),
+    ("backbones.toy-fmnist.lr", float("inf"), "backbones.toy-fmnist.lr: expected a finite number"),
+    ("noise.sigmas", [0.0, 0.1, 0.03], "noise.sigmas: must start at 0"),
+    ("noise.peak_sigma", 0.05, "noise.peak_sigma: 0.05 must be one of noise.sigmas"),
+    ("attention.toy-fmnist-d16.seeds", [0, 0], "attention.toy-fmnist-d16.seeds: seeds must be distinct"),
+    ("attention.toy-fmnist-d16.lesion", "ccxdd", "attention.toy-fmnist-d16.lesion"),
+    ("lesions.toy-fmnist-d16.mode", "prune", "lesions.toy-fmnist-d16.mode: 'prune' is not allowed"),
+    ("epochs", 3, "epochs: unknown key"),
+    ("attention.toy-fmnist-d4.train_subset", "all", "attention.toy-fmnist-d4.train_subset: expected an integer"),
+    ("data.fashion-mnist.root", "/nonexistent/fmnist", "data.fashion-mnist.root: '/nonexistent/fmnist' does not exist"),
+    ("baselines.methods", ["se", "vit"], "baselines.methods[1]: 'vit' is not allowed"),
+    ("device", "cuda:0" if not torch.cuda.is_available() else "tpu", "device:"),
+]
+
+
+def test_bad_params_stop_dvc_repro_before_anything_is_removed(repo):
+    """For each bad param: `dvc repro` exits non-zero with the project's message naming the key, and
+    every file under data/, models/, results/ and reports/ is byte-identical afterwards."""
+    good_text = (repo / "params.yaml").read_text()
+    good = yaml.safe_load(good_text)
+    before = _snapshot(repo)
+    assert len(before) > 40
+    try:
+        for dotted, value, message in BAD_PARAMS:
+            (repo / "params.yaml").write_text(yaml.safe_dump(with_param(good, dotted, value), sort_keys=False))
+            r = sh(["dvc", "repro"], repo, check=False)
+            out = r.stdout + r.stderr
+            assert r.returncode != 0, f"{dotted}={value!r}: dvc repro passed"
+            assert message in out, f"{dotted}={value!r}: {out[-1500:]}"
+            assert "Running stage 'validate'" in out and "Running stage 'data" not in out
+            assert _snapshot(repo) == before, f"{dotted}={value!r} changed outputs"
+    finally:
+        (repo / "params.yaml").write_text(good_text)
+    assert "up to date" in sh(["dvc", "status"], repo).stdout
+
+
+def test_an_exponent_lr_is_read_as_dvc_reads_it(repo):
+    good_text = (repo / "params.yaml").read_text()
+    lr = yaml.safe_load(good_text)["attention"]["toy-fmnist-d16"]["lr"]
+    try:
+        text = good_text.replace(f"lr: {lr}", f"lr: {lr:.0e}", 1)
+        assert float(f"{lr:.0e}") == lr and text != good_text
+        (repo / "params.yaml").write_text(text)
+        assert "up to date" in sh(["dvc", "status"], repo).stdout  # DVC reads the same number
+        assert "params: valid" in sh(["dvc", "repro", "--force", "validate"], repo).stdout  # and so do we
+    finally:
+        (repo / "params.yaml").write_text(good_text)
+
+
+def test_editing_a_module_reruns_exactly_the_stages_that_run_it(repo):
+    """Append a comment to a library module: `dvc status` lists exactly the stages whose walked
+    imports include it (the stages' code deps are checked against the walk in test_stage_deps)."""
+    from pipeline.stages import STAGES
+    from tests.stage_deps import stage_files
+
+    for module in ("gattanet/embedding.py", "gattanet/sweeps.py"):
+        path = repo / module
+        original = path.read_bytes()
+        try:
+            path.write_bytes(original + b"\n# touched by the test\n")
+            status = set(json.loads(sh(["dvc", "status", "--json"], repo).stdout))
+        finally:
+            path.write_bytes(original)
+        runs = {name for name, (mod, _, _) in STAGES.items() if module in stage_files(mod)}
+        assert status and {s.split("@")[0] for s in status} == runs, (module, sorted(status), runs)
+        assert all(s.split("@")[0] != "validate" for s in status)
+    assert "up to date" in sh(["dvc", "status"], repo).stdout
+
+
+def test_an_identical_retrain_leaves_the_models_consumers_up_to_date(repo):
+    """Checkpoints are byte-stable: retraining a run with the same params writes the same bytes, so
+    its noise/embed/maps stages stay up to date. (The aggregates rerun: metrics.json and history.csv
+    record wall-clock seconds.)"""
+    before = _snapshot(repo)
+    sh(["dvc", "repro", "--force", "--single-item", "train-attn@toy-fmnist-d4"], repo)
+    after = _snapshot(repo)
+    assert after["models/attention/toy-fmnist-d4/seed-0.pt"] == before["models/attention/toy-fmnist-d4/seed-0.pt"]
+    status = set(json.loads(sh(["dvc", "status", "--json"], repo).stdout))
+    assert status <= {"dims", "summary", "report"}, sorted(status)
+    sh(["dvc", "repro"], repo)
 
 
 def test_changing_one_dimension_touches_only_its_stages(repo):
@@ -94,4 +254,4 @@ def test_changing_one_dimension_touches_only_its_stages(repo):
     params["attention"]["toy-fmnist-d4"]["attn_dim"] = 8
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(sh(["dvc", "status", "--json"], repo).stdout)
-    assert set(status) == {"train-attn@toy-fmnist-d4", "dims", "summary"}
+    assert set(status) == {"validate", "train-attn@toy-fmnist-d4", "dims", "summary"}

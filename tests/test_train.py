@@ -1,6 +1,8 @@
 """The training loop: determinism, resume, early stopping, NaN guard, L2; bench output keys."""
 
+import dataclasses
 import logging
+import time
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from gattanet.augment import Augment
 from gattanet.datasets import TensorData
 from gattanet.loader import TensorLoader
 from gattanet.precision import autocast_dtype, precision_name
-from gattanet.train import NonFiniteLossError, Step, TrainConfig, fit
+from gattanet.train import NonFiniteLossError, Step, TrainConfig, _differences, _fingerprint_parts, fit
 
 
 class Tiny(nn.Module):
@@ -116,6 +118,93 @@ def test_resume_file_of_another_config_is_ignored(tmp_path, caplog):
     assert same_run(restarted, run(other))
 
 
+class SlowThenKilled(Interrupted):
+    """Interrupted at epoch `at`, after `sleep` seconds in each epoch before it: training time to carry over."""
+
+    def __init__(self, *args, sleep: float, **kw):
+        super().__init__(*args, **kw)
+        self.sleep = sleep
+
+    def epoch(self, e):
+        if e < self.at:
+            time.sleep(self.sleep)
+        yield from super().epoch(e)
+
+
+def killed_after_epoch_2(resume, batch_size: int = 8, sleep: float = 0.3, context=None):
+    killed = SlowThenKilled(make_data(48, 0), batch_size, shuffle=True, seed=1, augment=Augment(10, 0.1, False),
+                            at=3, sleep=sleep)
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, train=killed, resume_path=resume, context=context)
+    saved = torch.load(resume, weights_only=True)
+    assert saved["epoch"] == 2 and saved["seconds"] >= 2 * sleep
+    return saved["seconds"]
+
+
+def test_kill_then_other_batch_size_starts_fresh_and_same_settings_resume_with_all_seconds(tmp_path, caplog):
+    resume = tmp_path / "run.pt"
+    killed_after_epoch_2(resume)
+    other = TensorLoader(make_data(48, 0), 12, shuffle=True, seed=1, augment=Augment(10, 0.1, False))
+    with caplog.at_level(logging.INFO, logger="gattanet.train"):
+        fresh = run(CFG, train=other, resume_path=resume)
+    assert "another configuration: starting fresh; it differs in train_data.batch_size: 8 -> 12" in caplog.text
+    assert "train_data.batches: 6 -> 4" in caplog.text and "resuming" not in caplog.text
+    assert [h["epoch"] for h in fresh[1].history] == [1, 2, 3, 4, 5] and fresh[1].resumed_seconds == 0
+    assert same_run(fresh, run(CFG, train=TensorLoader(make_data(48, 0), 12, shuffle=True, seed=1,
+                                                       augment=Augment(10, 0.1, False))))
+    assert not resume.exists()
+
+    caplog.clear()
+    before = killed_after_epoch_2(resume)
+    with caplog.at_level(logging.INFO, logger="gattanet.train"):
+        resumed = run(CFG, resume_path=resume)
+    assert "resuming after epoch 2" in caplog.text and "starting fresh" not in caplog.text
+    assert same_run(resumed, run(CFG))
+    result = resumed[1]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5]
+    assert result.resumed_seconds == pytest.approx(before) and result.seconds > before >= 0.6  # the slept epochs
+
+
+def test_resume_fingerprint_covers_every_train_config_field_and_the_context(tmp_path, caplog):
+    def parts(cfg, context=None):
+        model = Tiny(0)
+        train, val = loaders()
+        return _fingerprint_parts(cfg, Step(model, model.parameters(), cfg), model, train, val, context)
+
+    base = parts(CFG)
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(CFG, field.name)
+        changed = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v * 2,
+                   type(None): lambda v: 1}[type(value)](value)
+        why = _differences(base, parts(dataclasses.replace(CFG, **{field.name: changed})))
+        assert why.startswith(f"config.{field.name}: {value!r} -> {changed!r}"), (field.name, why)
+    assert _differences(base, parts(CFG, {"data": "b"})) == "context"
+    assert _differences(parts(CFG, {"data": "a", "backbone": "x"}), parts(CFG, {"data": "a", "backbone": "y"})) \
+        == "context.backbone: 'x' -> 'y'"
+
+    resume = tmp_path / "run.pt"  # a kill under one context, a rerun under another (e.g. new data)
+    killed_after_epoch_2(resume, sleep=0.0, context={"data": "sha-a"})
+    with caplog.at_level(logging.WARNING):
+        fresh = run(CFG, resume_path=resume, context={"data": "sha-b"})
+    assert "differs in context.data: 'sha-a' -> 'sha-b'" in caplog.text
+    assert fresh[1].history[0]["epoch"] == 1 and same_run(fresh, run(CFG))
+
+
+def test_resume_fingerprint_covers_frozen_weights_and_module_settings():
+    def parts(model):
+        train, val = loaders()
+        trained = [model.fc2.weight, model.fc2.bias]
+        return _fingerprint_parts(CFG, Step(model, trained, CFG), model, train, val, None)
+
+    base = parts(Tiny(0))
+    assert _differences(base, parts(Tiny(0))) == ""
+    assert _differences(base, parts(Tiny(1))) == "frozen"  # fc1 and scale are not trained here
+    model = Tiny(0)
+    model.drop.p = 0.5
+    assert _differences(base, parts(model)) == "modules.drop: {'type': 'Dropout', 'p': 0.3, 'inplace': False} " \
+        "-> {'type': 'Dropout', 'p': 0.5, 'inplace': False}"
+
+
 def test_early_stopping_stops_on_plateau_and_restores_best_weights():
     cfg = TrainConfig(epochs=40, patience=3, lr=0.02, seed=0)
     val = loaders(val_flip=True)[1]  # learning the training rule makes validation worse
@@ -217,3 +306,16 @@ def test_bench_without_native_bf16_says_so(monkeypatch):
     result = bench.run_bench(device="cpu", n_images=16, batch_size=16)
     assert list(result["img_per_s"]) == ["fp32"] and list(result["eval_shared_vs_naive"]) == ["fp32"]
     assert result["not_measured"] == {"bf16": "not native on this CPU"}
+
+
+def test_timed_counts_the_work_and_synchronises_cuda_around_it(monkeypatch):
+    from gattanet.bench import timed
+
+    assert timed(lambda: time.sleep(0.05), "cpu") >= 0.05
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("sync", str(device))))
+    timed(lambda: calls.append("work"), torch.device("cuda", 0))  # no GPU needed: the sync is recorded
+    assert calls == [("sync", "cuda:0"), "work", ("sync", "cuda:0")]
+    calls.clear()
+    timed(lambda: calls.append("work"), "cpu")
+    assert calls == ["work"]

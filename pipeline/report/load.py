@@ -12,10 +12,12 @@ from pathlib import Path
 
 import yaml
 
+from gattanet.errors import InputError
+
 PAPER_YAML = Path(__file__).with_name("paper.yaml")
 
 
-class ReportInputError(ValueError):
+class ReportInputError(InputError, ValueError):
     """A stage output the report needs is missing or malformed."""
 
 

@@ -1,0 +1,73 @@
+"""The pipeline's stages, one module each with `run(params[, key])`; `run_stage` is what
+`gattanet-cli stage NAME [KEY]` (and so `dvc repro`) calls."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+STAGES = {  # CLI name -> (module in pipeline.stages, takes a KEY, help)
+    "validate": ("validate", False, "Check params.yaml whole before any other stage runs: results/params.ok."),
+    "data": ("data", True, "Materialise a dataset as uint8 tensors: data/KEY.pt (KEY in params `data`)."),
+    "pretrain": ("pretrain", True, "Pretrain (or load) a backbone: models/backbones/KEY.pt (KEY in params `backbones`)."),
+    "train-attn": ("train_attn", True, "Train GAttANet on a frozen backbone, one model per seed: "
+                                       "models/attention/KEY/ (KEY in params `attention`)."),
+    "noise": ("noise", True, "Noise sweep, baseline vs GAttANet on the same draws: results/noise/KEY/ (KEY an attention run)."),
+    "dims": ("dims", False, "Attention-dimension comparison over all attention runs: results/dims.json."),
+    "lesions": ("lesions", True, "Lesion ablations (Fig. 4c): results/lesions/KEY.json (KEY in params `lesions`)."),
+    "embed": ("embed", True, "UMAP of the global query (Fig. 2b): results/embedding/KEY/ (KEY an attention run)."),
+    "maps": ("maps", True, "Agreement maps (Fig. 3) and true-class-on-top rate: results/maps/KEY/ (KEY an attention run)."),
+    "baselines": ("baselines", True, "Related-work attention adapters on the frozen backbone: results/baselines/KEY.json."),
+    "summary": ("summary", False, "Table 1 of this run as a DVC metric: reports/summary.json."),
+    "report": ("report", False, "Render the HTML report from the stage outputs: reports/index.html."),
+}
+
+
+def trains(params, name: str, key: str | None) -> bool:
+    """Whether stage `name` on `key` trains models, and so runs data-parallel when params `nproc` > 1."""
+    if name == "pretrain":
+        return key in params.backbones and params.backbones[key].weights == "scratch"
+    if name == "lesions":
+        return key in params.lesions and params.lesions[key].mode == "retrain"
+    return name in ("train-attn", "baselines")
+
+
+def run_stage(name: str, key: str | None, params_path: Path, overrides: list[str] | None) -> None:
+    """Load and validate the params, then run stage `name` (on entry `key` when it takes one). A training
+    stage with `nproc` > 1 relaunches itself under torchrun (one process per GPU, or gloo processes on
+    the CPU); a process torchrun started joins the process group first."""
+    from gattanet import distributed
+    from pipeline.config import load_params
+    from pipeline.runtime import resolve_device
+
+    params = load_params(params_path, overrides)
+    if params.nproc > 1 and trains(params, name, key) and not distributed.launched():
+        return relaunch(params.nproc, name, key, params_path, overrides)
+    world = distributed.init(resolve_device(params.device)) if distributed.launched() else distributed.SINGLE
+    logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING,
+                        format="%(name)s: %(message)s" if world.size == 1 else f"[rank {world.rank}] %(name)s: %(message)s")
+    module, keyed, _ = STAGES[name]
+    stage = importlib.import_module(f"pipeline.stages.{module}")
+    try:
+        stage.run(params, key) if keyed else stage.run(params)
+    finally:
+        distributed.leave()
+
+
+def relaunch(nproc: int, name: str, key: str | None, params_path: Path, overrides: list[str] | None) -> None:
+    """Run this stage again as `torchrun --standalone --nproc-per-node NPROC gattanet-cli stage ...` (one
+    node; see the README for several) and fail as it fails."""
+    import subprocess
+    import sys
+
+    from pipeline.errors import StageFailed
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "pipeline.cli", "stage", name, *([key] if key is not None else []), "--params", str(params_path)]
+    for item in overrides or []:
+        cmd += ["--set", item]
+    print(f"{name}: {nproc} processes under torchrun (DDP)", flush=True)
+    code = subprocess.call(cmd)
+    if code != 0:
+        raise StageFailed(f"{name}: torchrun exited with {code} (the ranks' messages are above)", code)

@@ -2,53 +2,61 @@
 on the same frozen backbone, budget, data and training settings, measured like GAttANet."""
 
 import copy
-import time
 
 import numpy as np
 import torch
 
+from gattanet import distributed
 from gattanet.adapters.budget import UNMATCHABLE, match_width, within_budget, wider_toy_widths
 from gattanet.adapters.model import AdaptedModel
 from gattanet.backbones import build_backbone
+from gattanet.bench import timed  # synchronises CUDA: queued kernels are counted, not just launched
 from gattanet.io import write_json
 from gattanet.placement import place
 from gattanet.precision import autocast, autocast_dtype, precision_name
 from gattanet.sweeps import gain_at, sweep_correct
 from gattanet.train import TrainConfig, fit
-from pipeline import common
-from pipeline.common import EVAL_BATCH, RESULTS
+from pipeline.data_source import DataSource
+from pipeline.errors import UsageError
+from pipeline.paths import RESULTS
+from pipeline.runs import augment_of, training_context, training_seed
+from pipeline.runtime import resolve_device, seeded, stopwatch
 from pipeline.stages.train_attn import build, load_run_backbone, resume_file
 
 
 def run(params, method: str) -> None:
     cfg = params.baselines
     if method not in cfg.methods:
-        raise ValueError(f"baselines: {method!r} is not in baselines.methods ({', '.join(cfg.methods) or 'empty'})")
+        raise UsageError(f"baselines: {method!r} is not in baselines.methods ({', '.join(cfg.methods) or 'empty'})")
     att_run = params.attention[cfg.run]
     bb_run = params.backbones[att_run.backbone]
-    device = common.resolve_device(params.device)
-    source = common.DataSource(params, att_run.dataset, device)
+    device = resolve_device(params.device)
+    source = DataSource(params, att_run.dataset, device)
     backbone = load_run_backbone(att_run, device)
     gattanet_params = sum(p.numel() for p in build(params, att_run, copy.deepcopy(backbone)).attention_parameters())
     noise, dtype = params.noise, autocast_dtype(device, params.amp)
-    models, width, n_trainable, epochs_run = {}, None, 0, []
-    with common.stopwatch() as clock:
+    models, width, n_trainable, epochs_run, resumed = {}, None, 0, [], 0.0
+    with stopwatch() as clock:
         for seed in att_run.seeds:  # the GAttANet run's seeds: the same evidence grade
             model, trainable, width, run_cfg, subset = _method(params, method, backbone, att_run, bb_run,
                                                                gattanet_params, seed)
             epochs = cfg.epochs if method != "wider-toy" else run_cfg.epochs
-            train_seed = common.training_seed(params, seed)
+            train_seed = training_seed(params, seed)
             result = fit(model, trainable,
-                         source.train_loader(run_cfg.batch_size, common.augment_of(run_cfg.augment), subset,
+                         source.train_loader(run_cfg.batch_size, augment_of(run_cfg.augment), subset,
                                              train_seed),
-                         source.loader("val", EVAL_BATCH),
+                         source.loader("val"),
                          TrainConfig(epochs=epochs, patience=run_cfg.patience, lr=run_cfg.lr,
                                      l2=getattr(run_cfg, "l2", 0.0), seed=train_seed, amp=params.amp),
                          resume_path=resume_file(f"baselines-{method}", seed), keep_resume=True,
-                         context=common.training_context(params, params.baselines, source),
+                         context=training_context(params, att_run, source)
+                         | {"method": method, "baselines": repr(params.baselines)},
                          label=f"baselines {method} seed {seed}")
             models[str(seed)] = model.eval()
             n_trainable, epochs_run = sum(p.numel() for p in trainable), epochs_run + [result.epochs_run]
+            resumed += result.resumed_seconds
+        if not distributed.current().is_main:
+            return  # under torchrun, rank 0 alone evaluates and writes
 
         def loader_at(sigma: float):
             return source.loader("test", noise.batch_size, sigma=sigma, noise_seed=params.seed, clip=noise.clip,
@@ -73,7 +81,7 @@ def run(params, method: str) -> None:
         "sigmas": list(noise.sigmas), "acc": acc.mean(axis=(0, 2)).tolist(),
         "baseline": hits["baseline"].mean(axis=1).tolist(),
         **speed, "epochs_run": epochs_run, "precision": precision_name(dtype),
-        "seconds": clock["seconds"], "device": str(device)})
+        "seconds": round(clock["seconds"] + resumed, 3), "device": str(device)})  # + time before a kill
     for seed in att_run.seeds:
         resume_file(f"baselines-{method}", seed).unlink(missing_ok=True)
     print(f"baselines {method}: {n_trainable:,} params (GAttANet {gattanet_params:,}), "
@@ -82,13 +90,11 @@ def run(params, method: str) -> None:
 
 def _method(params, method: str, backbone, att_run, bb_run, gattanet_params: int, seed: int):
     """(model, trainable params, width, training settings, train subset) of one method for one seed."""
-    common.seeded(common.training_seed(params, seed))
+    seeded(training_seed(params, seed))
     if method == "gattanet":
         model = place(build(params, att_run, backbone), backbone_device(backbone))
         return model, model.attention_parameters(), None, att_run, params.baselines.train_subset
-    if method == "wider-toy":
-        if bb_run.arch != "toy":
-            raise ValueError(f"baselines: wider-toy needs a toy backbone; {att_run.backbone} is {bb_run.arch}")
+    if method == "wider-toy":  # validated: the backbone is a toy one
         total = sum(p.numel() for p in backbone.parameters()) + gattanet_params
         widths, hidden, _ = wider_toy_widths(total, backbone.in_channels, backbone.num_classes, backbone.input_size)
         model = build_backbone("toy", backbone.num_classes, backbone.in_channels, widths=widths, hidden=hidden,
@@ -112,10 +118,7 @@ def _throughput(model, backbone, source, batch_size: int, trainable, batches: in
 
     def rate(fn) -> float:
         fn()  # warm-up
-        start = time.perf_counter()
-        for _ in range(batches):
-            fn()
-        return batches * len(x) / (time.perf_counter() - start)
+        return batches * len(x) / timed(lambda: [fn() for _ in range(batches)], x.device)
 
     def train_step(net, ps):
         opt = torch.optim.Adam(ps, lr=0.0)

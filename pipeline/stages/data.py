@@ -1,7 +1,8 @@
 """data@NAME: materialise a small dataset once as uint8 tensors with a content hash (data/NAME.pt)."""
 
 from gattanet.datasets import load_raw, save_tensors
-from pipeline.common import data_path, entry
+from pipeline.config import entry
+from pipeline.paths import data_path
 
 
 def run(params, key: str) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 from gattanet.io import read_json, write_json, write_text
 from gattanet.stats import effect_ci
 from gattanet.sweeps import gains
-from pipeline.common import RESULTS
+from pipeline.paths import RESULTS
 
 
 def _load(key: str) -> dict:

@@ -10,20 +10,21 @@ from gattanet.fast_eval import shared_states
 from gattanet.io import write_json, write_text
 from gattanet.precision import autocast, autocast_dtype, precision_name
 from gattanet.stats import effect_ci
-from pipeline import common
-from pipeline.common import EVAL_BATCH, RESULTS
+from pipeline.paths import RESULTS
+from pipeline.runs import open_run
+from pipeline.runtime import stopwatch
 
 
 def run(params, key: str) -> None:
     cfg = params.embedding
-    run_cfg, device, source, models = common.open_run(params, key)
+    run_cfg, device, source, models = open_run(params, key)
     named = {str(s): m for s, m in models.items()}
     dtype = autocast_dtype(device, params.amp)
     groups = dict(source.spec.groups) or None
-    with common.stopwatch() as clock:
+    with stopwatch() as clock:
         queries, labels = {name: [] for name in named}, []
         with torch.no_grad(), autocast(device, dtype):
-            for x, y in source.loader("test", EVAL_BATCH).epoch(0):
+            for x, y in source.loader("test").epoch(0):
                 for name, state in shared_states(named, x)[2].items():
                     queries[name].append(state.query.float().cpu())
                 labels.append(y.cpu())

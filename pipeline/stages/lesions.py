@@ -7,27 +7,30 @@ mode `retrain` trains a new attention system per pattern and seed (same settings
 
 import numpy as np
 
+from gattanet import distributed
 from gattanet.evaluate import correct_batched
 from gattanet.fast_eval import shared_logits
 from gattanet.io import write_json
 from gattanet.lesion import ablation_patterns, full_pattern
 from gattanet.precision import autocast, autocast_dtype, precision_name
 from gattanet.stats import effect_ci
-from pipeline import common
-from pipeline.common import EVAL_BATCH, RESULTS
+from pipeline.config import entry
+from pipeline.paths import RESULTS
+from pipeline.runs import open_run
+from pipeline.runtime import stopwatch
 from pipeline.stages.train_attn import resume_file, train
 
 
 def run(params, key: str) -> None:
-    cfg = common.entry(params.lesions, key, "lesions")
-    run_cfg, device, source, models = common.open_run(params, key)
+    cfg = entry(params.lesions, key, "lesions")
+    run_cfg, device, source, models = open_run(params, key)
     seeds = run_cfg.seeds
     taps = models[seeds[0]].taps
     patterns = ablation_patterns(taps)
-    test = source.loader("test", EVAL_BATCH, limit=cfg.test_subset)
+    test = source.loader("test", limit=cfg.test_subset)
     dtype = autocast_dtype(device, params.amp)
     resume_names: list[str] = []
-    with common.stopwatch() as clock:
+    with stopwatch() as clock:
         if cfg.mode == "eval":
             named = {str(s): m for s, m in models.items()}
             with autocast(device, dtype):
@@ -43,6 +46,8 @@ def run(params, key: str) -> None:
                     retrained[f"{s}:{p['pattern']}"], _ = train(
                         params, run_cfg, source, device, backbone, s, lesion=p["pattern"],
                         resume_name=resume_names[-1])
+            if not distributed.current().is_main:
+                return  # under torchrun, rank 0 alone evaluates and writes
             with autocast(device, dtype):
                 hits = correct_batched(lambda x: shared_logits(retrained, x), test)
     base = hits["baseline"][:, 0].numpy().astype(float)

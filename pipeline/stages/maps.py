@@ -9,23 +9,24 @@ from gattanet.fast_eval import shared_states
 from gattanet.io import write_json
 from gattanet.precision import autocast, autocast_dtype, precision_name
 from gattanet.stats import effect_ci
-from pipeline import common
-from pipeline.common import EVAL_BATCH, RESULTS
+from pipeline.paths import RESULTS
+from pipeline.runs import open_run
+from pipeline.runtime import stopwatch
 
 
 def run(params, key: str) -> None:
-    run_cfg, device, source, models = common.open_run(params, key)
+    run_cfg, device, source, models = open_run(params, key)
     model = models[run_cfg.seeds[0]]
     named = {str(s): m for s, m in models.items()}
     dtype = autocast_dtype(device, params.amp)
-    with common.stopwatch() as clock:
-        idx = sample_indices(source.labels("test"), per_class=params.maps_per_class, seed=params.seed)
-        idx = idx[:params.maps_max_images]
+    with stopwatch() as clock:
+        idx = sample_indices(source.labels("test"), per_class=params.maps.per_class, seed=params.seed)
+        idx = idx[:params.maps.max_images]
         x, y, images = source.batch("test", idx)
         samples = agreement_maps(model, x, y, list(source.classes))
         top1, top3 = {n: [] for n in named}, {n: [] for n in named}
         with torch.no_grad(), autocast(device, dtype):
-            for xb, yb in source.loader("test", EVAL_BATCH, limit=params.maps_test_subset).epoch(0):
+            for xb, yb in source.loader("test", limit=params.maps.test_subset).epoch(0):
                 for name, state in shared_states(named, xb)[2].items():
                     h1, h3 = true_class_hits(state.scores[-1], yb, named[name].attention.alpha[-1].detach())
                     top1[name].append(h1)

@@ -8,13 +8,14 @@ from gattanet.fast_eval import shared_logits
 from gattanet.io import atomic_path, write_json, write_text
 from gattanet.precision import autocast, autocast_dtype, precision_name
 from gattanet.sweeps import gain_at, growth, sweep_correct
-from pipeline import common
-from pipeline.common import RESULTS
+from pipeline.paths import RESULTS
+from pipeline.runs import open_run
+from pipeline.runtime import stopwatch
 
 
 def run(params, key: str) -> None:
     noise = params.noise
-    run_cfg, device, source, models = common.open_run(params, key)
+    run_cfg, device, source, models = open_run(params, key)
     named = {str(s): m for s, m in models.items()}
     dtype = autocast_dtype(device, params.amp)
 
@@ -22,7 +23,7 @@ def run(params, key: str) -> None:
         return source.loader("test", noise.batch_size, sigma=sigma, noise_seed=params.seed, clip=noise.clip,
                              limit=noise.test_subset)
 
-    with common.stopwatch() as clock, autocast(device, dtype):
+    with stopwatch() as clock, autocast(device, dtype):
         hits = sweep_correct(lambda x: shared_logits(named, x), loader_at, noise.sigmas)
     baseline = hits["baseline"]                                    # (σ, N)
     gattanet = np.stack([hits[str(s)] for s in run_cfg.seeds])     # (seed, σ, N)

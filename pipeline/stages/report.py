@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pipeline.common import REPORTS
+from pipeline.paths import REPORTS
 
 
 def run(params) -> None:

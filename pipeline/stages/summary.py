@@ -4,7 +4,7 @@ accuracies (mean over seeds) and the clean gain with its 95 % CI."""
 import pandas as pd
 
 from gattanet.io import read_json, write_json
-from pipeline.common import REPORTS, RESULTS
+from pipeline.paths import REPORTS, RESULTS
 
 
 def run(params) -> None:

@@ -4,6 +4,7 @@ once per training seed of the run, and measure the clean gain over the backbone 
 import numpy as np
 import pandas as pd
 
+from gattanet import distributed
 from gattanet.attention import GlobalAttention
 from gattanet.checkpoint import load_backbone, save_gattanet
 from gattanet.evaluate import correct_batched, topk_accuracy
@@ -14,8 +15,11 @@ from gattanet.placement import place
 from gattanet.precision import autocast, autocast_dtype, precision_name
 from gattanet.stats import effect_ci
 from gattanet.train import TrainConfig, fit
-from pipeline import common
-from pipeline.common import BACKBONES, EVAL_BATCH, RESULTS, RESUME
+from pipeline.config import entry
+from pipeline.data_source import DataSource
+from pipeline.paths import BACKBONES, RESULTS, RESUME, attention_path
+from pipeline.runs import HISTORY_COLUMNS, augment_of, training_context, training_seed
+from pipeline.runtime import resolve_device, seeded, stopwatch
 
 
 def build(params, run, backbone, lesion: str | None = None) -> GAttANet:
@@ -36,17 +40,17 @@ def load_run_backbone(run, device):
 def train(params, run, source, device, backbone, seed: int, lesion: str | None = None,
           resume_name: str | None = None):
     """Train one GAttANet of `run` for training seed `seed` (optionally under another lesion pattern)."""
-    train_seed = common.training_seed(params, seed)
-    common.seeded(train_seed)
+    train_seed = training_seed(params, seed)
+    seeded(train_seed)
     model = place(build(params, run, backbone, lesion), device)
     name = resume_name or f"train-attn-{run.key}"
     result = fit(model, list(model.attention_parameters()),
-                 source.train_loader(run.batch_size, common.augment_of(run.augment), run.train_subset, train_seed),
-                 source.loader("val", EVAL_BATCH),
+                 source.train_loader(run.batch_size, augment_of(run.augment), run.train_subset, train_seed),
+                 source.loader("val"),
                  TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr, l2=run.l2, seed=train_seed,
                              amp=params.amp),
                  resume_path=resume_file(name, seed), keep_resume=True,
-                 context=common.training_context(params, run, source),
+                 context=training_context(params, run, source),
                  label=f"train-attn {run.key} seed {seed}" + (f" [{lesion}]" if lesion else ""))
     model.eval()
     return model, result
@@ -59,24 +63,26 @@ def resume_file(name: str, seed: int):
 
 
 def run(params, key: str) -> None:
-    run_cfg = common.entry(params.attention, key, "attention")
-    device = common.resolve_device(params.device)
-    source = common.DataSource(params, run_cfg.dataset, device)
+    run_cfg = entry(params.attention, key, "attention")
+    device = resolve_device(params.device)
+    source = DataSource(params, run_cfg.dataset, device)
     backbone = load_run_backbone(run_cfg, device)
     models, results = {}, {}
     dtype = autocast_dtype(device, params.amp)
-    with common.stopwatch() as clock:
+    with stopwatch() as clock:
         for seed in run_cfg.seeds:
             models[seed], results[seed] = train(params, run_cfg, source, device, backbone, seed)
+        if not distributed.current().is_main:
+            return  # under torchrun, rank 0 alone evaluates and writes
         with autocast(device, dtype):
             hits = correct_batched(lambda x: shared_logits({str(s): m for s, m in models.items()}, x),
-                                   source.loader("test", EVAL_BATCH), topk=source.topk)
+                                   source.loader("test"), topk=source.topk)
     base = hits["baseline"][:, 0].numpy().astype(float)
     gains = np.stack([hits[str(s)][:, 0].numpy() - base for s in run_cfg.seeds])
     gain = effect_ci([(1.0, gains)])
     backbone_path = BACKBONES / f"{run_cfg.backbone}.pt"
     for seed, model in models.items():
-        save_gattanet(common.attention_path(key, seed), model, backbone_path,
+        save_gattanet(attention_path(key, seed), model, backbone_path,
                       {"run": key, "backbone_run": run_cfg.backbone, "dataset": run_cfg.dataset, "seed": seed})
     per_seed = [{"seed": s, "gattanet_acc": topk_accuracy(hits[str(s)], source.topk)["top1"],
                  "gattanet_top5": topk_accuracy(hits[str(s)], source.topk).get("top5"),
@@ -87,7 +93,8 @@ def run(params, key: str) -> None:
     model = models[run_cfg.seeds[0]]
     out = RESULTS / "train-attn" / key
     history = pd.concat([pd.DataFrame(results[s].history).assign(seed=s) for s in run_cfg.seeds])
-    write_text(out / "history.csv", history[["seed"] + common.HISTORY_COLUMNS].to_csv(index=False))
+    write_text(out / "history.csv", history[["seed"] + HISTORY_COLUMNS].to_csv(index=False))
+    seconds = round(clock["seconds"] + sum(r.resumed_seconds for r in results.values()), 3)  # + before a kill
     write_json(out / "metrics.json", {
         "run": key, "backbone_run": run_cfg.backbone, "arch": model.backbone.arch, "dataset": run_cfg.dataset,
         "attn_dim": run_cfg.attn_dim, "lesion": model.lesion, "iterations": run_cfg.iterations,
@@ -97,7 +104,7 @@ def run(params, key: str) -> None:
         "baseline_acc": baseline["top1"], "baseline_top5": baseline.get("top5"),
         "gattanet_acc": float(np.mean([r["gattanet_acc"] for r in per_seed])),
         "gain": gain.as_dict(), "per_seed": per_seed,
-        "precision": precision_name(dtype), "seconds": clock["seconds"], "device": str(device),
+        "precision": precision_name(dtype), "seconds": seconds, "device": str(device),
         "taps": [t.as_dict() for t in model.taps],
     })
     for seed in run_cfg.seeds:

@@ -1,15 +1,14 @@
-"""Named params profiles (profiles/NAME.yaml): switch params.yaml to one and say what changed."""
+"""Named params profiles (pipeline/profiles/NAME.yaml, package data): switch params.yaml to one, say what changed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 
 from gattanet.io import write_text
-from pipeline.config import ParamsError, validate
+from pipeline.config import ParamsError, read_yaml, validate
 
-PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+PROFILES = Path(__file__).resolve().parent  # the YAML files sit beside this module (package data)
 
 
 def available() -> list[str]:
@@ -33,14 +32,14 @@ def diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def switch_profile(name: str, params_path: Path, console) -> None:
-    """Replace params_path with profiles/<name>.yaml (validated first) and print the changes."""
+    """Replace params_path with pipeline/profiles/<name>.yaml (validated first) and print the changes."""
     source = PROFILES / f"{name}.yaml"
     if not source.exists():
         raise ParamsError(f"profile: {name!r} is not a profile; allowed: {', '.join(available())}")
     text = source.read_text()
-    new = yaml.safe_load(text)
+    new = read_yaml(text)
     validate(new)
-    old = yaml.safe_load(params_path.read_text()) if params_path.exists() else {}
+    old = read_yaml(params_path.read_text()) if params_path.exists() else {}
     changes = diff(old or {}, new)
     write_text(params_path, text)
     console.print(f"{params_path}: now the [bold]{name}[/] profile ({len(changes)} changes)")

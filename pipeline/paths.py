@@ -1,0 +1,27 @@
+"""Where the stages read and write: the DVC outputs' folders and the file of each model and dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data")
+BACKBONES = Path("models/backbones")
+ATTENTION = Path("models/attention")
+RESULTS = Path("results")
+REPORTS = Path("reports")
+RESUME = Path(".gattanet/resume")  # not a DVC output, so `dvc repro` keeps it across a kill
+CACHE = Path(".gattanet/cache")  # decoded ImageNet crops (gattanet.decoded_cache): content-keyed, not a DVC output
+
+
+def data_path(dataset: str) -> Path:
+    """The materialised dataset (the manifest for ImageNet)."""
+    return DATA / f"{dataset}.pt"
+
+
+def backbone_path(key: str) -> Path:
+    return BACKBONES / f"{key}.pt"
+
+
+def attention_path(key: str, seed: int) -> Path:
+    """The checkpoint of training seed `seed` of attention run `key`."""
+    return ATTENTION / key / f"seed-{seed}.pt"

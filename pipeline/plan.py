@@ -1,0 +1,399 @@
+"""`gattanet-cli plan`: what every stage of a params file will compute, counted as the stages' code does
+it, and its estimated time on this machine from measured throughputs (gattanet.cost).
+
+Counts follow the stages: the validation split carved from train (`val_fraction`), `train_subset` and
+`test_subset` (0 = all), a validation pass after every epoch, `epochs` an upper bound (early stopping may
+end sooner), the seeds of an attention run trained one after the other, and the shared first pass of
+fast_eval wherever a stage uses it (train-attn's test, noise, lesions, embed, maps). Dataset sizes come
+from data/NAME.pt when it is materialised, else from the datasets' standard sizes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gattanet import cost
+from gattanet.cost import AttnSpec, ModelSpec, Probe, Work
+from gattanet.precision import autocast_dtype, precision_name
+from gattanet.specs import get_spec
+from pipeline.errors import UsageError
+from pipeline.paths import data_path
+
+FIGURES = Path(".gattanet/bench.json")  # not a DVC output: writing it reruns nothing
+# The datasets' standard (official) split sizes: train, test. ImageNet-1k (ILSVRC2012): train and val.
+STANDARD_SIZES = {"fashion-mnist": (60_000, 10_000), "cifar10": (50_000, 10_000),
+                  "cifar100": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
+NOT_INCLUDED = ("each stage's fixed costs: process start-up, loading data and checkpoints, resume files and "
+                "checksums (seconds each)",
+                "data loading and augmentation (for ImageNet, JPEG decoding by the loader's workers)",
+                "k-NN and UMAP in embed, agreement maps of the sample images in maps",
+                "the data, validate, dims, summary and report stages (no model passes)")
+
+LEGEND = ("ep: epochs, each followed by a validation pass (val); ≤ E ep: at most E, early stopping may end "
+          "sooner; a – b: from the earliest stop (1 + patience epochs) to the epoch limit; (1+n): the baseline and n GAttANets from one shared first pass (1+n×p: n models under p "
+          "lesion patterns; 'own': each model its own forward). Image-passes: images × backbone passes "
+          "(a GAttANet forward is 2; a training pass includes its backward; a modulated second pass counts "
+          "whole).")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    train: int  # after the validation split is carved out
+    val: int
+    test: int
+    source: str
+
+
+def dataset_sizes(params, name: str) -> Sizes:
+    """Train/val/test sizes of a dataset as the stages split it (see DataSource and folder_splits)."""
+    path, counts, source = data_path(name), None, f"standard sizes of {name}"
+    if path.is_file():
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True, mmap=name != "imagenet")
+            counts = ((len(d["files"]["train"]), len(d["files"]["val"])) if name == "imagenet" else
+                      (int(d["train"]["labels"].numel()), int(d["test"]["labels"].numel())))
+            source = str(path)
+        except Exception as e:  # an unreadable file stops the pipeline at its data stage; plan on
+            source = f"standard sizes of {name} ({path} unreadable: {type(e).__name__})"
+    n, test = counts or STANDARD_SIZES[name]
+    fraction = params.data[name].val_fraction
+    val = max(1, int(n * fraction)) if name == "imagenet" else round(n * fraction)  # as the stages split
+    return Sizes(n - val, val, test, source)
+
+
+def _least(cfg) -> float:
+    """The share of its epoch limit a training runs at the least: early stopping ends it after `patience`
+    epochs without a better validation accuracy, so after 1 + patience epochs at the earliest."""
+    return min(cfg.epochs, 1 + cfg.patience) / cfg.epochs
+
+
+def _subset(n: int, k: int) -> int:
+    return n if k <= 0 or k >= n else k
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def _seeds(k: int) -> str:
+    return f"{k} seed{'s' if k != 1 else ''}"
+
+
+def _model(params, dataset: str, arch: str, kind: str = "backbone", run=None) -> ModelSpec:
+    spec = get_spec(dataset)
+    attn = None if run is None else AttnSpec(run.attn_dim, run.dropout, run.kq_norm, run.score_norm,
+                                             run.iterations, run.lesion)
+    return ModelSpec(arch, spec.channels, spec.size, spec.num_classes, kind, attn)
+
+
+def build_works(params) -> tuple[list[Work], dict[str, Sizes]]:
+    """Every stage entry's work, in dvc.yaml's order, and the dataset sizes it was counted from."""
+    sizes = {name: dataset_sizes(params, name) for name in params.data}
+    ev = params.eval_batch_size
+    works: list[Work] = [Work("validate", None, "params check (no model)", 0)]
+    for name in params.data:
+        s = sizes[name]
+        works.append(Work("data", name, f"{_n(s.train + s.val)} + {_n(s.test)} images (no model)", 0))
+
+    for key, bb in params.backbones.items():
+        s, spec = sizes[bb.dataset], _model(params, bb.dataset, bb.arch)
+        if bb.weights == "scratch":
+            n = _subset(s.train, bb.train_subset)
+            works += [Work("pretrain", key, f"{_n(n)} × ≤{bb.epochs} ep", n * bb.epochs,
+                           Probe("train", spec, bb.batch_size), least=_least(bb), sharded=True),
+                      Work("pretrain", key, f"val {_n(s.val)} × ≤{bb.epochs}", s.val * bb.epochs,
+                           Probe("eval", spec, ev), least=_least(bb))]
+        works.append(Work("pretrain", key, f"test {_n(s.test)}", s.test, Probe("eval", spec, ev)))
+
+    for key, run in params.attention.items():
+        s, arch = sizes[run.dataset], params.backbones[run.backbone].arch
+        spec, seeds = _model(params, run.dataset, arch, "gattanet", run), len(run.seeds)
+        n = _subset(s.train, run.train_subset)
+        works += [Work("train-attn", key, f"{_seeds(seeds)} × {_n(n)} × ≤{run.epochs} ep",
+                       seeds * n * run.epochs, Probe("train", spec, run.batch_size, l2=run.l2), least=_least(run),
+                       sharded=True),
+                  Work("train-attn", key, f"val {seeds} × {_n(s.val)} × ≤{run.epochs}",
+                       seeds * s.val * run.epochs, Probe("eval", spec, ev), least=_least(run)),
+                  Work("train-attn", key, f"test {_n(s.test)} × (1+{seeds})",
+                       s.test, Probe("shared", spec, ev, n=seeds))]
+
+    noise = params.noise
+    for key, run in params.attention.items():
+        s, arch = sizes[run.dataset], params.backbones[run.backbone].arch
+        spec, seeds, n = _model(params, run.dataset, arch, "gattanet", run), len(run.seeds), _subset(s.test, noise.test_subset)
+        works.append(Work("noise", key, f"{len(noise.sigmas)} σ × {_n(n)} × (1+{seeds})",
+                          len(noise.sigmas) * n, Probe("shared", spec, noise.batch_size, n=seeds)))
+    works.append(Work("dims", None, "reads results (no model)", 0))
+
+    for key, les in params.lesions.items():
+        run = params.attention[key]
+        s, arch = sizes[run.dataset], params.backbones[run.backbone].arch
+        spec, seeds, n = _model(params, run.dataset, arch, "gattanet", run), len(run.seeds), _subset(s.test, les.test_subset)
+        patterns = cost.lesion_patterns(spec)
+        if les.mode == "eval":
+            works.append(Work("lesions", key, f"{_n(n)} × (1+{seeds}×{len(patterns)})",
+                              n, Probe("shared-lesions", spec, ev, n=seeds)))
+        else:
+            retrained = len(patterns) - 2  # every pattern but none and full (the run's own models)
+            tr = _subset(s.train, run.train_subset)
+            full = Probe("train", spec, run.batch_size, l2=run.l2)
+            works += [Work("lesions", key, f"{retrained} patterns × {_seeds(seeds)} × {_n(tr)} × ≤{run.epochs} ep "
+                           f"(full pattern's rate)",
+                           retrained * seeds * tr * run.epochs, full, least=_least(run), sharded=True),
+                      Work("lesions", key, f"val {retrained} × {seeds} × {_n(s.val)} × ≤{run.epochs}",
+                           retrained * seeds * s.val * run.epochs, Probe("eval", spec, ev), least=_least(run)),
+                      Work("lesions", key, f"test {_n(n)} × (1+{seeds}×{retrained + 1})",
+                           n, Probe("shared-retrained", spec, ev, n=seeds))]
+
+    for stage, limit, extra in (("embed", 0, "queries; + k-NN, UMAP"),
+                                ("maps", params.maps.test_subset, "scores; + sample maps")):
+        for key, run in params.attention.items():
+            s, arch = sizes[run.dataset], params.backbones[run.backbone].arch
+            spec, seeds, n = _model(params, run.dataset, arch, "gattanet", run), len(run.seeds), _subset(s.test, limit)
+            works.append(Work(stage, key, f"{_n(n)} × first pass, {_seeds(seeds)}' {extra}",
+                              n, Probe("states", spec, ev, n=seeds)))
+
+    works += _baselines(params, sizes)
+    works += [Work(stage, None, "reads results (no model)", 0) for stage in ("summary", "report")]
+    return works, sizes
+
+
+def _baselines(params, sizes: dict[str, Sizes]) -> list[Work]:
+    """baselines@METHOD: per seed of the GAttANet run, training with a validation pass per epoch; the noise
+    sweep of the backbone and every seed's model, each its own forward; the stage's throughput check."""
+    b, works = params.baselines, []
+    if not b.methods:
+        return works
+    run, ev = params.attention[b.run], params.eval_batch_size
+    bb = params.backbones[run.backbone]
+    s, seeds = sizes[run.dataset], len(run.seeds)
+    backbone = _model(params, run.dataset, bb.arch)
+    for method in b.methods:
+        spec = _model(params, run.dataset, bb.arch, "gattanet" if method == "gattanet" else method, run)
+        if method == "wider-toy":  # trained from scratch like the backbone
+            epochs, subset, batch, l2, patience = bb.epochs, bb.train_subset, bb.batch_size, 0.0, bb.patience
+        else:
+            epochs, subset, batch, l2, patience = b.epochs, b.train_subset, run.batch_size, run.l2, run.patience
+        least = min(epochs, 1 + patience) / epochs
+        n, test = _subset(s.train, subset), _subset(s.test, b.test_subset)
+        check = 9 * batch  # _throughput: a warm-up and 8 timed batches of each of its four rates
+        works += [
+            Work("baselines", method, f"{_seeds(seeds)} × {_n(n)} × ≤{epochs} ep", seeds * n * epochs,
+                 Probe("train", spec, batch, l2=l2), least=least, sharded=True),
+            Work("baselines", method, f"val {seeds} × {_n(s.val)} × ≤{epochs}", seeds * s.val * epochs,
+                 Probe("eval", spec, ev), least=least),
+            Work("baselines", method, f"{len(params.noise.sigmas)} σ × {_n(test)} × (1+{seeds} own)", len(params.noise.sigmas) * test,
+                 Probe("separate", spec, params.noise.batch_size, n=seeds)),
+            Work("baselines", method, f"check 4 × {_n(check)}",
+                 check, Probe("train", spec, batch, l2=l2)),
+            Work("baselines", method, "", check, Probe("eval", spec, ev)),
+            Work("baselines", method, "", check, Probe("train", backbone, batch)),
+            Work("baselines", method, "", check, Probe("eval", backbone, ev)),
+        ]
+    return works
+
+
+# ---------------------------------------------------------------- device and figures
+
+
+def plan_device(params, requested: str | None) -> tuple[torch.device, list[str]]:
+    """The device the estimate is for: `requested` (--device) or params' `device`, on this machine. A CUDA
+    device that params ask for but this machine lacks gives this machine's CPU, with a note."""
+    want = requested or params.device
+    notes = []
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), notes
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        if requested:
+            raise UsageError(f"--device {requested}: CUDA is not available on this machine; use auto or cpu")
+        notes.append(f"params ask for device {want!r}, which this machine lacks: this is an estimate for its "
+                     "CPU; run `gattanet-cli plan` on the GPU machine for that one")
+        return torch.device("cpu"), notes
+    if want not in ("cpu", "cuda") and not want.startswith("cuda:"):
+        raise UsageError(f"--device {want!r}: allowed: auto | cpu | cuda | cuda:N")
+    return torch.device(want), notes
+
+
+def make_plan(params, params_path: str | Path, device: str | None = None, figures_path: str | Path = FIGURES,
+              measure: bool = True, probe_seconds: float = 2.0, save: bool = False,
+              progress: Callable[[str], None] | None = None) -> dict:
+    """The plan as a JSON-able dict: every work item with its rate and estimated seconds, per-stage rows,
+    the total, and where the rates come from. Rates missing from the figures file are measured now
+    (`measure`), about `probe_seconds` each, and written back to it with `save`."""
+    dev, notes = plan_device(params, device)
+    prec = precision_name(autocast_dtype(dev, params.amp))
+    works, sizes = build_works(params)
+    machine = cost.machine_info(dev)
+    figures, why = cost.load_figures(figures_path)
+    file_info = {"path": str(figures_path), "saved": None, "used": False, "note": why}
+    if figures is not None:
+        file_info["saved"] = figures.saved
+        if cost.same_machine(figures.machine, machine):
+            file_info["used"] = True
+        else:
+            diff = ", ".join(f"{k} {figures.machine.get(k)!r} here {machine.get(k)!r}" for k in cost.MACHINE_KEYS
+                             if figures.machine.get(k) != machine.get(k))
+            file_info["note"] = f"measured on another machine or setting ({diff}): not used"
+            figures = None
+    if figures is None:
+        figures = cost.Figures(machine)
+    from_file = {p.key for p in cost.probes_of(works) if figures.get(dev, prec, p)}
+    measured_now, t0 = [], time.perf_counter()
+    for probe in cost.probes_of(works):
+        if probe.key in from_file or not measure:
+            continue
+        if progress:
+            progress(f"measuring {probe.key} ...")
+        figures.put(dev, prec, probe, cost.measure(probe, dev, params.amp, seconds=probe_seconds))
+        measured_now.append(probe.key)
+    measuring_seconds = time.perf_counter() - t0
+    if save and measured_now:
+        cost.save_figures(figures_path, figures)
+
+    def rate_of(probe):
+        record = figures.get(dev, prec, probe)
+        if record is None:
+            return None
+        return dict(record, source="measured now" if probe.key in measured_now else f"{figures_path}")
+
+    nproc = getattr(params, "nproc", 1)  # data-parallel processes of the training stages
+    processes = nproc if dev.type == "cuda" else 1
+    if nproc > 1:
+        notes.append(f"nproc {nproc}: " + (
+            f"training steps divided by {nproc} (ideal scaling, one GPU per process; validation runs whole "
+            "on every process and is not divided)" if dev.type == "cuda" else
+            "processes on the CPU share its cores, so no speed-up is assumed"))
+    items = cost.estimate(works, rate_of, processes)
+    used = [figures.get(dev, prec, p) for p in cost.probes_of(works)]
+    used = [r for r in used if r and r.get("img_per_s")]
+    dates = sorted(r["measured"] for r in used if r.get("measured"))
+    smaller = sorted({i["probe"] for i in items if i["measured_batch"] and i["measured_batch"] < i["batch"]})
+    rows = _stage_rows(items)
+    missing = [i for i in items if i["probe"] is not None and i["seconds"] is None]
+    total = sum(i["seconds"] for i in items if i["seconds"] is not None)
+    least = sum(i["min_seconds"] for i in items if i["min_seconds"] is not None)
+    return {
+        "profile": params.profile, "params": str(params_path), "device": str(dev), "nproc": nproc,
+        "params_device": params.device, "precision": prec, "amp": params.amp, "machine": machine,
+        "notes": notes, "estimate": True,
+        "figures": {**file_info, "from_file": len(from_file), "measured_now": len(measured_now),
+                    "measuring_seconds": round(measuring_seconds, 1), "probe_seconds": probe_seconds,
+                    "saved_now": bool(save and measured_now),
+                    "measured_from": dates[0] if dates else None, "measured_to": dates[-1] if dates else None,
+                    "smaller_batch": smaller},
+        "datasets": {k: vars(v) for k, v in sizes.items()},
+        "rows": rows, "items": items,
+        "total_seconds": total, "min_total_seconds": least, "complete": not missing, "not_measured": len(missing),
+        "upper_bound": any(i["bound"] for i in items),
+        "not_included": list(NOT_INCLUDED),
+    }
+
+
+def _stage_rows(items: list[dict]) -> list[dict]:
+    """One row per stage entry (as `dvc repro` runs them): its items' work text, passes and seconds."""
+    rows: dict[tuple, dict] = {}
+    for i in items:
+        r = rows.setdefault((i["stage"], i["entry"]), {
+            "stage": i["stage"], "entry": i["entry"], "work": [], "image_passes": 0, "seconds": 0.0,
+            "min_seconds": 0.0, "model_work": False, "complete": True, "bound": False})
+        if i["what"]:
+            r["work"].append(i["what"])
+        r["image_passes"] += i["image_passes"]
+        r["bound"] |= i["bound"]
+        if i["probe"] is not None:
+            r["model_work"] = True
+            if i["seconds"] is None:
+                r["complete"] = False
+            else:
+                r["seconds"] += i["seconds"]
+                r["min_seconds"] += i["min_seconds"]
+    for r in rows.values():
+        if not r["model_work"]:
+            r["seconds"] = r["min_seconds"] = None
+    return list(rows.values())
+
+
+# ---------------------------------------------------------------- text
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return "< 1 s"
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    if seconds < 3600 - 30:
+        m, s = divmod(round(seconds), 60)
+        return f"{m} min {s:02d} s"
+    if seconds < 48 * 3600:
+        h, m = divmod(round(seconds / 60), 60)
+        return f"{h} h {m:02d} min"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _span(least: float | None, most: float | None) -> str:
+    """'a – b' when early stopping may end a training between its earliest epoch and the epoch limit."""
+    if least is None or most is None or duration(least) == duration(most):
+        return duration(most)
+    return f"{duration(least)} – {duration(most)}"
+
+
+def render(plan: dict, out, detail: bool = False) -> None:
+    """The plan as rich tables on console `out`: one row per stage entry and the total; with `detail`,
+    every work item with its pass, rate and the batch it was measured at."""
+    from rich.table import Table
+
+    m, f = plan["machine"], plan["figures"]
+    where = m["gpu"] or f"{m['cpu']}, {m['cpu_count']} cores"
+    out.print(f"[bold]Cost plan[/] of profile [bold]{plan['profile']}[/] ({plan['params']}): an estimate, "
+              f"not a measurement, for [bold]{plan['device']}[/] ({where}; {m['threads']} torch threads, "
+              f"torch {m['torch']}), {plan['precision']}.", highlight=False)
+    for note in plan["notes"]:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
+    t = Table("stage", "entry", "work", "image-passes", "estimated time",
+              title=f"{plan['profile']}: every stage from scratch ({plan['device']}, {plan['precision']})")
+    for r in plan["rows"]:
+        time_text = _span(r["min_seconds"], r["seconds"]) if r["complete"] else "not measured"
+        t.add_row(r["stage"], r["entry"] or "", "; ".join(r["work"]),
+                  f"{r['image_passes']:,}" if r["model_work"] else "—", time_text)
+    total = _span(plan["min_total_seconds"], plan["total_seconds"]) if any(r["seconds"] for r in plan["rows"]) else None
+    t.add_row("[bold]total[/]", "", "", f"{sum(r['image_passes'] for r in plan['rows']):,}",
+              "not measured" if total is None else f"[bold]{total}[/]"
+              + ("" if plan["complete"] else f" + {plan['not_measured']} items not measured"))
+    out.print(t)
+    if detail:
+        d = Table("stage", "entry", "work item", "pass", "img/s", "batch", "time")
+        for i in plan["items"]:
+            if i["probe"] is None:
+                continue
+            rate = f"{i['img_per_s']:,.0f}" if i["img_per_s"] else (i["why_not"] or "—")
+            d.add_row(i["stage"], i["entry"] or "", i["what"] or "(same check)", i["probe"], rate,
+                      str(i["measured_batch"] or "—"), duration(i["seconds"]))
+        out.print(d)
+    src = []
+    if f["from_file"]:
+        src.append(f"{f['from_file']} from {f['path']}")
+    if f["measured_now"]:
+        src.append(f"{f['measured_now']} measured now, about {f['probe_seconds']:g} s each "
+                   f"({f['measuring_seconds']:.0f} s in all)" + (f", saved to {f['path']}" if f["saved_now"] else ""))
+    when = ""
+    if f["measured_from"]:
+        a, b = f["measured_from"].replace("T", " "), f["measured_to"].replace("T", " ")
+        when = f", measured {a}" + (f" to {b[11:] if a[:10] == b[:10] else b}" if a != b else "")
+    out.print("Rates (images/s of each kind of pass, from random images through freshly built models): "
+              + ("; ".join(src) if src else "none") + when + ".", highlight=False)
+    if f["smaller_batch"]:
+        out.print(f"{len(f['smaller_batch'])} of them measured at a smaller batch than the params' (too slow for "
+                  "the measuring time; `--detail` says which).", highlight=False)
+    if f["note"] and not f["from_file"]:
+        out.print(f"Figures file: {f['note']}.", highlight=False)
+    if not plan["complete"]:
+        out.print(f"[yellow]{plan['not_measured']} work items have no rate[/]: their time is left out of the "
+                  "total (measure them with `gattanet-cli bench --plan --save`).", highlight=False)
+    out.print(LEGEND + " Not included: " + "; ".join(plan["not_included"]) + ".", highlight=False)

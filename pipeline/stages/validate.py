@@ -1,0 +1,37 @@
+"""validate: check the whole params file (and what it names on this machine) before any other stage runs.
+
+Every stage depends on STAMP, so DVC runs this one first and stops at its error before it removes any
+other stage's outputs. STAMP's bytes never change, so a passing check reruns nothing downstream.
+"""
+
+from pathlib import Path
+
+import torch
+
+from gattanet.io import write_text
+from pipeline.errors import ParamsError
+from pipeline.paths import RESULTS
+from pipeline.runtime import resolve_device
+
+STAMP = RESULTS / "params.ok"
+TEXT = ("params.yaml passed `gattanet-cli stage validate`.\n"
+        "Every stage depends on this file so that the check runs first; its content never changes,\n"
+        "so a passing check reruns nothing.\n")
+
+
+def run(params) -> None:
+    device = resolve_device(params.device)  # `device: cuda` on a machine without CUDA fails here, not mid-pipeline
+    if device.type == "cuda" and params.nproc > torch.cuda.device_count():
+        raise ParamsError(f"nproc: {params.nproc} processes need {params.nproc} GPUs, but this machine has "
+                          f"{torch.cuda.device_count()}; allowed: 1 to {torch.cuda.device_count()}")
+    for name, cfg in params.data.items():
+        if not Path(cfg.root).exists():
+            raise ParamsError(f"data.{name}.root: {cfg.root!r} does not exist (for Fashion-MNIST run "
+                              f"`make data`, or point the key at a folder holding the dataset's files)")
+    for key, cfg in params.backbones.items():
+        if cfg.weights not in ("scratch", "imagenet") and not Path(cfg.weights).is_file():
+            raise ParamsError(f"backbones.{key}.weights: {cfg.weights!r} is not a file; "
+                              f"allowed: scratch | imagenet | path to a .pt/.pth state_dict")
+    if not STAMP.exists() or STAMP.read_text() != TEXT:
+        write_text(STAMP, TEXT)
+    print(f"params: valid ({len(params.attention)} attention runs, {len(params.backbones)} backbones)")

@@ -1,0 +1,121 @@
+"""The project files each DVC stage runs, found by walking imports; `python -m tests.stage_deps`
+prints them as dvc.yaml `deps` lines (what tests/test_stage_deps.py holds dvc.yaml to), and
+`python -m tests.stage_deps --write` puts them into dvc.yaml in place of the .py lines there.
+
+A stage runs `gattanet-cli stage NAME`: pipeline/cli.py (only its module-level imports run; its other
+commands import lazily), the stage runner pipeline/stages/__init__.py, and pipeline/stages/NAME.py;
+from those, every import of a project module is followed, lazy ones (inside functions) included.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("gattanet", "pipeline")
+ENTRY = "pipeline/cli.py"
+RUNNER = "pipeline/stages/__init__.py"
+
+
+def module_file(name: str) -> str | None:
+    """gattanet.x.y -> gattanet/x/y.py (or its package's __init__.py); None outside the project."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    path = ROOT / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.exists():
+            return candidate.relative_to(ROOT).as_posix()
+    return None
+
+
+def _package_inits(rel: str) -> set[str]:
+    """The __init__.py of every package above a module: importing it runs them."""
+    parts = Path(rel).parts[:-1]
+    return {Path(*parts[:i], "__init__.py").as_posix() for i in range(1, len(parts) + 1)
+            if (ROOT / Path(*parts[:i], "__init__.py")).exists()}
+
+
+def imported_files(rel: str, module_level_only: bool = False) -> set[str]:
+    """Project files that `rel` imports (with `from pkg import name`, name may be a submodule)."""
+    tree = ast.parse((ROOT / rel).read_text(), rel)
+    nodes = tree.body if module_level_only else ast.walk(tree)
+    package = ".".join(Path(rel).with_suffix("").parts[:-1]) if not rel.endswith("__init__.py") \
+        else ".".join(Path(rel).parts[:-1])
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            f = module_file(name)
+            if f is not None:
+                found |= {f} | _package_inits(f)
+    return found
+
+
+def closure(roots: set[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        todo += sorted(imported_files(rel) - seen)
+    return seen
+
+
+def stage_files(module: str) -> set[str]:
+    """Every project .py file that `gattanet-cli stage` runs for the stage in pipeline/stages/MODULE.py."""
+    entry = {ENTRY} | _package_inits(ENTRY)
+    return entry | closure(imported_files(ENTRY, module_level_only=True) | {RUNNER, f"pipeline/stages/{module}.py"})
+
+
+def rewrite(text: str, files: dict[str, set[str]]) -> str:
+    """dvc.yaml `text` with each stage's project .py deps replaced by `files[stage]`, sorted, where the
+    first of them was; its other deps (data, templates, the params stamp) stay as they are."""
+    out, stage, in_deps = [], None, False
+    for line in text.split("\n"):
+        top = re.match(r"^  ([a-z][a-z-]*):\s*(#.*)?$", line)
+        if top:
+            stage, in_deps = top.group(1), False
+        item = re.match(r"^(\s+)- ((?:gattanet|pipeline)/\S+\.py)\s*$", line)
+        if in_deps and item:
+            if in_deps == "first":
+                out += [f"{item.group(1)}- {f}" for f in sorted(files[stage])]
+                in_deps = True
+            continue
+        if re.match(r"^\s+deps:\s*$", line) and stage in files:
+            in_deps = "first"
+        elif in_deps and not re.match(r"^\s+- ", line):
+            in_deps = False
+        out.append(line)
+    return "\n".join(out)
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    from pipeline.stages import STAGES
+
+    files = {name: stage_files(module) for name, (module, _, _) in STAGES.items()}
+    if sys.argv[1:] == ["--write"]:
+        path = ROOT / "dvc.yaml"
+        path.write_text(rewrite(path.read_text(), files))
+        return
+    for name in STAGES:
+        print(f"{name}:")
+        for f in sorted(files[name]):
+            print(f"  - {f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""dvc.yaml's code deps are exactly the project files each stage runs (walked from its imports), so
+editing a module reruns the stages that run it and no others; and every stage waits for `validate`."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.stages import STAGES
+from tests.conftest import ROOT
+from tests.stage_deps import PACKAGES, rewrite, stage_files
+
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _stage(name: str) -> tuple[str, dict]:
+    body = DVC[name].get("do", DVC[name])
+    cli_name = body["cmd"].split()[2]
+    assert body["cmd"].startswith("gattanet-cli stage ") and cli_name in STAGES, body["cmd"]
+    return cli_name, body
+
+
+@pytest.mark.parametrize("name", list(DVC))
+def test_code_deps_are_exactly_the_files_the_stage_runs(name):
+    cli_name, body = _stage(name)
+    code = [d for d in body.get("deps", []) if d.split("/")[0] in PACKAGES]
+    dirs = [d for d in code if (ROOT / d).is_dir() and any((ROOT / d).rglob("*.py"))]
+    assert not dirs, f"{name}: list the modules, not folders of them: {dirs}"
+    listed = {d for d in code if d.endswith(".py")}
+    runs = stage_files(STAGES[cli_name][0])
+    assert not runs - listed, (f"dvc.yaml stage {name} misses files it runs (`python -m tests.stage_deps` "
+                               f"prints every stage's list): {sorted(runs - listed)}")
+    assert not listed - runs, f"dvc.yaml stage {name} lists files it never runs: {sorted(listed - runs)}"
+    assert len(listed) == len([d for d in code if d.endswith(".py")]), f"{name}: a dep is listed twice"
+
+
+def test_the_writer_restores_a_missing_dep_and_keeps_everything_else():
+    text = (ROOT / "dvc.yaml").read_text()
+    files = {name: stage_files(module) for name, (module, _, _) in STAGES.items()}
+    assert rewrite(text, files) == text
+    broken = text.replace("        - gattanet/loader.py\n", "", 1).replace("        - gattanet/noise.py\n", "", 1)
+    assert broken != text and rewrite(broken, files) == text
+
+
+def test_non_code_deps_exist():
+    for name in DVC:
+        for d in _stage(name)[1].get("deps", []):
+            if d.split("/")[0] in PACKAGES:
+                assert (ROOT / d).exists(), f"{name}: {d} does not exist"
+
+
+def test_every_stage_waits_for_the_params_check():
+    """DVC runs `validate` first, so a bad param stops `dvc repro` before any output is removed."""
+    stamp = "results/params.ok"
+    validate = DVC["validate"]
+    assert validate["params"] == [{"params.yaml": None}]  # the whole file, unknown keys included
+    assert validate["outs"] == [{stamp: {"cache": False, "persist": True}}]
+    for name in DVC:
+        if name != "validate":
+            assert stamp in _stage(name)[1]["deps"], f"{name} does not depend on {stamp}"
+
+
+def test_the_walk_sees_lazy_imports_and_package_inits():
+    files = stage_files("data")
+    assert "pipeline/imagenet.py" in files  # imported inside run() for ImageNet only
+    assert {"gattanet/__init__.py", "pipeline/__init__.py", "pipeline/stages/__init__.py"} <= files
+    assert "pipeline/cli.py" in files and "gattanet/bench.py" not in files  # bench is a tool command's lazy import
+    assert Path("gattanet/train.py").as_posix() in stage_files("pretrain")
