@@ -1,6 +1,7 @@
 """Shared fixtures: small Fashion-MNIST IDX files in the real on-disk format, and a params dict."""
 
 import gzip
+import hashlib
 import os
 import shutil
 import struct
@@ -109,6 +110,34 @@ def make_project(where: Path, params: dict, n_train: int = 400, n_test: int = 20
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "project"], repo)
     return repo
+
+
+def cached_files(repo: Path) -> dict[str, str]:
+    """Every file of a DVC-cached output of a tiny-profile run (what `dvc push` sends): path -> sha256."""
+    files = sorted(p for top in ("data", "models") for p in (repo / top).rglob("*")
+                   if p.is_file() and p.name != ".gitignore")
+    files += sorted((repo / "results" / "noise").rglob("correct.npz"))
+    return {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict:
+    """One tiny-profile `dvc repro` in a fresh copy of the project, shared by the end-to-end tests: then
+    committed as the README tells a user (dvc.lock, params and the `cache: false` outputs in git) and
+    pushed to a folder remote (the DVC-cached data, models and per-image results). Tests that change the
+    workspace leave HEAD and the remote as they were, so a `git clone` + `dvc pull` is this run."""
+    where = tmp_path_factory.mktemp("tiny-run")
+    params = yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
+    repo = make_project(where, params)
+    remote = where / "remote"
+    sh(["dvc", "remote", "add", "-d", "store", str(remote)], repo)  # no --local: .dvc/config travels with git
+    sh(["git", "commit", "-qam", "a default remote"], repo)
+    sh(["dvc", "repro"], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "trained: dvc.lock and the cache: false outputs"], repo)
+    sh(["dvc", "push"], repo)
+    head = sh(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    return {"where": where, "repo": repo, "remote": remote, "head": head, "cached": cached_files(repo)}
 
 
 @pytest.fixture

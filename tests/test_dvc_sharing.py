@@ -1,18 +1,17 @@
 """Trained models shared through a DVC remote, and sweeps on DVC's experiment queue (issue 15).
 
-One tiny-profile `dvc repro` in a temporary copy of the project (the "trainer"), committed the way the
-README tells a user to: dvc.lock, params.yaml and the `cache: false` outputs (metrics, plots, small
-JSON) in git, the DVC-cached outputs (data, models, correct.npz) pushed to a local-folder remote.
-Then (1) a fresh `git clone` + `dvc pull` has everything and `dvc repro` runs no stage, and (2) two
-experiments queued with `dvc exp run --queue -S` run on two `dvc queue start -j 2` workers in
-DVC's temporary workspaces and `dvc exp show` lists each with its params and metrics.
+The trainer is conftest's `tiny_run`: one tiny-profile `dvc repro`, committed the way the README tells
+a user to (dvc.lock, params.yaml and the `cache: false` outputs in git) and its DVC-cached outputs
+(data, models, correct.npz) pushed to a local-folder remote. Then (1) a fresh `git clone` + `dvc pull`
+has everything and `dvc repro` runs no stage, and (2) in that clone, two experiments queued with
+`dvc exp run --queue -S` run on two `dvc queue start -j 2` workers in DVC's temporary workspaces and
+`dvc exp show` lists each with its params and metrics.
 
 Both need the `cache: false` outputs in git: the root .gitignore leaves results/ and reports/ to git,
 and DVC writes its own .gitignore entries for the cached outputs inside results/
 (results/noise/KEY/.gitignore: /correct.npz).
 """
 
-import hashlib
 import json
 import os
 import signal
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, make_project, project_env
+from tests.conftest import ROOT, cached_files, project_env
 
 pytestmark = pytest.mark.slow
 
@@ -41,69 +40,43 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> su
     return r
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def cached_files(repo: Path) -> dict[str, str]:
-    """Every file of a DVC-cached output (what `dvc push` sends), relative path -> sha256."""
-    files = {}
-    for top in ("data", "models"):
-        for p in sorted((repo / top).rglob("*")):
-            if p.is_file() and p.name != ".gitignore":
-                files[str(p.relative_to(repo))] = sha256(p)
-    for p in sorted((repo / "results" / "noise").rglob("correct.npz")):
-        files[str(p.relative_to(repo))] = sha256(p)
-    return files
-
-
 def stage_names(repo: Path) -> list[str]:
     return list(yaml.safe_load((repo / "dvc.lock").read_text())["stages"])
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """The trainer's repo after `dvc repro`, everything committed and the cache pushed to a local remote."""
-    where = tmp_path_factory.mktemp("share")
-    params = yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
-    params["baselines"]["methods"] = []  # not what this file tests; saves ~40 s of the repro
-    repo = make_project(where, params)
-    ignored = {line.strip() for line in (repo / ".gitignore").read_text().splitlines()}
+def test_the_shipped_gitignore_leaves_the_cache_false_outputs_to_git():
+    ignored = {line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()}
     assert not ignored & set(SHARED_UNIGNORED), "results/ and reports/ must go through git"
-    remote = where / "remote"
-    run(["dvc", "remote", "add", "-d", "store", str(remote)], repo)  # no --local: .dvc/config travels with git
-    run(["git", "commit", "-qam", "share results through git, a default remote"], repo)
-    t = time.monotonic()
-    run(["dvc", "repro"], repo)
-    seconds = time.monotonic() - t
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "trained: dvc.lock and the cache: false outputs"], repo)
-    run(["dvc", "push"], repo)
-    return {"where": where, "repo": repo, "remote": remote, "repro_seconds": seconds}
 
 
-def test_a_clone_pulls_the_trained_models_and_reruns_nothing(trained, tmp_path):
-    a = trained["repo"]
-    assert run(["git", "status", "--porcelain"], a).stdout == ""  # the run left nothing uncommitted
-    tracked = set(run(["git", "ls-files"], a).stdout.split())
+@pytest.fixture(scope="module")
+def clone(tiny_run, tmp_path_factory) -> Path:
+    """A colleague's copy: `git clone` of the trainer's commit, then `dvc pull` from the remote."""
+    b = tmp_path_factory.mktemp("colleague") / "clone"
+    run(["git", "clone", "-q", str(tiny_run["repo"]), str(b)], b.parent)
+    run(["git", "reset", "-q", "--hard", tiny_run["head"]], b)  # the trained commit, on its branch
+    assert not (b / "models").exists() and (b / "results/train-attn/toy-fmnist-d16/metrics.json").is_file()
+    run(["dvc", "pull"], b)
+    return b
+
+
+def test_a_clone_pulls_the_trained_models_and_reruns_nothing(tiny_run, clone):
+    a, b = tiny_run["repo"], clone
+    tracked = set(run(["git", "ls-tree", "-r", "--name-only", tiny_run["head"]], a).stdout.split())
     assert {"dvc.lock", "results/params.ok", "reports/summary.json", "reports/index.html",
             "results/train-attn/toy-fmnist-d16/metrics.json", "results/noise/toy-fmnist-d16/.gitignore"} <= tracked
     assert not any(p.startswith(("data/", "models/")) for p in tracked)  # the cached outputs are the remote's
     assert "results/noise/toy-fmnist-d16/correct.npz" not in tracked
-    assert "are in sync" in run(["dvc", "status", "--cloud"], a).stdout  # everything cached is on the remote
 
-    b = tmp_path / "clone"
-    run(["git", "clone", "-q", str(a), str(b)], tmp_path)
-    assert not (b / "models").exists() and (b / "results/train-attn/toy-fmnist-d16/metrics.json").is_file()
-    run(["dvc", "pull"], b)
-    assert cached_files(b) == cached_files(a) and any(k.startswith("models/attention/") for k in cached_files(b))
+    assert "are in sync" in run(["dvc", "status", "--cloud"], b).stdout  # everything cached came from the remote
+    assert cached_files(b) == tiny_run["cached"]  # the trainer's files, bit for bit
+    assert any(k.startswith("models/attention/") for k in cached_files(b))
     assert run(["dvc", "status"], b).stdout.strip() == "Data and pipelines are up to date."
     out = run(["dvc", "repro"], b).stdout
     assert "Running stage" not in out, out
     assert "Data and pipelines are up to date." in out
     for stage in stage_names(b):
         assert f"Stage '{stage}' didn't change, skipping" in out, (stage, out)
-    assert cached_files(b) == cached_files(a)  # and the models still match the trainer's
     assert run(["git", "status", "--porcelain"], b).stdout == ""
 
 
@@ -121,22 +94,22 @@ def _my_processes(where: Path) -> list[int]:
 
 
 @pytest.fixture
-def queue_workers(trained):
+def queue_workers(clone):
     """Stops the queue's workers at the end (they would otherwise idle for a minute), whatever happened."""
     yield
-    run(["dvc", "queue", "stop", "--kill"], trained["repo"], check=False)
+    run(["dvc", "queue", "stop", "--kill"], clone, check=False)
     deadline = time.monotonic() + 30
-    while _my_processes(trained["where"]) and time.monotonic() < deadline:
+    while _my_processes(clone.parent) and time.monotonic() < deadline:
         time.sleep(1)
-    for pid in _my_processes(trained["where"]):
+    for pid in _my_processes(clone.parent):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
 
 
-def test_queued_experiments_run_in_parallel_and_exp_show_lists_their_metrics(trained, queue_workers):
-    repo = trained["repo"]
+def test_queued_experiments_run_in_parallel_and_exp_show_lists_their_metrics(clone, queue_workers):
+    repo = clone
     key, metrics = "toy-fmnist-d4", "results/train-attn/toy-fmnist-d4/metrics.json"
     # A sweep: one -S with two values queues two experiments (dim-1, dim-2), each running only the
     # training of that run (with its upstream stages, unchanged: checked out of the shared cache).
@@ -190,4 +163,4 @@ def test_queued_experiments_run_in_parallel_and_exp_show_lists_their_metrics(tra
     run(["dvc", "exp", "branch", "dim-2", "d4-at-dim-8"], repo)
     on_branch = json.loads(run(["git", "show", f"d4-at-dim-8:{metrics}"], repo).stdout)
     assert on_branch["attn_dim"] == 8
-    print(f"repro {trained['repro_seconds']:.0f} s, 2 queued experiments on 2 workers {seconds:.0f} s")
+    print(f"2 queued experiments on 2 workers: {seconds:.0f} s")

@@ -14,18 +14,15 @@ import torch
 import yaml
 
 from gattanet.precision import autocast_dtype, precision_name
-from tests.conftest import ROOT, make_project, sh, with_param
+from tests.conftest import ROOT, sh, with_param
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A fresh copy of the project on the tiny profile, after one full `dvc repro`."""
-    params = yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
-    repo = make_project(tmp_path_factory.mktemp("e2e"), params)
-    sh(["dvc", "repro"], repo)
-    return repo
+def repo(tiny_run) -> Path:
+    """A fresh copy of the project on the tiny profile, after one full `dvc repro` (conftest's tiny_run)."""
+    return tiny_run["repo"]
 
 
 def load(repo: Path, rel: str):
