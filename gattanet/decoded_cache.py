@@ -18,6 +18,10 @@ Each shard is a `.npy` of uint8 (n, C, H, W) and a JSON marker (its dataset indi
 file's size and mtime, the largest quantisation error): both are written to a temporary file and
 renamed, the marker last, so a killed build leaves whole shards only and the next call decodes what
 is still missing. A file whose size or mtime changed since its shard was written voids that shard.
+Processes that share a cache (the ranks of a torchrun job, DVC queue workers) decode in turn: one that
+finds images missing takes an exclusive lock on `root/<key>/.lock` (flock: local filesystems), looks
+again and decodes only what the others have not; a process that finds everything cached takes no lock,
+so a complete cache can be read from a read-only folder.
 
 Quantisation: each crop x in [0,1] is stored as round(255 x) and read back as that / 255. For PIL
 images (ImageFolder's loader) torchvision's Resize and CenterCrop return uint8 images and ToTensor
@@ -32,6 +36,7 @@ equal FolderLoader's over the same images.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -199,6 +204,18 @@ class DecodedCache:
                                       "safe to delete: rebuilt on demand"})
 
     @contextmanager
+    def _exclusive(self):
+        """Hold the cache's lock file (one decoding process at a time, across processes)."""
+        with self._writing():
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path / ".lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            lock.close()  # releases the lock
+
+    @contextmanager
     def _writing(self):
         """OSError of a write (disk full, read-only folder) as a CacheError that says what to do."""
         try:
@@ -263,10 +280,13 @@ class DecodedCache:
         if len(wanted) and not 0 <= wanted.min() <= wanted.max() < n:
             raise IndexError(f"indices must lie in [0, {n}), got {wanted.min()}..{wanted.max()}")
         shards, shard_of, row_of = self._lookup(wanted)
-        missing = np.unique(wanted[shard_of < 0])
-        if len(missing):
-            self._decode(missing)
-            shards, shard_of, row_of = self._lookup(wanted)
+        if (shard_of < 0).any():
+            with self._exclusive():  # another process may have decoded them while this one waited
+                shards, shard_of, row_of = self._lookup(wanted)
+                missing = np.unique(wanted[shard_of < 0])
+                if len(missing):
+                    self._decode(missing)
+                    shards, shard_of, row_of = self._lookup(wanted)
             if (shard_of < 0).any():
                 raise CacheError(f"{self.path}: {int((shard_of < 0).sum())} images vanished from the cache "
                                  f"while it was built (another process removing shards?)")

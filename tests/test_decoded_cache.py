@@ -2,6 +2,8 @@
 real JPEG files: equal to the decoded float path, decoded once, resumable, content-keyed, noised as the
 folder loader noises; and its params (data.imagenet.workers / eval_cache / cache_dir) through DataSource."""
 
+import multiprocessing
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,13 +140,51 @@ def test_a_killed_build_resumes_from_the_shards_there_are(tree, tmp_path):
     with pytest.raises(Killed):  # stops right after the first shard is written
         DecodedCache(folder, tmp_path / "cache", shard_size=4, log=kill).images()
     path = DecodedCache(folder, tmp_path / "cache", log=None).path
-    assert len(list(path.glob("0*.json"))) == 1 and not list(path.glob(".*"))  # whole shards, no temp files
+    assert len(list(path.glob("0*.json"))) == 1  # whole shards, no temp files (the lock file stays)
+    assert [p.name for p in path.glob(".*")] == [".lock"]
     (path / "99999999-half.npy").write_bytes(b"\x93NUMPY half written")  # a shard's images without its marker
     count.calls = 0
     lines = []
     images = DecodedCache(folder, tmp_path / "cache", shard_size=4, log=lines.append).images()
     assert count.calls == 12 - 4 and len(lines) == 2
     assert torch.equal(images.take(range(12))[0].float() / 255, floats(folder, range(12)))
+
+
+class Slow:
+    """An ImageFolder loader that takes its time, so that two processes surely overlap."""
+
+    def __init__(self, folder):
+        self.inner = folder.loader
+        folder.loader = self
+
+    def __call__(self, path):
+        time.sleep(0.05)
+        return self.inner(path)
+
+
+def _build(folder, root, start, results):
+    lines = []
+    start.wait()
+    images = DecodedCache(folder, root, shard_size=4, log=lines.append).images()
+    results.put((len(lines), images.take(range(12))[0].numpy().tobytes()))
+
+
+def test_processes_sharing_a_cache_decode_each_image_once(tree, tmp_path):
+    """Two processes (two ranks, two queue workers) asking at the same moment: one decodes, the other
+    waits on the lock and reads its shards."""
+    folder = folder_at(tree)
+    Slow(folder)
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_build, args=(folder, tmp_path / "cache", start, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(n for n, _ in got) == [0, 3]  # 12 images in shards of 4, written by one process
+    assert got[0][1] == got[1][1]
 
 
 def test_the_key_follows_files_transform_and_contents(tree, tmp_path):
