@@ -325,7 +325,8 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
 
 
 def apply_override(raw: dict, item: str) -> None:
-    """Set `a.b.c=value` in the nested dict; the value is parsed as YAML (so 16, 0.1, 1e-3, true work)."""
+    """Set `a.b.c=value` in the nested dict; the value is parsed as YAML (so 16, 0.1, 1e-3, true work).
+    The last key may be new (an optional key the file leaves out); validation names it if it is unknown."""
     if "=" not in item:
         raise ParamsError(f"override {item!r}: expected KEY=VALUE, e.g. attention.toy-fmnist-d16.epochs=2")
     dotted, value = item.split("=", 1)
@@ -335,8 +336,6 @@ def apply_override(raw: dict, item: str) -> None:
         if not isinstance(node.get(k), dict):
             raise ParamsError(f"override {dotted}: {'.'.join(keys[:i + 1])} is not a section of params")
         node = node[k]
-    if keys[-1] not in node:
-        raise ParamsError(f"override {dotted}: unknown key; allowed here: {', '.join(map(str, node))}")
     node[keys[-1]] = read_yaml(value)
 
 

@@ -120,8 +120,10 @@ def test_overrides_parse_yaml_values(tiny_params, tmp_path):
     path.write_text(yaml.safe_dump(tiny_params))
     p = load_params(path, ["attention.toy-fmnist-d16.attn_dim=8", "noise.clip=false"])
     assert p.attention["toy-fmnist-d16"].attn_dim == 8 and p.noise.clip is False
-    with pytest.raises(ParamsError, match="unknown key"):
-        apply_override(tiny_params, "attention.toy-fmnist-d16.dimension=8")
+    with pytest.raises(ParamsError, match=r"attention\.toy-fmnist-d16\.dimension: unknown key; allowed: .*attn_dim"):
+        load_params(path, ["attention.toy-fmnist-d16.dimension=8"])
+    with pytest.raises(ParamsError, match="attention.no-such-run is not a section"):
+        apply_override(tiny_params, "attention.no-such-run.attn_dim=8")
     with pytest.raises(ParamsError, match="KEY=VALUE"):
         apply_override(tiny_params, "attention")
 

@@ -259,6 +259,20 @@ def imagenet_params(root: Path, **data) -> dict:
     return raw
 
 
+def test_an_override_sets_an_optional_key_the_file_leaves_out(tmp_path):
+    from pipeline.config import load_params
+
+    raw = imagenet_params(tmp_path)
+    for key in ("workers", "eval_cache", "cache_dir"):
+        raw["data"]["imagenet"].pop(key, None)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert load_params(tmp_path / "params.yaml").data["imagenet"].workers == 4  # the default
+    p = load_params(tmp_path / "params.yaml", ["data.imagenet.workers=16", "data.imagenet.eval_cache=false"])
+    assert p.data["imagenet"].workers == 16 and p.data["imagenet"].eval_cache is False
+    with pytest.raises(ParamsError, match="data.imagenet.worker: unknown key; allowed: .*workers"):
+        load_params(tmp_path / "params.yaml", ["data.imagenet.worker=16"])
+
+
 @pytest.mark.parametrize("dotted, value, expect", [
     ("data.imagenet.workers", -1, "data.imagenet.workers: must be ≥ 0"),
     ("data.imagenet.workers", 2.5, "data.imagenet.workers: expected an integer"),
