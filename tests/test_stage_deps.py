@@ -66,3 +66,10 @@ def test_the_walk_sees_lazy_imports_and_package_inits():
     assert {"gattanet/__init__.py", "pipeline/__init__.py", "pipeline/stages/__init__.py"} <= files
     assert "pipeline/cli.py" in files and "gattanet/bench.py" not in files  # bench is a tool command's lazy import
     assert Path("gattanet/train.py").as_posix() in stage_files("pretrain")
+
+
+def test_the_data_stage_depends_on_its_root_alone():
+    """data/KEY.pt is made from the root's files; `val_fraction` is a param of the stages that carve the
+    split, and the loader settings (workers, eval_cache, cache_dir) change no output, so changing one
+    reruns no stage but `validate`, whose stamp does not change."""
+    assert _stage("data")[1]["params"] == ["data.${key}.root"]
