@@ -49,12 +49,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from gattanet.distributed import SINGLE
 from gattanet.errors import InputError
 from gattanet.io import atomic_path, write_json
-from gattanet.loader import _check_batch_size, _Finish
-from gattanet.noise import derive_seed
+from gattanet.loader import _EpochBatches, _check_batch_size, _Finish
 
 FORMAT = "gattanet-decoded-cache"
 VERSION = 1
@@ -171,9 +171,10 @@ class DecodedCache:
         for p in (m["marker"], self.path / m["images"]):
             p.unlink(missing_ok=True)
 
-    def _lookup(self, wanted: np.ndarray) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    def _lookup(self, wanted: np.ndarray, drop: bool = False) -> tuple[list[dict], np.ndarray, np.ndarray]:
         """The shards there are, and for each wanted index its shard (-1: not cached) and row. A shard
-        holding a wanted file whose size or mtime changed since it was written is removed first."""
+        holding a wanted file whose size or mtime changed since it was written is passed over, and with
+        `drop` (only under the lock: another process may be rewriting it) removed."""
         n = len(self.folder.samples)
         is_wanted = np.zeros(n, dtype=bool)
         is_wanted[wanted] = True
@@ -187,7 +188,9 @@ class DecodedCache:
             except OSError:
                 stale = True
             if stale:
-                self._drop(m)
+                if drop:
+                    with self._writing():
+                        self._drop(m)
                 continue
             self._checked[idx[todo]] = True
             shard[idx], row[idx] = len(kept), np.arange(len(idx))
@@ -282,7 +285,7 @@ class DecodedCache:
         shards, shard_of, row_of = self._lookup(wanted)
         if (shard_of < 0).any():
             with self._exclusive():  # another process may have decoded them while this one waited
-                shards, shard_of, row_of = self._lookup(wanted)
+                shards, shard_of, row_of = self._lookup(wanted, drop=True)
                 missing = np.unique(wanted[shard_of < 0])
                 if len(missing):
                     self._decode(missing)
@@ -345,25 +348,6 @@ class CachedImages(Dataset):
 # ---------------------------------------------------------------- the loader
 
 
-class _Batches(Sampler[list[int]]):
-    """Lists of positions, one per batch: in order, or permuted by a generator seeded by (seed, epoch)
-    as gattanet.loader's samplers do."""
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int) -> None:
-        self.n, self.batch_size, self.shuffle, self.seed, self.epoch = n, batch_size, shuffle, seed, 0
-
-    def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(derive_seed(self.seed, self.epoch)))
-        else:
-            order = torch.arange(self.n)
-        for start in range(0, self.n, self.batch_size):
-            yield order[start:start + self.batch_size].tolist()
-
-
 class _BatchReader(Dataset):
     """dataset[list of positions] -> (uint8 batch, labels, positions): one read per batch, in a worker."""
 
@@ -391,7 +375,7 @@ class CachedLoader:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.device = torch.device(device)
         self.num_samples, self.batch_size = len(images), batch_size
-        self.sampler = _Batches(len(images), batch_size, shuffle, seed)
+        self.sampler = _EpochBatches(len(images), batch_size, shuffle, seed, SINGLE)
         self.finish = _Finish(mean, std, sigma, noise_seed, clip, self.device, channels_last)
         self.loader = DataLoader(_BatchReader(images), batch_size=None, sampler=self.sampler,
                                  num_workers=workers, pin_memory=self.device.type == "cuda",

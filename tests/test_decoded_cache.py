@@ -187,6 +187,20 @@ def test_processes_sharing_a_cache_decode_each_image_once(tree, tmp_path):
     assert got[0][1] == got[1][1]
 
 
+def test_a_complete_cache_is_read_without_the_lock(tree, tmp_path, monkeypatch):
+    folder = folder_at(tree)
+    built = cache_of(folder, tmp_path / "cache").images()
+    (built_path := cache_of(folder, tmp_path / "cache").path / ".lock").unlink()
+
+    def no_lock(self):
+        raise AssertionError("took the lock although everything is cached")
+
+    monkeypatch.setattr(DecodedCache, "_exclusive", no_lock)
+    again = cache_of(folder, tmp_path / "cache").images([5, 0, 11])
+    assert torch.equal(again.take(range(3))[0], built.take([5, 0, 11])[0])
+    assert not built_path.exists()
+
+
 def test_the_key_follows_files_transform_and_contents(tree, tmp_path):
     root = tmp_path / "cache"
     key = cache_of(folder_at(tree), root).key
