@@ -374,6 +374,11 @@ def load_figures(path: str | Path) -> tuple[Figures | None, str | None]:
         rates = d["figures"]
         if not isinstance(rates, dict) or not isinstance(d["machine"], dict):
             raise ValueError("figures and machine must be mappings")
+        for key, record in rates.items():
+            rate = record.get("img_per_s") if isinstance(record, dict) else None
+            if not isinstance(record, dict) or not (
+                    isinstance(rate, (int, float)) and rate > 0 or "error" in record):
+                raise ValueError(f"figure {key!r} is not a record with a positive img_per_s or an error")
     except (OSError, ValueError, KeyError) as e:
         raise FiguresError(f"{path}: not a gattanet figures file ({e}); remove it or write it anew with "
                            f"`gattanet-cli bench --plan --save`") from None

@@ -191,9 +191,9 @@ def _baselines(params, sizes: dict[str, Sizes]) -> list[Work]:
                  Probe("separate", spec, params.noise.batch_size, n=seeds)),
             Work("baselines", method, f"check 4 × {_n(check)}",
                  check, Probe("train", spec, batch, l2=l2)),
-            Work("baselines", method, "", check, Probe("eval", spec, ev)),
+            Work("baselines", method, "", check, Probe("eval", spec, batch)),  # _throughput times at the run's batch
             Work("baselines", method, "", check, Probe("train", backbone, batch)),
-            Work("baselines", method, "", check, Probe("eval", backbone, ev)),
+            Work("baselines", method, "", check, Probe("eval", backbone, batch)),
         ]
     return works
 
@@ -214,8 +214,12 @@ def plan_device(params, requested: str | None) -> tuple[torch.device, list[str]]
         notes.append(f"params ask for device {want!r}, which this machine lacks: this is an estimate for its "
                      "CPU; run `gattanet-cli plan` on the GPU machine for that one")
         return torch.device("cpu"), notes
-    if want not in ("cpu", "cuda") and not want.startswith("cuda:"):
+    index = want.removeprefix("cuda:") if want.startswith("cuda:") else "0"
+    if want not in ("cpu", "cuda") and not (want.startswith("cuda:") and index.isdigit()):
         raise UsageError(f"--device {want!r}: allowed: auto | cpu | cuda | cuda:N")
+    if want.startswith("cuda") and int(index) >= torch.cuda.device_count():
+        raise UsageError(f"--device {want}: this machine has {torch.cuda.device_count()} GPUs; "
+                         f"allowed: cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device(want), notes
 
 

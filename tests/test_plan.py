@@ -194,7 +194,6 @@ def test_bench_saves_figures_that_plan_reads(tmp_path, monkeypatch, tiny_params)
     plan = json.loads(r.stdout)
     assert plan["complete"] and plan["estimate"] and plan["figures"]["used"]
     assert plan["figures"]["measured_now"] == 0 and plan["figures"]["from_file"] == len(saved["figures"])
-    assert plan["figures"]["measured_from"] <= plan["figures"]["measured_to"]  # the dates of the rates used
     assert set(plan["figures"]["smaller_batch"]) == {i["probe"] for i in plan["items"]
                                                      if i["probe"] and i["measured_batch"] < i["batch"]}
     total = sum(i["images"] / i["img_per_s"] for i in plan["items"] if i["probe"])
@@ -268,6 +267,11 @@ def test_corrupt_figures_file_is_one_line_and_exit_1(tmp_path, monkeypatch, tiny
     (tmp_path / "f.json").write_text("{not json")
     r = runner.invoke(app, ["plan", "--params", str(path), "--figures", "f.json", "--no-measure"])
     assert r.exit_code == 1 and "not a gattanet figures file" in r.output
+    good = {"format": cost.FIGURES_FORMAT, "version": cost.FIGURES_VERSION, "machine": {}, "figures": {}}
+    for record in (1, {"img_per_s": "fast"}, {"img_per_s": -3.0}, {}):
+        (tmp_path / "f.json").write_text(json.dumps(dict(good, figures={"cpu|fp32|train toy": record})))
+        r = runner.invoke(app, ["plan", "--params", str(path), "--figures", "f.json", "--no-measure"])
+        assert r.exit_code == 1 and "'cpu|fp32|train toy' is not a record" in r.output, (record, r.output)
 
 
 def test_bad_params_exit_2_naming_the_key(tmp_path, monkeypatch, tiny_params):
