@@ -90,8 +90,38 @@ def data_parallel(model: nn.Module, world: World, device: torch.device) -> nn.Mo
     from torch.nn.parallel import DistributedDataParallel
 
     if device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        sync_batchnorms(model)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sync_batchnorms(model: nn.Module) -> nn.Module:
+    """`model` with its plain BatchNorm1d/2d/3d layers replaced, in place, by SyncBatchNorm (statistics over
+    the global batch). Subclasses are left alone: torch's convert_sync_batchnorm would replace them too and
+    drop what they add (attention's UnitBatchNorm reshapes its input), so their statistics stay per rank."""
+    for name, child in model.named_children():
+        if type(child) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        else:
+            sync_batchnorms(child)
+    return model
+
+
+def from_main(values: list[float], world: World, device: torch.device) -> list[float]:
+    """Rank 0's `values` on every rank, so that decisions taken from them (early stopping) are the same."""
+    if world.size == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.tolist()
+
+
+def training_done() -> bool:
+    """Leave the process group once every rank has trained, so that what rank 0 does alone afterwards
+    (evaluation, a SyncBatchNorm in a timing step) waits on no rank that is gone; True on the process that
+    goes on to evaluate and write (rank 0, or the only one)."""
+    world = current()
+    leave()
+    return world.is_main
 
 
 def share_weight(local: int, global_: int, world: World) -> float:

@@ -340,7 +340,8 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train: Loader, val: Lo
             # dropout draws depend on seed and epoch only (and on the rank: ranks drop different units)
             torch.manual_seed(derive_seed(cfg.seed, epoch) if world.size == 1 else derive_seed(cfg.seed, epoch, world.rank))
             train_loss, train_acc = train_epoch(step, train, epoch, bar, label, world)
-            val_loss, val_acc = evaluate_loss_acc(model, val, step.autocast)
+            # every rank validates on the whole split; rank 0's figures decide, so all stop together
+            val_loss, val_acc = distributed.from_main(list(evaluate_loss_acc(model, val, step.autocast)), world, device)
             if not math.isfinite(val_loss):  # e.g. a finite loss whose step overflowed the weights
                 raise NonFiniteLossError(f"non-finite validation loss at epoch {epoch}, step "
                                          f"{_n_batches(train, cfg)} (end of epoch)")

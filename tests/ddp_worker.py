@@ -80,11 +80,12 @@ def main() -> None:
     if args.kill_at_epoch:
         train = KillAt(train, args.kill_at_epoch)
     val = TensorLoader(data(N_VAL, 2), 50)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     result = fit(model, trained, train, val, TrainConfig(epochs=3, patience=3, lr=3e-3, l2=1e-4, seed=7),
                  resume_path=args.resume, label=f"{args.mode} rank {world.rank}", progress=False)
     if world.is_main:
         torch.save({"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "history": result.history, "world": world.size,
+                    "initial": initial, "history": result.history, "world": world.size,
                     "resumed_seconds": result.resumed_seconds}, args.out)
     distributed.leave()
 

@@ -55,7 +55,7 @@ def run(params, method: str) -> None:
             models[str(seed)] = model.eval()
             n_trainable, epochs_run = sum(p.numel() for p in trainable), epochs_run + [result.epochs_run]
             resumed += result.resumed_seconds
-        if not distributed.current().is_main:
+        if not distributed.training_done():
             return  # under torchrun, rank 0 alone evaluates and writes
 
         def loader_at(sigma: float):

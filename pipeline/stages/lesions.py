@@ -46,7 +46,7 @@ def run(params, key: str) -> None:
                     retrained[f"{s}:{p['pattern']}"], _ = train(
                         params, run_cfg, source, device, backbone, s, lesion=p["pattern"],
                         resume_name=resume_names[-1])
-            if not distributed.current().is_main:
+            if not distributed.training_done():
                 return  # under torchrun, rank 0 alone evaluates and writes
             with autocast(device, dtype):
                 hits = correct_batched(lambda x: shared_logits(retrained, x), test)

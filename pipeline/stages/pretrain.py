@@ -40,7 +40,7 @@ def run(params, key: str) -> None:
                          context=training_context(params, cfg, source), label=f"pretrain {key}")
             history, best_epoch, epochs_run = result.history, result.best_epoch, result.epochs_run
             val_acc, resumed = result.best_val_acc, result.resumed_seconds  # time before a kill, if resumed
-            if not distributed.current().is_main:
+            if not distributed.training_done():
                 return  # under torchrun, rank 0 alone evaluates and writes
         backbone.eval()
         with autocast(device, dtype):

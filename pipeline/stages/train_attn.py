@@ -72,7 +72,7 @@ def run(params, key: str) -> None:
     with stopwatch() as clock:
         for seed in run_cfg.seeds:
             models[seed], results[seed] = train(params, run_cfg, source, device, backbone, seed)
-        if not distributed.current().is_main:
+        if not distributed.training_done():
             return  # under torchrun, rank 0 alone evaluates and writes
         with autocast(device, dtype):
             hits = correct_batched(lambda x: shared_logits({str(s): m for s, m in models.items()}, x),
