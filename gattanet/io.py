@@ -49,7 +49,7 @@ def torch_bytes(obj) -> bytes:
     zip archive is named "archive" and not after a file; without a pickle memo (see _MemolessPickler).
     torch's zip writer itself stores a fixed date (1980) and a content-derived serialization id. Tensors are
     written with their own strides and whole storages: pass contiguous tensors that own their storage
-    (gattanet.checkpoint does) for bytes that depend on values only. Loads with plain torch.load."""
+    (gattanet.engine.checkpoint does) for bytes that depend on values only. Loads with plain torch.load."""
     import torch
 
     buf = BytesIO()

@@ -80,9 +80,9 @@ def describe(backbone: str = typer.Option("toy", help="toy | resnet18 | resnet50
              score_norm: bool = typer.Option(False, help="Layer-norm on scores (the paper's ResNet setting)."),
              as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Parameter counts and taps of a backbone + GAttANet configuration."""
-    from gattanet.backbones import ARCHS
-    from gattanet.describe import describe as describe_config
-    from gattanet.specs import DATASETS
+    from gattanet.models.registry import ARCHS
+    from gattanet.models.describe import describe as describe_config
+    from gattanet.data.specs import DATASETS
     def go():
         for option, value, allowed in (("--backbone", backbone, ARCHS), ("--dataset", dataset, DATASETS)):
             if value not in allowed:
@@ -123,7 +123,7 @@ def bench(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
           figures: Path = FIGURES_OPT) -> None:
     """Throughput of the engine against a bare loop, in fp32 and bf16, with the target ratios (one run, this machine);
     with --plan, of every kind of pass the stages of --params make (what `gattanet-cli plan` estimates from)."""
-    from gattanet.bench import run_bench
+    from gattanet.cost.bench import run_bench
     from pipeline.runtime import resolve_device
 
     if plan_:
@@ -162,7 +162,7 @@ def bench(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 
 def _save_engine_bench(result: dict, path: Path) -> None:
     """Keep the engine benchmark beside the plan's figures (same file, same machine)."""
-    from gattanet import cost
+    from gattanet.cost import rates as cost
 
     figures, _ = cost.load_figures(path)
     machine = cost.machine_info(result["device"])
@@ -174,10 +174,10 @@ def _save_engine_bench(result: dict, path: Path) -> None:
 
 def _bench_plan(params_path: Path, device: str, seconds: float, save: bool, path: Path, as_json: bool) -> None:
     """`bench --plan`: measure (again) every probe of the plan of `params_path`, print, optionally save."""
-    from gattanet import cost
+    from gattanet.cost import rates as cost
     from pipeline.config import load_params
     from pipeline.plan import build_works, plan_device
-    from gattanet.precision import autocast_dtype, precision_name
+    from gattanet.engine.precision import autocast_dtype, precision_name
 
     params = load_params(params_path)
     dev, notes = plan_device(params, None if device == "auto" and params.device != "auto" else device)

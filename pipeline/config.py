@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from gattanet.backbones import ARCHS
-from gattanet.specs import DATASETS
+from gattanet.models.registry import ARCHS
+from gattanet.data.specs import DATASETS
 from pipeline.errors import ParamsError, UsageError
 from pipeline.paths import CACHE
 
@@ -421,9 +421,9 @@ def check_lesion(pattern: str, arch: str, dataset: str, key: str) -> None:
     """A lesion pattern has one character per tap of the backbone: its letter ('c' conv, 'd' dense) or '.'."""
     import torch
 
-    from gattanet.backbones import build_backbone
-    from gattanet.lesion import parse_lesion
-    from gattanet.specs import get_spec
+    from gattanet.models.registry import build_backbone
+    from gattanet.models.lesion import parse_lesion
+    from gattanet.data.specs import get_spec
 
     spec = get_spec(dataset)
     with torch.device("meta"):  # only the tap list is needed: no memory, no init cost

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Subset
 
-from gattanet import distributed
-from gattanet.checkpoint import sha256_file
-from gattanet.datasets import load_tensors, split_train_val
-from gattanet.loader import FolderLoader, TensorLoader
-from gattanet.placement import CHANNELS_LAST
-from gattanet.specs import get_spec
+from gattanet.engine import distributed
+from gattanet.engine.checkpoint import sha256_file
+from gattanet.data.datasets import load_tensors, split_train_val
+from gattanet.data.loader import FolderLoader, TensorLoader
+from gattanet.engine.placement import CHANNELS_LAST
+from gattanet.data.specs import get_spec
 from pipeline.errors import MissingInputError
 from pipeline.paths import data_path
 
@@ -64,7 +64,7 @@ class DataSource:
 
     def train_loader(self, batch_size: int, augment, train_subset: int = 0, seed: int | None = None):
         """Shuffled, augmented training batches; `seed` (default: the global one) drives the order. Under
-        torchrun, this process's share of every global batch of `batch_size` (see gattanet.distributed)."""
+        torchrun, this process's share of every global batch of `batch_size` (see gattanet.engine.distributed)."""
         data = subset(self.splits["train"], train_subset, self.params.seed)
         seed = self.params.seed if seed is None else seed
         return self._loader(data, batch_size, shuffle=True, seed=seed, augment=augment, world=distributed.current())
@@ -79,7 +79,7 @@ class DataSource:
 
     def _eval_loader(self, data, batch_size: int, **kw):
         """`_loader`'s batches, read for an image folder with `eval_cache` on from its decoded crops (see
-        gattanet.decoded_cache: each JPEG is decoded once, then every σ, seed and stage reads uint8 shards).
+        gattanet.data.decoded_cache: each JPEG is decoded once, then every σ, seed and stage reads uint8 shards).
 
         The cache lives in `cache_dir` (default .gattanet/cache, beside the resume files), not in a DVC
         output: its content is a function of the manifest's files and the transform, which its key
@@ -88,7 +88,7 @@ class DataSource:
         cfg = self.params.data[self.dataset]
         if self.dataset != "imagenet" or not cfg.eval_cache:
             return self._loader(data, batch_size, **kw)
-        from gattanet.decoded_cache import CachedLoader, DecodedCache, folder_and_indices
+        from gattanet.data.decoded_cache import CachedLoader, DecodedCache, folder_and_indices
 
         folder, indices = folder_and_indices(data)
         if id(folder) not in self._caches:

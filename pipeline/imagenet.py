@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from gattanet.datasets import DatasetError, imagenet_split, transform_from_weights
+from gattanet.data.datasets import DatasetError, imagenet_split, transform_from_weights
 from gattanet.io import atomic_path
 
 

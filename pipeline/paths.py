@@ -10,7 +10,7 @@ ATTENTION = Path("models/attention")
 RESULTS = Path("results")
 REPORTS = Path("reports")
 RESUME = Path(".gattanet/resume")  # not a DVC output, so `dvc repro` keeps it across a kill
-CACHE = Path(".gattanet/cache")  # decoded ImageNet crops (gattanet.decoded_cache): content-keyed, not a DVC output
+CACHE = Path(".gattanet/cache")  # decoded ImageNet crops (gattanet.data.decoded_cache): content-keyed, not a DVC output
 
 
 def data_path(dataset: str) -> Path:

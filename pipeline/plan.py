@@ -1,5 +1,5 @@
 """`gattanet-cli plan`: what every stage of a params file will compute, counted as the stages' code does
-it, and its estimated time on this machine from measured throughputs (gattanet.cost).
+it, and its estimated time on this machine from measured throughputs (gattanet.cost.rates).
 
 Counts follow the stages: the validation split carved from train (`val_fraction`), `train_subset` and
 `test_subset` (0 = all), a validation pass after every epoch, `epochs` an upper bound (early stopping may
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from gattanet import cost
-from gattanet.cost import AttnSpec, ModelSpec, Probe, Work
-from gattanet.precision import autocast_dtype, precision_name
-from gattanet.specs import get_spec
+from gattanet.cost import rates as cost
+from gattanet.cost.rates import AttnSpec, ModelSpec, Probe, Work
+from gattanet.engine.precision import autocast_dtype, precision_name
+from gattanet.data.specs import get_spec
 from pipeline.errors import UsageError
 from pipeline.paths import data_path
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from gattanet.augment import Augment
-from gattanet.checkpoint import CheckpointError, load_backbone, load_gattanet, sha256_file
-from gattanet.noise import derive_seed
-from gattanet.placement import place
+from gattanet.data.augment import Augment
+from gattanet.engine.checkpoint import CheckpointError, load_backbone, load_gattanet, sha256_file
+from gattanet.data.noise import derive_seed
+from gattanet.engine.placement import place
 from pipeline.data_source import DataSource
 from pipeline.config import entry
 from pipeline.paths import attention_path, backbone_path

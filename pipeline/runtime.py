@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
-from gattanet import distributed
+from gattanet.engine import distributed
 
 from pipeline.errors import UsageError
 

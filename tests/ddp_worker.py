@@ -15,14 +15,14 @@ import os
 
 import torch
 
-from gattanet import distributed
-from gattanet.attention import GlobalAttention
-from gattanet.augment import Augment
-from gattanet.datasets import TensorData
-from gattanet.loader import TensorLoader
-from gattanet.model import GAttANet
-from gattanet.toy import ToyCNN
-from gattanet.train import TrainConfig, fit
+from gattanet.engine import distributed
+from gattanet.models.attention import GlobalAttention
+from gattanet.data.augment import Augment
+from gattanet.data.datasets import TensorData
+from gattanet.data.loader import TensorLoader
+from gattanet.models.gattanet import GAttANet
+from gattanet.models.toy import ToyCNN
+from gattanet.engine.train import TrainConfig, fit
 
 N_TRAIN, N_VAL, BATCH = 203, 64, 32  # 203 = 6 full batches + 11: shares of 6 and 5 on two ranks
 

@@ -3,7 +3,7 @@
 Nothing here is a result of any model. Each output is computed the way its stage computes it, from
 small synthetic per-image correctness arrays with a known effect: a baseline that gets a set share of
 the test images right, and per training seed a GAttANet that differs from it on a few images, with
-exactly the chosen net gain. Every interval comes from gattanet.stats.effect_ci (and gattanet.sweeps)
+exactly the chosen net gain. Every interval comes from gattanet.analysis.stats.effect_ci (and gattanet.analysis.sweeps)
 on those arrays, so means, intervals and the accuracies beside them agree; no CI is typed by hand.
 The layouts are those of pipeline/stages/*.py (and pipeline/report/load.py's *_KEYS).
 """
@@ -14,11 +14,11 @@ import numpy as np
 
 from gattanet.adapters.budget import within_budget
 from gattanet.io import write_csv, write_json
-from gattanet.lesion import ablation_patterns, full_pattern
-from gattanet.specs import get_spec
-from gattanet.stats import effect_ci
-from gattanet.sweeps import gain_at, gains, growth
-from gattanet.taps import Tap
+from gattanet.models.lesion import ablation_patterns, full_pattern
+from gattanet.data.specs import get_spec
+from gattanet.analysis.stats import effect_ci
+from gattanet.analysis.sweeps import gain_at, gains, growth
+from gattanet.models.taps import Tap
 
 SIGMAS = [0.0, 0.01, 0.02, 0.04, 0.1, 0.25]
 PEAK_SIGMA = 0.04               # σ* of the fixture params: the noise claim is decided here

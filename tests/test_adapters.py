@@ -9,10 +9,10 @@ from gattanet.adapters import (ADAPTERS, UNMATCHABLE, AdaptedModel, adapter_para
                                match_width, wider_toy_widths, within_budget)
 from gattanet.adapters.budget import HEADS
 from gattanet.adapters.modules import GatherExcite, axial_positional, relative_logits
-from gattanet.attention import GlobalAttention
-from gattanet.backbone import Backbone
-from gattanet.taps import Tap
-from gattanet.toy import ToyCNN
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.backbone import Backbone
+from gattanet.models.taps import Tap
+from gattanet.models.toy import ToyCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from gattanet.agreement import agreement_maps, sample_indices, true_class_hits, true_class_rank_stats
-from gattanet.attention import GlobalAttention
-from gattanet.backbones import build_backbone
-from gattanet.datasets import TensorData
-from gattanet.fast_eval import shared_states
-from gattanet.loader import TensorLoader
-from gattanet.model import GAttANet
+from gattanet.analysis.agreement import agreement_maps, sample_indices, true_class_hits, true_class_rank_stats
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.registry import build_backbone
+from gattanet.data.datasets import TensorData
+from gattanet.engine.fast_eval import shared_states
+from gattanet.data.loader import TensorLoader
+from gattanet.models.gattanet import GAttANet
 
 CLASSES = tuple(str(c) for c in range(10))
 

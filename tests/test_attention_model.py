@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from gattanet.attention import GlobalAttention, PointwiseConv, UnitProjection, fast_dropout
-from gattanet.backbones import build_backbone
-from gattanet.lesion import ablation_patterns, full_pattern, parse_lesion
-from gattanet.model import GAttANet, modulate
-from gattanet.taps import Tap
-from gattanet.toy import ToyCNN
+from gattanet.models.attention import GlobalAttention, PointwiseConv, UnitProjection, fast_dropout
+from gattanet.models.registry import build_backbone
+from gattanet.models.lesion import ablation_patterns, full_pattern, parse_lesion
+from gattanet.models.gattanet import GAttANet, modulate
+from gattanet.models.taps import Tap
+from gattanet.models.toy import ToyCNN
 
 TINY = [Tap("conv", "conv", (2, 2, 2)), Tap("dense", "dense", (3,))]
 

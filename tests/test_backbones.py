@@ -7,11 +7,11 @@ import pytest
 import torch
 import torchvision
 
-from gattanet.backbone import Backbone
-from gattanet.backbones import ARCHS, build_backbone
-from gattanet.describe import describe
-from gattanet.resnet import ResNetBackbone, WeightsError, imagenet_cache_path, weights_transforms
-from gattanet.toy import ToyCNN
+from gattanet.models.backbone import Backbone
+from gattanet.models.registry import ARCHS, build_backbone
+from gattanet.models.describe import describe
+from gattanet.models.resnet import ResNetBackbone, WeightsError, imagenet_cache_path, weights_transforms
+from gattanet.models.toy import ToyCNN
 
 
 def n_params(m) -> int:
@@ -77,11 +77,11 @@ def test_build_backbone_validates():
 
 
 def test_protocol_registry_and_backbones_import_without_a_cycle():
-    """gattanet.backbone (the protocol) imports no backbone and toy.py imports no registry; the registry
+    """gattanet.models.backbone (the protocol) imports no backbone and toy.py imports no registry; the registry
     leaves torchvision to the ResNets' first build."""
-    code = ("import sys, gattanet.toy\n"
-            "assert 'gattanet.backbones' not in sys.modules and 'gattanet.resnet' not in sys.modules\n"
-            "import gattanet.backbones\n"
+    code = ("import sys, gattanet.models.toy\n"
+            "assert 'gattanet.models.registry' not in sys.modules and 'gattanet.models.resnet' not in sys.modules\n"
+            "import gattanet.models.registry\n"
             "assert 'torchvision' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert issubclass(ToyCNN, Backbone) and issubclass(ResNetBackbone, Backbone)

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import gattanet
-from gattanet.attention import GlobalAttention
-from gattanet.backbones import build_backbone
-from gattanet.checkpoint import (CheckpointError, load_backbone, load_checkpoint, load_gattanet,
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.registry import build_backbone
+from gattanet.engine.checkpoint import (CheckpointError, load_backbone, load_checkpoint, load_gattanet,
                                  save_backbone, save_checkpoint, save_gattanet, sha256_file)
-from gattanet.model import GAttANet
-from gattanet.placement import place
-from gattanet.toy import ToyCNN
+from gattanet.models.gattanet import GAttANet
+from gattanet.engine.placement import place
+from gattanet.models.toy import ToyCNN
 
 CLASSES = [f"c{i}" for i in range(10)]
 

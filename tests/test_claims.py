@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from gattanet.stats import CONTRADICTED, INCONCLUSIVE, NOT_APPLICABLE, NOT_RUN, SUPPORTED, effect_ci
+from gattanet.analysis.stats import CONTRADICTED, INCONCLUSIVE, NOT_APPLICABLE, NOT_RUN, SUPPORTED, effect_ci
 from pipeline.report.claims import (OVERALL_RULE, ci_text, decided, estimate, evaluate_claims, overall_verdict,
                                     pts, shifted)
 from pipeline.report.load import load_outputs, load_paper

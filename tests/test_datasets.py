@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gattanet import datasets as ds
-from gattanet.datasets import (DatasetError, TensorData, imagenet_split, load_raw, load_tensors,
+from gattanet.data import datasets as ds
+from gattanet.data.datasets import (DatasetError, TensorData, imagenet_split, load_raw, load_tensors,
                                save_tensors, split_train_val, transform_from_weights)
-from gattanet.specs import FASHION_CLASSES
+from gattanet.data.specs import FASHION_CLASSES
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

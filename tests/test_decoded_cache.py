@@ -1,4 +1,4 @@
-"""The decoded-crop cache of ImageNet evaluation (gattanet.decoded_cache) on a small ImageFolder tree of
+"""The decoded-crop cache of ImageNet evaluation (gattanet.data.decoded_cache) on a small ImageFolder tree of
 real JPEG files: equal to the decoded float path, decoded once, resumable, content-keyed, noised as the
 folder loader noises; and its params (data.imagenet.workers / eval_cache / cache_dir) through DataSource."""
 
@@ -13,10 +13,10 @@ import yaml
 from PIL import Image
 from torch.utils.data import Subset
 
-import gattanet.decoded_cache as dc
-from gattanet.datasets import imagenet_split, plain_transform
-from gattanet.decoded_cache import CachedLoader, CacheError, DecodedCache, folder_and_indices
-from gattanet.loader import FolderLoader
+import gattanet.data.decoded_cache as dc
+from gattanet.data.datasets import imagenet_split, plain_transform
+from gattanet.data.decoded_cache import CachedLoader, CacheError, DecodedCache, folder_and_indices
+from gattanet.data.loader import FolderLoader
 from pipeline.config import ParamsError, validate
 from tests.conftest import ROOT, with_param
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gattanet.datasets import TensorData
-from gattanet.distributed import SINGLE, World
-from gattanet.loader import FolderLoader, TensorLoader
+from gattanet.data.datasets import TensorData
+from gattanet.engine.distributed import SINGLE, World
+from gattanet.data.loader import FolderLoader, TensorLoader
 from pipeline.cli import app
 
 from conftest import project_env
@@ -99,7 +99,7 @@ def test_a_batch_too_small_to_share_is_refused():
 
 
 def test_fit_refuses_a_loader_sharded_for_another_world():
-    from gattanet.train import TrainConfig, fit
+    from gattanet.engine.train import TrainConfig, fit
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
     loader = TensorLoader(_data(8), 4, world=World(1, 2))
@@ -146,10 +146,10 @@ def test_a_failing_rank_fails_the_stage_with_its_exit_code(project):
 def test_sync_batchnorms_converts_plain_batchnorms_and_keeps_unit_batchnorm():
     """On CUDA the DDP wrapper syncs batch norms; attention's UnitBatchNorm (dense taps, kq_norm) reshapes
     its input, so it must stay itself (torch's convert_sync_batchnorm would turn it into a plain one)."""
-    from gattanet.attention import GlobalAttention, UnitBatchNorm
-    from gattanet.distributed import sync_batchnorms
-    from gattanet.model import GAttANet
-    from gattanet.toy import ToyCNN
+    from gattanet.models.attention import GlobalAttention, UnitBatchNorm
+    from gattanet.engine.distributed import sync_batchnorms
+    from gattanet.models.gattanet import GAttANet
+    from gattanet.models.toy import ToyCNN
 
     torch.manual_seed(0)
     backbone = ToyCNN(in_channels=1, num_classes=4, widths=(8, 16, 16), hidden=32, dropout=0.0, input_size=16)

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from gattanet.attention import GlobalAttention
-from gattanet.backbones import build_backbone
-from gattanet.datasets import TensorData
-from gattanet.embedding import (collect_queries, embedding_stats, group_labels, group_separation, knn_accuracy,
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.registry import build_backbone
+from gattanet.data.datasets import TensorData
+from gattanet.analysis.embedding import (collect_queries, embedding_stats, group_labels, group_separation, knn_accuracy,
                                 knn_correct, umap_2d)
-from gattanet.loader import TensorLoader
-from gattanet.model import GAttANet
+from gattanet.data.loader import TensorLoader
+from gattanet.models.gattanet import GAttANet
 
 
 def toy_model_and_data(n: int = 10, dim: int = 4):

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from gattanet.datasets import TensorData
-from gattanet.evaluate import accuracies, accuracy, correct, correct_batched, predictions
-from gattanet.loader import TensorLoader
+from gattanet.data.datasets import TensorData
+from gattanet.engine.evaluate import accuracies, accuracy, correct, correct_batched, predictions
+from gattanet.data.loader import TensorLoader
 
 
 def data(n: int = 30, classes: int = 5) -> TensorData:

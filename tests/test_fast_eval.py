@@ -1,4 +1,4 @@
-"""Shared evaluation (gattanet.fast_eval): one first pass for the baseline and several GAttANets on one
+"""Shared evaluation (gattanet.engine.fast_eval): one first pass for the baseline and several GAttANets on one
 backbone gives the same logits as each model's own forward, lesion patterns included, in fp32 and under
 bf16 autocast; settings where the shortcut would be wrong are refused."""
 
@@ -7,14 +7,14 @@ import copy
 import pytest
 import torch
 
-from gattanet.attention import GlobalAttention
-from gattanet.backbones import build_backbone
-from gattanet.datasets import TensorData
-from gattanet.evaluate import correct, correct_batched
-from gattanet.fast_eval import shared_logits, shared_states
-from gattanet.lesion import ablation_patterns
-from gattanet.loader import TensorLoader
-from gattanet.model import GAttANet
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.registry import build_backbone
+from gattanet.data.datasets import TensorData
+from gattanet.engine.evaluate import correct, correct_batched
+from gattanet.engine.fast_eval import shared_logits, shared_states
+from gattanet.models.lesion import ablation_patterns
+from gattanet.data.loader import TensorLoader
+from gattanet.models.gattanet import GAttANet
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -100,7 +100,7 @@ class KillAt:
 def test_killed_pretrain_resumes_only_under_the_same_settings_and_counts_all_its_seconds(project, monkeypatch,
                                                                                           caplog):
     import pipeline.stages.pretrain as pretrain
-    from gattanet.train import fit
+    from gattanet.engine.train import fit
 
     kill = {"on": True}
 
@@ -125,7 +125,7 @@ def test_killed_pretrain_resumes_only_under_the_same_settings_and_counts_all_its
         return saved["seconds"]
 
     killed_after_epoch_2()
-    with caplog.at_level(logging.INFO, logger="gattanet.train"):  # another batch size: start over
+    with caplog.at_level(logging.INFO, logger="gattanet.engine.train"):  # another batch size: start over
         r = runner.invoke(app, stage + ["-S", "backbones.toy-fmnist.batch_size=32"])
     assert r.exit_code == 0, r.output
     assert "starting fresh; it differs in train_data.batch_size: 64 -> 32" in caplog.text
@@ -135,7 +135,7 @@ def test_killed_pretrain_resumes_only_under_the_same_settings_and_counts_all_its
     metrics.unlink()
 
     before = killed_after_epoch_2()  # the same settings: carry on after epoch 2
-    with caplog.at_level(logging.INFO, logger="gattanet.train"):
+    with caplog.at_level(logging.INFO, logger="gattanet.engine.train"):
         r = runner.invoke(app, stage)
     assert r.exit_code == 0, r.output
     assert "resuming after epoch 2" in caplog.text and "starting fresh" not in caplog.text

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gattanet.augment import Augment
-from gattanet.datasets import TensorData, imagenet_split, plain_transform
-from gattanet.loader import FolderLoader, TensorLoader
-from gattanet.noise import add_noise, derive_seed, indexed_noise
+from gattanet.data.augment import Augment
+from gattanet.data.datasets import TensorData, imagenet_split, plain_transform
+from gattanet.data.loader import FolderLoader, TensorLoader
+from gattanet.data.noise import add_noise, derive_seed, indexed_noise
 
 
 def write_jpegs(root: Path, classes=("a", "b", "c"), per_class: int = 2) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from gattanet.precision import autocast_dtype, precision_name
+from gattanet.engine.precision import autocast_dtype, precision_name
 from tests.conftest import ROOT, sh, with_param
 
 pytestmark = pytest.mark.slow
@@ -219,7 +219,7 @@ def test_editing_a_module_reruns_exactly_the_stages_that_run_it(repo):
     from pipeline.stages import STAGES
     from tests.stage_deps import stage_files
 
-    for module in ("gattanet/embedding.py", "gattanet/sweeps.py"):
+    for module in ("gattanet/analysis/embedding.py", "gattanet/analysis/sweeps.py"):
         path = repo / module
         original = path.read_bytes()
         try:

@@ -4,10 +4,10 @@ import copy
 
 import torch
 
-from gattanet.attention import GlobalAttention
-from gattanet.backbones import build_backbone
-from gattanet.model import GAttANet
-from gattanet.placement import place
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.registry import build_backbone
+from gattanet.models.gattanet import GAttANet
+from gattanet.engine.placement import place
 
 
 def _model(seed: int = 0) -> GAttANet:

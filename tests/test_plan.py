@@ -8,8 +8,8 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from gattanet import cost
-from gattanet.cost import AttnSpec, ModelSpec, Probe
+from gattanet.cost import rates as cost
+from gattanet.cost.rates import AttnSpec, ModelSpec, Probe
 from pipeline.cli import app
 from pipeline.config import load_params
 from pipeline.plan import STANDARD_SIZES, build_works, make_plan

@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from gattanet.attention import GlobalAttention
-from gattanet.backbones import build_backbone
-from gattanet.datasets import TensorData
-from gattanet.loader import TensorLoader
-from gattanet.model import GAttANet
-from gattanet.placement import CHANNELS_LAST, place
-from gattanet.precision import autocast, autocast_dtype, cpu_has_native_bf16, precision_name
-from gattanet.train import TrainConfig, fit
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.registry import build_backbone
+from gattanet.data.datasets import TensorData
+from gattanet.data.loader import TensorLoader
+from gattanet.models.gattanet import GAttANet
+from gattanet.engine.placement import CHANNELS_LAST, place
+from gattanet.engine.precision import autocast, autocast_dtype, cpu_has_native_bf16, precision_name
+from gattanet.engine.train import TrainConfig, fit
 
 CPU = torch.device("cpu")
 

@@ -500,7 +500,7 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
 
 def test_a_loss_is_below_a_range_with_only_an_upper_end():
     """'up to +3.5 points' still claims a gain: a CI wholly below 0 is below the paper's range."""
-    from gattanet.stats import effect_ci
+    from gattanet.analysis.stats import effect_ci
     from pipeline.report.tables import compare_gain
 
     loss = effect_ci([(1.0, np.full((3, 100), -0.02) + np.linspace(-0.01, 0.01, 100))])

@@ -38,7 +38,7 @@ def test_the_writer_restores_a_missing_dep_and_keeps_everything_else():
     text = (ROOT / "dvc.yaml").read_text()
     files = {name: stage_files(module) for name, (module, _, _) in STAGES.items()}
     assert rewrite(text, files) == text
-    broken = text.replace("        - gattanet/loader.py\n", "", 1).replace("        - gattanet/noise.py\n", "", 1)
+    broken = text.replace("        - gattanet/data/loader.py\n", "", 1).replace("        - gattanet/data/noise.py\n", "", 1)
     assert broken != text and rewrite(broken, files) == text
 
 
@@ -64,8 +64,8 @@ def test_the_walk_sees_lazy_imports_and_package_inits():
     files = stage_files("data")
     assert "pipeline/imagenet.py" in files  # imported inside run() for ImageNet only
     assert {"gattanet/__init__.py", "pipeline/__init__.py", "pipeline/stages/__init__.py"} <= files
-    assert "pipeline/cli.py" in files and "gattanet/bench.py" not in files  # bench is a tool command's lazy import
-    assert Path("gattanet/train.py").as_posix() in stage_files("pretrain")
+    assert "pipeline/cli.py" in files and "gattanet/cost/bench.py" not in files  # bench is a tool command's lazy import
+    assert Path("gattanet/engine/train.py").as_posix() in stage_files("pretrain")
 
 
 def test_the_data_stage_depends_on_its_root_alone():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gattanet.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, effect_ci, verdict
+from gattanet.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, effect_ci, verdict
 
 
 def _gains(rng, effect: float, seeds: int, images: int, seed_sd: float, flip: float = 0.08) -> np.ndarray:

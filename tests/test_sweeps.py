@@ -1,4 +1,4 @@
-"""Noise sweeps (gattanet.sweeps): per-image correctness of every model at every σ on the same noisy images,
+"""Noise sweeps (gattanet.analysis.sweeps): per-image correctness of every model at every σ on the same noisy images,
 and the gains' CIs paired per image and seed (gain at σ_i, growth gain(σ_i) − gain(0))."""
 
 import numpy as np
@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from gattanet.attention import GlobalAttention
-from gattanet.backbones import build_backbone
-from gattanet.datasets import TensorData
-from gattanet.evaluate import correct
-from gattanet.fast_eval import shared_logits
-from gattanet.loader import TensorLoader
-from gattanet.model import GAttANet
-from gattanet.stats import effect_ci
-from gattanet.sweeps import gain_at, gains, growth, sweep_correct
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.registry import build_backbone
+from gattanet.data.datasets import TensorData
+from gattanet.engine.evaluate import correct
+from gattanet.engine.fast_eval import shared_logits
+from gattanet.data.loader import TensorLoader
+from gattanet.models.gattanet import GAttANet
+from gattanet.analysis.stats import effect_ci
+from gattanet.analysis.sweeps import gain_at, gains, growth, sweep_correct
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

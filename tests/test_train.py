@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from gattanet.augment import Augment
-from gattanet.datasets import TensorData
-from gattanet.loader import TensorLoader
-from gattanet.precision import autocast_dtype, precision_name
-from gattanet.train import NonFiniteLossError, Step, TrainConfig, _differences, _fingerprint_parts, fit
+from gattanet.data.augment import Augment
+from gattanet.data.datasets import TensorData
+from gattanet.data.loader import TensorLoader
+from gattanet.engine.precision import autocast_dtype, precision_name
+from gattanet.engine.train import NonFiniteLossError, Step, TrainConfig, _differences, _fingerprint_parts, fit
 
 
 class Tiny(nn.Module):
@@ -145,7 +145,7 @@ def test_kill_then_other_batch_size_starts_fresh_and_same_settings_resume_with_a
     resume = tmp_path / "run.pt"
     killed_after_epoch_2(resume)
     other = TensorLoader(make_data(48, 0), 12, shuffle=True, seed=1, augment=Augment(10, 0.1, False))
-    with caplog.at_level(logging.INFO, logger="gattanet.train"):
+    with caplog.at_level(logging.INFO, logger="gattanet.engine.train"):
         fresh = run(CFG, train=other, resume_path=resume)
     assert "another configuration: starting fresh; it differs in train_data.batch_size: 8 -> 12" in caplog.text
     assert "train_data.batches: 6 -> 4" in caplog.text and "resuming" not in caplog.text
@@ -156,7 +156,7 @@ def test_kill_then_other_batch_size_starts_fresh_and_same_settings_resume_with_a
 
     caplog.clear()
     before = killed_after_epoch_2(resume)
-    with caplog.at_level(logging.INFO, logger="gattanet.train"):
+    with caplog.at_level(logging.INFO, logger="gattanet.engine.train"):
         resumed = run(CFG, resume_path=resume)
     assert "resuming after epoch 2" in caplog.text and "starting fresh" not in caplog.text
     assert same_run(resumed, run(CFG))
@@ -282,7 +282,7 @@ def test_max_batches_and_config_validation():
 
 
 def test_bench_reports_all_measures_in_each_precision_and_targets():
-    from gattanet.bench import run_bench
+    from gattanet.cost.bench import run_bench
 
     result = run_bench(n_images=16, batch_size=16, warmup=0, repeats=1)
     models = {"bare_loop", "pretrain_step", "attn_step", "backbone_infer", "gattanet_infer",
@@ -299,7 +299,7 @@ def test_bench_reports_all_measures_in_each_precision_and_targets():
 
 
 def test_bench_without_native_bf16_says_so(monkeypatch):
-    import gattanet.bench as bench
+    import gattanet.cost.bench as bench
 
     monkeypatch.setattr(bench.precision, "autocast_dtype", lambda device, amp: None)
     monkeypatch.setattr(bench, "_best_rates", lambda runs, n, *_: {k: float(n) for k in runs})  # no timing
@@ -309,7 +309,7 @@ def test_bench_without_native_bf16_says_so(monkeypatch):
 
 
 def test_timed_counts_the_work_and_synchronises_cuda_around_it(monkeypatch):
-    from gattanet.bench import timed
+    from gattanet.cost.bench import timed
 
     assert timed(lambda: time.sleep(0.05), "cpu") >= 0.05
     calls = []

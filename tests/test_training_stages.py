@@ -4,8 +4,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gattanet import train as engine
-from gattanet.noise import derive_seed
+from gattanet.engine import train as engine
+from gattanet.data.noise import derive_seed
 from pipeline.cli import app
 from pipeline.stages import pretrain, train_attn
 

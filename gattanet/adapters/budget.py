@@ -16,8 +16,8 @@ from functools import cache
 import torch
 
 from gattanet.adapters.modules import ADAPTERS, HEADS, build_adapter
-from gattanet.taps import Tap
-from gattanet.toy import ToyCNN
+from gattanet.models.taps import Tap
+from gattanet.models.toy import ToyCNN
 
 UNMATCHABLE = ("eca",)
 TOY_WIDTHS, TOY_HIDDEN = (32, 64, 128), 256

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from gattanet.adapters.modules import build_adapter
-from gattanet.backbone import Backbone
+from gattanet.models.backbone import Backbone
 
 
 class AdaptedModel(nn.Module):

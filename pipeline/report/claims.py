@@ -1,6 +1,6 @@
 """The paper's claims, each decided per row by a confidence interval computed in the stages.
 
-Every row tests one effect with its 95 % CI over training seeds and test images (gattanet.stats):
+Every row tests one effect with its 95 % CI over training seeds and test images (gattanet.analysis.stats):
 *supported* when the CI excludes zero on the paper's side, *contradicted* when it excludes that side
 or the size the paper states, *inconclusive* otherwise, with the half-width the run could resolve.
 A claim's overall verdict is formed per backbone family (OVERALL_RULE). Thresholds are read from the
@@ -10,7 +10,7 @@ chance to perfect*: a majority (the paper's "typically"), never met by a result 
 
 from dataclasses import dataclass, field, replace
 
-from gattanet.stats import (CONTRADICTED, INCONCLUSIVE, NOT_APPLICABLE, NOT_RUN, SUPPORTED, Estimate,
+from gattanet.analysis.stats import (CONTRADICTED, INCONCLUSIVE, NOT_APPLICABLE, NOT_RUN, SUPPORTED, Estimate,
                             verdict)
 
 from .load import Outputs, stage_command

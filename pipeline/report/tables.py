@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from gattanet.stats import Estimate
+from gattanet.analysis.stats import Estimate
 
 from .claims import FULL_PROFILE_COMMAND, ci_text, estimate, pct, pts
 from .load import Outputs
@@ -229,7 +229,7 @@ ZERO_GATE = "inside a zero-init residual gate x + γ·(module(x) − x), γ = 0 
 BASELINE_METHODS = {
     "gattanet": ("GAttANet", "global attention agreement: one global query pooled from every tapped layer "
                  "modulates each layer by its keys' agreement with it (Eq. 1-5); conv and dense taps",
-                 "this repository (gattanet/attention.py), α = 0 at start; retrained under the budget below"),
+                 "this repository (gattanet/models/attention.py), α = 0 at start; retrained under the budget below"),
     "se": ("SE", "Squeeze-and-Excitation (Hu et al., 2018): channel gate from an MLP on globally pooled features",
            f"timm SEModule, {ZERO_GATE}"),
     "eca": ("ECA", "Efficient Channel Attention (Wang et al., 2020): channel gate from a 1-D conv (k taps) "
@@ -250,7 +250,7 @@ BASELINE_METHODS = {
             "paper's per-conv BatchNorms; added through a zero-init 1×1 projection"),
     "wider-toy": ("wider toy CNN", "the paper's matched-parameter control: the toy model with wider layers, "
                   "total parameters ≈ toy + GAttANet, no attention",
-                  "gattanet/toy.py scaled by one width factor, trained from scratch like the backbone"),
+                  "gattanet/models/toy.py scaled by one width factor, trained from scratch like the backbone"),
 }
 ECA_UNMATCHABLE = ("unmatchable: ECA's only weights are one k-tap 1-D kernel per layer (k odd, ≤ 2·C − 1) "
                    "and its gate γ, far below GAttANet's budget; its real count is shown")

@@ -37,7 +37,7 @@ def run_stage(name: str, key: str | None, params_path: Path, overrides: list[str
     """Load and validate the params, then run stage `name` (on entry `key` when it takes one). A training
     stage with `nproc` > 1 relaunches itself under torchrun (one process per GPU, or gloo processes on
     the CPU); a process torchrun started joins the process group first."""
-    from gattanet import distributed
+    from gattanet.engine import distributed
     from pipeline.config import load_params
     from pipeline.runtime import resolve_device
 

@@ -6,16 +6,16 @@ import copy
 import numpy as np
 import torch
 
-from gattanet import distributed
+from gattanet.engine import distributed
 from gattanet.adapters.budget import UNMATCHABLE, match_width, within_budget, wider_toy_widths
 from gattanet.adapters.model import AdaptedModel
-from gattanet.backbones import build_backbone
-from gattanet.bench import timed  # synchronises CUDA: queued kernels are counted, not just launched
+from gattanet.models.registry import build_backbone
+from gattanet.cost.bench import timed  # synchronises CUDA: queued kernels are counted, not just launched
 from gattanet.io import write_json
-from gattanet.placement import place
-from gattanet.precision import autocast, autocast_dtype, precision_name
-from gattanet.sweeps import gain_at, sweep_correct
-from gattanet.train import TrainConfig, fit
+from gattanet.engine.placement import place
+from gattanet.engine.precision import autocast, autocast_dtype, precision_name
+from gattanet.analysis.sweeps import gain_at, sweep_correct
+from gattanet.engine.train import TrainConfig, fit
 from pipeline.data_source import DataSource
 from pipeline.errors import UsageError
 from pipeline.paths import RESULTS

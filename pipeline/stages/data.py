@@ -1,6 +1,6 @@
 """data@NAME: materialise a small dataset once as uint8 tensors with a content hash (data/NAME.pt)."""
 
-from gattanet.datasets import load_raw, save_tensors
+from gattanet.data.datasets import load_raw, save_tensors
 from pipeline.config import entry
 from pipeline.paths import data_path
 

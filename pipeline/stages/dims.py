@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from gattanet.io import read_json, write_json, write_text
-from gattanet.stats import effect_ci
-from gattanet.sweeps import gains
+from gattanet.analysis.stats import effect_ci
+from gattanet.analysis.sweeps import gains
 from pipeline.paths import RESULTS
 
 

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gattanet.embedding import group_labels, group_separation, knn_correct, umap_2d
-from gattanet.fast_eval import shared_states
+from gattanet.analysis.embedding import group_labels, group_separation, knn_correct, umap_2d
+from gattanet.engine.fast_eval import shared_states
 from gattanet.io import write_json, write_text
-from gattanet.precision import autocast, autocast_dtype, precision_name
-from gattanet.stats import effect_ci
+from gattanet.engine.precision import autocast, autocast_dtype, precision_name
+from gattanet.analysis.stats import effect_ci
 from pipeline.paths import RESULTS
 from pipeline.runs import open_run
 from pipeline.runtime import stopwatch

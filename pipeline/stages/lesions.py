@@ -7,13 +7,13 @@ mode `retrain` trains a new attention system per pattern and seed (same settings
 
 import numpy as np
 
-from gattanet import distributed
-from gattanet.evaluate import correct_batched
-from gattanet.fast_eval import shared_logits
+from gattanet.engine import distributed
+from gattanet.engine.evaluate import correct_batched
+from gattanet.engine.fast_eval import shared_logits
 from gattanet.io import write_json
-from gattanet.lesion import ablation_patterns, full_pattern
-from gattanet.precision import autocast, autocast_dtype, precision_name
-from gattanet.stats import effect_ci
+from gattanet.models.lesion import ablation_patterns, full_pattern
+from gattanet.engine.precision import autocast, autocast_dtype, precision_name
+from gattanet.analysis.stats import effect_ci
 from pipeline.config import entry
 from pipeline.paths import RESULTS
 from pipeline.runs import open_run

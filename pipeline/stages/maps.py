@@ -4,11 +4,11 @@ every seed whether attention enhances the true class's logit most (top-1, top-3:
 import numpy as np
 import torch
 
-from gattanet.agreement import agreement_maps, sample_indices, true_class_hits
-from gattanet.fast_eval import shared_states
+from gattanet.analysis.agreement import agreement_maps, sample_indices, true_class_hits
+from gattanet.engine.fast_eval import shared_states
 from gattanet.io import write_json
-from gattanet.precision import autocast, autocast_dtype, precision_name
-from gattanet.stats import effect_ci
+from gattanet.engine.precision import autocast, autocast_dtype, precision_name
+from gattanet.analysis.stats import effect_ci
 from pipeline.paths import RESULTS
 from pipeline.runs import open_run
 from pipeline.runtime import stopwatch

@@ -4,10 +4,10 @@ the same noisy test images (Fig. 2a, 4a-b), the gain's CI at each σ, and the gr
 import numpy as np
 import pandas as pd
 
-from gattanet.fast_eval import shared_logits
+from gattanet.engine.fast_eval import shared_logits
 from gattanet.io import atomic_path, write_json, write_text
-from gattanet.precision import autocast, autocast_dtype, precision_name
-from gattanet.sweeps import gain_at, growth, sweep_correct
+from gattanet.engine.precision import autocast, autocast_dtype, precision_name
+from gattanet.analysis.sweeps import gain_at, growth, sweep_correct
 from pipeline.paths import RESULTS
 from pipeline.runs import open_run
 from pipeline.runtime import stopwatch

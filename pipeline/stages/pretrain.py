@@ -1,14 +1,14 @@
 """pretrain@KEY: train a backbone from scratch with early stopping, or take given weights (ImageNet ResNets)."""
 
-from gattanet.backbones import build_backbone
-from gattanet import distributed
-from gattanet.checkpoint import save_backbone
-from gattanet.evaluate import accuracy
+from gattanet.models.registry import build_backbone
+from gattanet.engine import distributed
+from gattanet.engine.checkpoint import save_backbone
+from gattanet.engine.evaluate import accuracy
 from gattanet.io import write_csv, write_json
-from gattanet.placement import place
-from gattanet.precision import autocast, autocast_dtype, precision_name
-from gattanet.specs import get_spec
-from gattanet.train import TrainConfig, fit
+from gattanet.engine.placement import place
+from gattanet.engine.precision import autocast, autocast_dtype, precision_name
+from gattanet.data.specs import get_spec
+from gattanet.engine.train import TrainConfig, fit
 from pipeline.config import entry
 from pipeline.data_source import DataSource
 from pipeline.paths import BACKBONES, RESULTS, RESUME

@@ -4,17 +4,17 @@ once per training seed of the run, and measure the clean gain over the backbone 
 import numpy as np
 import pandas as pd
 
-from gattanet import distributed
-from gattanet.attention import GlobalAttention
-from gattanet.checkpoint import load_backbone, save_gattanet
-from gattanet.evaluate import correct_batched, topk_accuracy
-from gattanet.fast_eval import shared_logits
+from gattanet.engine import distributed
+from gattanet.models.attention import GlobalAttention
+from gattanet.engine.checkpoint import load_backbone, save_gattanet
+from gattanet.engine.evaluate import correct_batched, topk_accuracy
+from gattanet.engine.fast_eval import shared_logits
 from gattanet.io import write_json, write_text
-from gattanet.model import GAttANet
-from gattanet.placement import place
-from gattanet.precision import autocast, autocast_dtype, precision_name
-from gattanet.stats import effect_ci
-from gattanet.train import TrainConfig, fit
+from gattanet.models.gattanet import GAttANet
+from gattanet.engine.placement import place
+from gattanet.engine.precision import autocast, autocast_dtype, precision_name
+from gattanet.analysis.stats import effect_ci
+from gattanet.engine.train import TrainConfig, fit
 from pipeline.config import entry
 from pipeline.data_source import DataSource
 from pipeline.paths import BACKBONES, RESULTS, RESUME, attention_path

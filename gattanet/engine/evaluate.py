@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from gattanet.loader import Loader
+from gattanet.data.loader import Loader
 
 Forward = Callable[[Tensor], Tensor]
 
@@ -34,7 +34,7 @@ def correct(forwards: dict[str, Forward], loader: Loader,
 def correct_batched(logits_of: Callable[[Tensor], dict[str, Tensor]], loader: Loader,
                     topk: tuple[int, ...] = (1,)) -> dict[str, Tensor]:
     """As `correct`, for one function that gives every model's logits of a batch at once (so they
-    can share work, e.g. `gattanet.fast_eval.shared_logits`)."""
+    can share work, e.g. `gattanet.engine.fast_eval.shared_logits`)."""
     topk = _check_topk(topk)
     rows: dict[str, list[Tensor]] = {}
     for x, y in loader.epoch(0):

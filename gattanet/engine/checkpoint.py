@@ -18,13 +18,13 @@ import torch
 from torch import Tensor
 
 import gattanet
-from gattanet.attention import GlobalAttention
-from gattanet.backbone import Backbone
-from gattanet.backbones import build_backbone
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.backbone import Backbone
+from gattanet.models.registry import build_backbone
 from gattanet.errors import InputError
 from gattanet.io import save_torch
-from gattanet.model import GAttANet
-from gattanet.taps import Tap
+from gattanet.models.gattanet import GAttANet
+from gattanet.models.taps import Tap
 
 FORMAT, VERSION = "gattanet", 1
 
@@ -95,7 +95,7 @@ def load_checkpoint(path, expect: dict | None = None) -> tuple[dict[str, Tensor]
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint; {_remedy(path)} ({_cause(e)})") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a gattanet checkpoint (no format={FORMAT!r} header); "
-                              f"{_remedy(path)} (save checkpoints with gattanet.checkpoint.save_checkpoint)")
+                              f"{_remedy(path)} (save checkpoints with gattanet.engine.checkpoint.save_checkpoint)")
     if obj.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}, this library "
                               f"reads version {VERSION}; regenerate it: `dvc repro {_writer_stage(path)}`")

@@ -28,7 +28,7 @@ images (ImageFolder's loader) torchvision's Resize and CenterCrop return uint8 i
 divides by 255, so the round trip is exact (max error 0, bit-identical floats); a transform that
 produced other values would be off by at most 0.5/255, and each shard records its measured maximum.
 
-`CachedLoader` batches a view with the protocol of gattanet.loader (`num_samples`, `len()`,
+`CachedLoader` batches a view with the protocol of gattanet.data.loader (`num_samples`, `len()`,
 `epoch(e)` -> (x, y) on the device): uint8 batches go to the device, become [0,1] floats there, then
 noise (per image position, as `FolderLoader` draws it), clip and normalise (`_Finish`), so its batches
 equal FolderLoader's over the same images.
@@ -51,10 +51,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gattanet.distributed import SINGLE
+from gattanet.engine.distributed import SINGLE
 from gattanet.errors import InputError
 from gattanet.io import atomic_path, write_json
-from gattanet.loader import _EpochBatches, _check_batch_size, _Finish
+from gattanet.data.loader import _EpochBatches, _check_batch_size, _Finish
 
 FORMAT = "gattanet-decoded-cache"
 VERSION = 1
@@ -203,7 +203,7 @@ class DecodedCache:
         meta = self.path / "meta.json"
         if not meta.exists():
             write_json(meta, {**self.identity, "key": self.key,
-                              "note": "decoded [0,1] crops as uint8 (gattanet/decoded_cache.py); "
+                              "note": "decoded [0,1] crops as uint8 (gattanet/data/decoded_cache.py); "
                                       "safe to delete: rebuilt on demand"})
 
     @contextmanager
@@ -363,7 +363,7 @@ class _BatchReader(Dataset):
 
 
 class CachedLoader:
-    """Batches of cached crops with gattanet.loader's protocol: uint8 to the device, /255 there, then
+    """Batches of cached crops with gattanet.data.loader's protocol: uint8 to the device, /255 there, then
     noise (per position in the view, as FolderLoader draws it), clip, normalise. `workers` processes
     read the memory-mapped shards (0: this process)."""
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gattanet.taps import Tap
+from gattanet.models.taps import Tap
 
 
 @dataclass

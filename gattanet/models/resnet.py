@@ -15,7 +15,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
-from gattanet.backbone import Backbone
+from gattanet.models.backbone import Backbone
 
 WEIGHTS = {"resnet18": ResNet18_Weights.IMAGENET1K_V1, "resnet50": ResNet50_Weights.IMAGENET1K_V1}
 
@@ -105,7 +105,7 @@ def _read_state_dict(path: Path, arch: str, imagenet: bool) -> dict[str, Tensor]
                            "the file is corrupt, truncated or holds more than tensors") from e
     if isinstance(state, dict) and state.get("format") == "gattanet":
         raise WeightsError(f"{path} is a gattanet checkpoint, not a plain state_dict; "
-                           "load it with gattanet.checkpoint.load_backbone")
+                           "load it with gattanet.engine.checkpoint.load_backbone")
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor)
                                               for k, v in state.items()):
         raise WeightsError(f"{path}: expected a state_dict (a dict of name -> tensor), got {type(state).__name__}")

@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gattanet.backbone import Backbone
+from gattanet.models.backbone import Backbone
 
 
 class ToyCNN(Backbone):

@@ -2,9 +2,9 @@
 
 import torch
 
-from gattanet.attention import GlobalAttention
-from gattanet.backbones import ARCHS, build_backbone
-from gattanet.specs import get_spec
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.registry import ARCHS, build_backbone
+from gattanet.data.specs import get_spec
 
 
 def describe(arch: str, dataset: str, attn_dim: int, kq_norm: bool = False, score_norm: bool = False) -> dict:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from gattanet.taps import Tap
+from gattanet.models.taps import Tap
 
 Transform = Callable[[Tensor], Tensor] | None
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from gattanet.attention import AttentionState, GlobalAttention
-from gattanet.backbone import Backbone
-from gattanet.lesion import full_pattern, parse_lesion
+from gattanet.models.attention import AttentionState, GlobalAttention
+from gattanet.models.backbone import Backbone
+from gattanet.models.lesion import full_pattern, parse_lesion
 
 
 class GAttANet(nn.Module):

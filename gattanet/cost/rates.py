@@ -3,7 +3,7 @@ throughput of each kind of pass measured briefly on this machine, and the time t
 
 A `Probe` names one kind of pass exactly as a stage runs it: a training step of a backbone, of a GAttANet
 or of a related-work model (forward, backward, Adam), a model's own forward in eval mode (validation,
-test), or the shared evaluations of `gattanet.fast_eval` (the baseline and n GAttANets from one first
+test), or the shared evaluations of `gattanet.engine.fast_eval` (the baseline and n GAttANets from one first
 pass, with or without the Fig. 4c lesion patterns), at a batch size and on input of a dataset's shape.
 `measure` times it on random images with freshly initialised models (throughput does not depend on the
 weights); a `Work` item is `images` through one probe, and its time is images / images-per-second.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from gattanet import precision
+from gattanet.engine import precision
 from gattanet.errors import InputError
 from gattanet.io import write_json
 
@@ -137,15 +137,15 @@ def model_passes(spec: ModelSpec) -> int:
 
 @functools.cache
 def _taps(arch: str, channels: int, size: int, classes: int):
-    from gattanet.backbones import build_backbone
+    from gattanet.models.registry import build_backbone
 
     with torch.device("meta"):
         return tuple(build_backbone(arch, classes, channels, input_size=size).taps())
 
 
 def lesion_patterns(spec: ModelSpec) -> list[str]:
-    """The Fig. 4c patterns of the model's backbone (gattanet.lesion.ablation_patterns)."""
-    from gattanet.lesion import ablation_patterns
+    """The Fig. 4c patterns of the model's backbone (gattanet.models.lesion.ablation_patterns)."""
+    from gattanet.models.lesion import ablation_patterns
 
     return [p["pattern"] for p in ablation_patterns(_taps(spec.arch, spec.channels, spec.size, spec.classes))]
 
@@ -154,16 +154,16 @@ def lesion_patterns(spec: ModelSpec) -> list[str]:
 
 
 def _backbone(spec: ModelSpec, device: torch.device):
-    from gattanet.backbones import build_backbone
-    from gattanet.placement import place
+    from gattanet.models.registry import build_backbone
+    from gattanet.engine.placement import place
 
     return place(build_backbone(spec.arch, spec.classes, spec.channels, input_size=spec.size), device)
 
 
 def _gattanet(spec: ModelSpec, backbone, device: torch.device, lesion: str | None = None):
-    from gattanet.attention import GlobalAttention
-    from gattanet.model import GAttANet
-    from gattanet.placement import place
+    from gattanet.models.attention import GlobalAttention
+    from gattanet.models.gattanet import GAttANet
+    from gattanet.engine.placement import place
 
     a = spec.attn
     attention = GlobalAttention(backbone.taps(), a.dim, dropout=a.dropout, kq_norm=a.kq_norm,
@@ -174,7 +174,7 @@ def _gattanet(spec: ModelSpec, backbone, device: torch.device, lesion: str | Non
 
 def _attention_params(spec: ModelSpec) -> int:
     """Trainable parameters of the GAttANet of `spec.attn` on the backbone: the baselines' budget."""
-    from gattanet.attention import GlobalAttention
+    from gattanet.models.attention import GlobalAttention
 
     a = spec.attn
     with torch.device("meta"):
@@ -186,7 +186,7 @@ def _attention_params(spec: ModelSpec) -> int:
 def build_model(spec: ModelSpec, backbone, device: torch.device):
     """(model, trainable parameters) of `spec` on `backbone` (a fresh one for kind "backbone"), as the
     pipeline's stages build it (pretrain, train-attn, baselines)."""
-    from gattanet.placement import place
+    from gattanet.engine.placement import place
 
     if spec.kind == "backbone":
         return backbone, list(backbone.parameters())
@@ -196,7 +196,7 @@ def build_model(spec: ModelSpec, backbone, device: torch.device):
     budget = _attention_params(spec)
     if spec.kind == "wider-toy":
         from gattanet.adapters.budget import wider_toy_widths
-        from gattanet.backbones import build_backbone
+        from gattanet.models.registry import build_backbone
 
         total = sum(p.numel() for p in backbone.parameters()) + budget
         widths, hidden, _ = wider_toy_widths(total, spec.channels, spec.classes, spec.size)
@@ -213,8 +213,8 @@ def build_model(spec: ModelSpec, backbone, device: torch.device):
 
 def _call(probe: Probe, device: torch.device, dtype: torch.dtype | None) -> Callable[[int], Callable[[], object]]:
     """make(batch) -> a function that runs the probe's pass over one batch of that many random images."""
-    from gattanet.fast_eval import shared_logits, shared_states
-    from gattanet.train import Step, TrainConfig
+    from gattanet.engine.fast_eval import shared_logits, shared_states
+    from gattanet.engine.train import Step, TrainConfig
 
     spec = probe.model
     torch.manual_seed(0)
@@ -274,7 +274,7 @@ def measure(probe: Probe, device: str | torch.device, amp: bool, seconds: float 
     load spike from other processes slows single calls, never speeds them up. On CUDA every call is
     synchronised. Returns {"img_per_s", "batch", "requested_batch", "calls", "seconds", "measured"} or,
     when the pass does not fit in memory or refuses the settings, {"error", ...} without a rate."""
-    from gattanet.bench import timed
+    from gattanet.cost.bench import timed
 
     device = torch.device(device)
     dtype = precision.autocast_dtype(device, amp)

@@ -1,7 +1,7 @@
-"""The backbone registry: `ARCHS` and `build_backbone` (the protocol is `gattanet.backbone.Backbone`)."""
+"""The backbone registry: `ARCHS` and `build_backbone` (the protocol is `gattanet.models.backbone.Backbone`)."""
 
-from gattanet.backbone import Backbone
-from gattanet.toy import ToyCNN
+from gattanet.models.backbone import Backbone
+from gattanet.models.toy import ToyCNN
 
 ARCHS = ("toy", "resnet18", "resnet50")
 
@@ -12,10 +12,10 @@ def build_backbone(arch: str, num_classes: int, in_channels: int, weights: str |
     if arch == "toy":
         if weights is not None:
             raise ValueError("the toy backbone has no pretrained weights; load a trained one with "
-                             "gattanet.checkpoint.load_backbone")
+                             "gattanet.engine.checkpoint.load_backbone")
         return ToyCNN(in_channels, num_classes, input_size=input_size, **kw)
     if arch in ("resnet18", "resnet50"):
-        from gattanet.resnet import ResNetBackbone  # here: importing torchvision costs toy-only runs ~1 s
+        from gattanet.models.resnet import ResNetBackbone  # here: importing torchvision costs toy-only runs ~1 s
         if kw:
             raise ValueError(f"{arch} takes no extra arguments; got {', '.join(kw)}")
         return ResNetBackbone(arch, num_classes, in_channels, weights=weights, input_size=input_size)

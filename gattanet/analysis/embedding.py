@@ -10,7 +10,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-from gattanet.loader import Loader
+from gattanet.data.loader import Loader
 
 MIN_UMAP_POINTS = 4  # UMAP's spectral initialisation needs more points than n_components + 1
 

@@ -10,10 +10,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gattanet.augment import Augment
-from gattanet.datasets import TensorData
-from gattanet.distributed import SINGLE, World
-from gattanet.noise import add_noise, derive_seed, indexed_noise
+from gattanet.data.augment import Augment
+from gattanet.data.datasets import TensorData
+from gattanet.engine.distributed import SINGLE, World
+from gattanet.data.noise import add_noise, derive_seed, indexed_noise
 
 
 class Loader(Protocol):
@@ -63,7 +63,7 @@ class TensorLoader:
     """Batches of a `TensorData` held whole on the device as uint8. Per batch: /255 ->
     augmentation -> noise sigma (per image index, see `indexed_noise`) -> clip -> normalise.
     With a `world` of several processes, each yields its share of every global batch (see
-    gattanet.distributed): the whole batch is augmented on every rank, so the draws match one process."""
+    gattanet.engine.distributed): the whole batch is augmented on every rank, so the draws match one process."""
 
     def __init__(self, data: TensorData, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                  augment: Augment | None = None, sigma: float = 0.0, noise_seed: int = 0,

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gattanet.evaluate import correct_batched
-from gattanet.loader import Loader
-from gattanet.stats import Estimate, effect_ci
+from gattanet.engine.evaluate import correct_batched
+from gattanet.data.loader import Loader
+from gattanet.analysis.stats import Estimate, effect_ci
 
 
 def sweep_correct(logits_of: Callable[[Tensor], Mapping[str, Tensor]], loader_at: Callable[[float], Loader],

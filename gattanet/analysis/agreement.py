@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gattanet.loader import Loader
+from gattanet.data.loader import Loader
 
 
 def sample_indices(labels: Sequence[int] | np.ndarray | Tensor, per_class: int = 1,

@@ -20,12 +20,14 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
-from gattanet import distributed, precision
-from gattanet.distributed import SINGLE, World
+from gattanet.engine import distributed
+
+from gattanet.engine import precision
+from gattanet.engine.distributed import SINGLE, World
 from gattanet.errors import InputError
 from gattanet.io import atomic_path
-from gattanet.loader import Loader
-from gattanet.noise import derive_seed
+from gattanet.data.loader import Loader
+from gattanet.data.noise import derive_seed
 
 log = logging.getLogger(__name__)
 RESUME_FORMAT = "gattanet-resume"
@@ -58,7 +60,7 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     seconds: float  # training time of the whole run: this call's plus `resumed_seconds`
-    precision: str  # what the steps computed in: "bf16", "fp16" or "fp32" (see gattanet.precision)
+    precision: str  # what the steps computed in: "bf16", "fp16" or "fp32" (see gattanet.engine.precision)
     resumed_seconds: float = 0.0  # training time of the earlier (killed) calls this one resumed, up to
     # their last saved epoch; a stage that times itself adds it to its own clock
 
@@ -69,7 +71,7 @@ class NonFiniteLossError(InputError, RuntimeError):
 
 class Step:
     """One optimisation step as fit takes it: forward (autocast with cfg.amp where the device has a
-    native half type, see gattanet.precision), cross-entropy plus l2 * sum(w**2) over the weight
+    native half type, see gattanet.engine.precision), cross-entropy plus l2 * sum(w**2) over the weight
     tensors (dim >= 2), NaN guard, backward (loss-scaled in fp16 only), Adam step.
     `model` may be the DistributedDataParallel wrapper of the model whose `params` are trained."""
 
@@ -92,7 +94,7 @@ class Step:
 
     def __call__(self, x: Tensor, y: Tensor, epoch: int, step: int, share: float = 1.0) -> tuple[float, int]:
         """Train on one batch; returns (cross-entropy, number correct). `share` weights the cross-entropy:
-        a rank's share of a global batch (see gattanet.distributed.share_weight), 1 in one process."""
+        a rank's share of a global batch (see gattanet.engine.distributed.share_weight), 1 in one process."""
         with self.autocast():
             logits = self.model(x)
             ce = F.cross_entropy(logits.float(), y)
@@ -294,7 +296,7 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train: Loader, val: Lo
     `seconds` of the result counts the whole run: this call plus the training time that the resume file
     carried over from earlier calls (up to their last saved epoch), which is also `resumed_seconds`.
 
-    Under torchrun (a process group initialised, see gattanet.distributed), every rank calls fit with
+    Under torchrun (a process group initialised, see gattanet.engine.distributed), every rank calls fit with
     `train` sharded for its rank: the model trains as DistributedDataParallel, each rank validates on
     the whole of `val` (so every rank takes the same early-stopping decision), and only rank 0 writes
     the resume file, which every rank reads."""
@@ -302,7 +304,7 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train: Loader, val: Lo
     world = distributed.current()
     if getattr(train, "world", SINGLE) != world:
         raise ValueError(f"the training loader is sharded for {getattr(train, 'world', SINGLE)}, but this process "
-                         f"is rank {world.rank} of {world.size}: build it with world=gattanet.distributed.current()")
+                         f"is rank {world.rank} of {world.size}: build it with world=gattanet.engine.distributed.current()")
     params = list(params)
     if not params:
         raise ValueError("no parameters to train")

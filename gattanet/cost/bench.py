@@ -11,16 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gattanet import precision
-from gattanet.attention import GlobalAttention
-from gattanet.augment import Augment
-from gattanet.backbones import build_backbone
-from gattanet.datasets import TensorData
-from gattanet.fast_eval import shared_logits
-from gattanet.loader import TensorLoader
-from gattanet.model import GAttANet
-from gattanet.placement import CHANNELS_LAST, place
-from gattanet.train import Step, TrainConfig, train_epoch
+from gattanet.engine import precision
+from gattanet.models.attention import GlobalAttention
+from gattanet.data.augment import Augment
+from gattanet.models.registry import build_backbone
+from gattanet.data.datasets import TensorData
+from gattanet.engine.fast_eval import shared_logits
+from gattanet.data.loader import TensorLoader
+from gattanet.models.gattanet import GAttANet
+from gattanet.engine.placement import CHANNELS_LAST, place
+from gattanet.engine.train import Step, TrainConfig, train_epoch
 
 TARGETS = {"pretrain_vs_bare": 0.9, "attn_vs_pretrain": 0.5,
            "gattanet_vs_backbone_infer": 0.4, "loader_vs_pretrain": 20}

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from gattanet.taps import Tap
+from gattanet.models.taps import Tap
 
 LETTER = {"conv": "c", "dense": "d"}
 

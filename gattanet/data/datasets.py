@@ -20,7 +20,7 @@ from torch import Tensor
 
 from gattanet.errors import InputError
 from gattanet.io import atomic_path
-from gattanet.specs import FASHION_CLASSES
+from gattanet.data.specs import FASHION_CLASSES
 
 RAW_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 DEFAULT_ROOTS = {

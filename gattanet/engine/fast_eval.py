@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from gattanet.attention import AttentionState
-from gattanet.lesion import parse_lesion
-from gattanet.model import GAttANet
+from gattanet.models.attention import AttentionState
+from gattanet.models.lesion import parse_lesion
+from gattanet.models.gattanet import GAttANet
 
 
 def _shared_backbone(models: Mapping[str, GAttANet]):

@@ -1,0 +1,1 @@
+"""What the results mean: effect intervals and verdicts, noise sweeps, the query embedding, agreement maps."""

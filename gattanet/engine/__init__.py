@@ -1,0 +1,1 @@
+"""Running models: the training loop, evaluation (shared first passes), checkpoints, devices, precision and data parallelism."""
