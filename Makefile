@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test env data bench clean-outputs package-check
+.PHONY: repro test test-fast env data bench clean-outputs package-check
 
 repro: env data
 	dvc repro
@@ -13,6 +13,10 @@ repro: env data
 
 test: env
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: everything but the tests marked slow (end-to-end dvc repro, DDP, kills); under 3 minutes.
+test-fast: env
+	$(BIN)/python -m pytest -q -m "not slow"
 
 env: $(STAMP)
 

@@ -158,6 +158,16 @@ def bench(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         target = result["targets"][k]
         t.add_row(k, f"{v:.2f}", f"≥ {target}", "yes" if v >= target else "[red]no[/]")
     out.print(t)
+    att = result["attention"]
+    t = Table("GAttANet training step / backbone step", *precisions, "multiply-adds allow", "target",
+              title="attention step (targets in " + precisions[-1] + ")")
+    for d, allowed in att["allowed_by_macs"].items():
+        target = att["targets"].get(f"{d}_vs_backbone_step")
+        t.add_row(d, *(f"{att['step_vs_backbone'][p][d]:.2f}" for p in precisions), f"{allowed:.2f}",
+                  "—" if target is None else f"≥ {target}")
+    t.add_row("eval_shared d64 / d16", *(f"{att['eval_d64_vs_d16'][p]:.2f}" for p in precisions), "—",
+              f"≥ {att['targets']['eval_d64_vs_d16']}")
+    out.print(t)
 
 
 def _save_engine_bench(result: dict, path: Path) -> None:
@@ -239,7 +249,7 @@ def plan(params: Path = PARAMS_OPT,
 
 
 @app.command()
-def profile(name: str = typer.Argument(..., help="default | full | paper | tiny (the files in pipeline/profiles/)"),
+def profile(name: str = typer.Argument(..., help="backbones | default | full | paper | tiny (the files in pipeline/profiles/)"),
             params: Path = PARAMS_OPT) -> None:
     """Replace params.yaml with a named profile and print what changed."""
     from pipeline.profiles import switch_profile

@@ -27,6 +27,10 @@ LESION_MODES = ("eval", "retrain")
 FOLDER_DATASETS = ("imagenet",)  # read from JPEG folders; the others are materialised tensors
 FOLDER_KEYS = ("workers", "eval_cache", "cache_dir")
 BASELINE_METHODS = ("gattanet", "se", "eca", "cbam", "gather-excite", "non-local", "aa-conv", "gsa", "wider-toy")
+SEED_END = 2 ** 32  # seeds must be below it: numpy's and UMAP's random states take 32-bit seeds
+SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # entry keys name files, folders and DVC stages
+FIGURES = ("fig2", "fig4a", "fig4b", "fig4c")  # report.figures: the runs the paper's figures are drawn from
+CONTROL_METHODS = ("more-training", "vector-scaling", "logits", "residual-head")  # see gattanet.models.heads
 
 Check = Callable[[Any, str], Any]  # (value, dotted key) -> the checked, converted value
 
@@ -57,12 +61,15 @@ def _join(where: str, name: str) -> str:
 # ---------------------------------------------------------------- checks
 
 
-def integer(lo: int | None = None) -> Check:
+def integer(lo: int | None = None, end: int | None = None, why: str = "") -> Check:
+    """An integer ≥ lo and < end (`why` says where the end comes from)."""
     def check(v, key):
         if isinstance(v, bool) or not isinstance(v, int):
             raise ParamsError(f"{key}: expected an integer, got {v!r}")
         if lo is not None and v < lo:
             raise ParamsError(f"{key}: must be ≥ {lo}, got {v}")
+        if end is not None and v >= end:
+            raise ParamsError(f"{key}: must be < {end}{why}, got {v}")
         return v
     return check
 
@@ -115,12 +122,20 @@ def section(cls) -> Check:
 
 
 def entries(cls, name: str = "key", optional: bool = False) -> Check:
-    """A mapping of named entries (runs), each read as `cls` with its name in field `name`."""
+    """A mapping of named entries (runs), each read as `cls` with its name in field `name`; the names
+    are safe file names, since they name the entries' output files and DVC stages."""
     def check(v, key):
         if v is None and optional:
             return {}
-        return {k: read(cls, e, f"{key}.{k}", **{name: k}) for k, e in _mapping(v, key).items()}
+        return {safe_key(k, key): read(cls, e, f"{key}.{k}", **{name: k}) for k, e in _mapping(v, key).items()}
     return check
+
+
+def safe_key(k, key: str) -> str:
+    if not isinstance(k, str) or not SAFE_KEY.fullmatch(k):
+        raise ParamsError(f"{key}: entry name {k!r} is not allowed; allowed: 1 to 64 letters, digits, '.', '_' "
+                          f"or '-', starting with a letter or digit (it names files and DVC stages)")
+    return k
 
 
 def mapping(v, key) -> dict:
@@ -140,8 +155,16 @@ def weights(v, key) -> str:
     return v
 
 
+SEED = integer(0, SEED_END, " (the 32-bit seeds numpy's and UMAP's random states take)")
+
+
+def seed_or_global(v, key) -> int | None:
+    """A backbone's own seed, or None (left out): it trains from the global `seed`."""
+    return None if v is None else SEED(v, key)
+
+
 def seeds(v, key) -> tuple[int, ...]:
-    s = list_of(integer(0), "[0, 1, 2]")(v, key)
+    s = list_of(SEED, "[0, 1, 2]")(v, key)
     if len(set(s)) != len(s):
         raise ParamsError(f"{key}: seeds must be distinct, got {list(s)}")
     return s
@@ -205,6 +228,7 @@ class BackboneRun:
     lr: float = param(number(0, lo_open=True))
     train_subset: int = param(integer(0))
     augment: Augment = param(section(Augment))
+    seed: int | None = param(seed_or_global, default=None)  # its own global seed: several backbones of one recipe
 
 
 @dataclass(frozen=True)
@@ -247,6 +271,15 @@ class LesionRun:
 
 
 @dataclass(frozen=True)
+class ControlRun:
+    key: str  # an attention run: its backbone, budget, seeds, training images and settings are the controls'
+    backbone: str = param(text)
+    dataset: str = param(text)
+    methods: tuple[str, ...] = param(list_of(one_of(*CONTROL_METHODS), "[more-training, logits]"))
+    test_subset: int = param(integer(0))
+
+
+@dataclass(frozen=True)
 class EmbeddingCfg:
     max_points: int = param(integer(10))
     n_neighbors: int = param(integer(2))
@@ -272,9 +305,15 @@ class BaselinesCfg:
 
 
 @dataclass(frozen=True)
+class ReportCfg:
+    title: str = param(text, default="GAttANet reproduction")
+    figures: dict = param(mapping, default={})  # figure (FIGURES) -> attention run, checked in `validate`
+
+
+@dataclass(frozen=True)
 class Params:
     profile: str = param(text)
-    seed: int = param(integer(0))
+    seed: int = param(SEED)
     device: str = param(device)
     amp: bool = param(boolean)  # mixed precision: bf16/fp16 autocast where the device has it
     eval_batch_size: int = param(integer(1))  # images per batch wherever a stage only evaluates
@@ -284,9 +323,10 @@ class Params:
     attention: dict[str, AttentionRun] = param(entries(AttentionRun))
     noise: NoiseCfg = param(section(NoiseCfg))
     lesions: dict[str, LesionRun] = param(entries(LesionRun, optional=True))
+    controls: dict[str, ControlRun] = param(entries(ControlRun, optional=True), default=None)
     embedding: EmbeddingCfg = param(section(EmbeddingCfg))
     maps: MapsCfg = param(section(MapsCfg))
-    report: dict = param(mapping)
+    report: ReportCfg = param(section(ReportCfg))
     baselines: BaselinesCfg = param(section(BaselinesCfg))
     raw: dict = field(repr=False, default_factory=dict)
 
@@ -370,7 +410,10 @@ def validate(raw: dict) -> Params:
     for k, les in p.lesions.items():
         one_of(*p.attention)(k, "lesions (an attention run)")
         _same_as_run(les, p.attention[k], f"lesions.{k}")
-    for fig, run in mapping(p.report.get("figures", {}), "report.figures").items():
+    for k, ctl in p.controls.items():
+        _check_controls(k, ctl, p)
+    for fig, run in p.report.figures.items():
+        one_of(*FIGURES)(fig, "report.figures (a figure)")
         one_of(*p.attention)(run, f"report.figures.{fig}")
     _check_baselines(p)
     return p
@@ -417,17 +460,21 @@ def _check_baselines(p: Params) -> None:
         raise ParamsError(f"baselines.methods: wider-toy needs a toy backbone; backbones.{run.backbone}.arch is {arch!r}")
 
 
+def _check_controls(k: str, ctl: ControlRun, p: Params) -> None:
+    one_of(*p.attention)(k, "controls (an attention run)")
+    _same_as_run(ctl, p.attention[k], f"controls.{k}")
+    if len(set(ctl.methods)) != len(ctl.methods):
+        raise ParamsError(f"controls.{k}.methods: each control once, got {list(ctl.methods)}")
+
+
 def check_lesion(pattern: str, arch: str, dataset: str, key: str) -> None:
     """A lesion pattern has one character per tap of the backbone: its letter ('c' conv, 'd' dense) or '.'."""
-    import torch
-
-    from gattanet.models.registry import build_backbone
-    from gattanet.models.lesion import parse_lesion
     from gattanet.data.specs import get_spec
+    from gattanet.models.lesion import parse_lesion
+    from gattanet.models.registry import backbone_taps
 
     spec = get_spec(dataset)
-    with torch.device("meta"):  # only the tap list is needed: no memory, no init cost
-        taps = build_backbone(arch, spec.num_classes, spec.channels, input_size=spec.size).taps()
+    taps = backbone_taps(arch, spec.num_classes, spec.channels, spec.size)
     try:
         parse_lesion(pattern, taps)
     except ValueError as e:

@@ -8,7 +8,7 @@ from torch.utils.data import Subset
 from gattanet.engine import distributed
 from gattanet.engine.checkpoint import sha256_file
 from gattanet.data.datasets import load_tensors, split_train_val
-from gattanet.data.loader import FolderLoader, TensorLoader
+from gattanet.data.loader import Finish, FolderLoader, TensorLoader
 from gattanet.engine.placement import CHANNELS_LAST
 from gattanet.data.specs import get_spec
 from pipeline.errors import MissingInputError
@@ -21,7 +21,8 @@ def load_splits(params, dataset: str) -> dict:
     if not path.exists():
         raise MissingInputError(f"{path} is missing: run `dvc repro data@{dataset}` "
                                 f"(or `gattanet-cli stage data {dataset}`) first")
-    splits = load_tensors(path)
+    splits = load_tensors(path, hint=f"restore it with `dvc checkout --force {path}`; if that fails (not in "
+                                     f"the DVC cache), rerun `dvc repro data@{dataset}`")
     train, val = split_train_val(splits["train"], params.data[dataset].val_fraction, params.seed)
     return {"train": train, "val": val, "test": splits["test"]}
 
@@ -55,12 +56,19 @@ class DataSource:
         """sha256 of the materialised data file (the ImageNet manifest for ImageNet)."""
         return sha256_file(data_path(self.dataset))
 
-    def _loader(self, data, batch_size: int, **kw):
+    def _finish(self, data, sigma: float = 0.0, noise_seed: int = 0, clip: bool = True) -> Finish:
+        """The loaders' last step: noise, clip, normalisation by the training images' statistics (a TensorData
+        carries them), on the device."""
+        mean, std = (data.mean, data.std) if hasattr(data, "mean") else (self.mean, self.std)
+        return Finish(mean, std, sigma=sigma, noise_seed=noise_seed, clip=clip, device=self.device,
+                      channels_last=CHANNELS_LAST)
+
+    def _loader(self, data, batch_size: int, *, sigma: float = 0.0, noise_seed: int = 0, clip: bool = True, **kw):
+        finish = self._finish(data, sigma, noise_seed, clip)
         if self.dataset == "imagenet":
             kw.pop("augment", None)  # ImageNet runs use the weights' eval transform only
-            return FolderLoader(data, batch_size, mean=self.mean, std=self.std, device=self.device,
-                                workers=self.params.data[self.dataset].workers, channels_last=CHANNELS_LAST, **kw)
-        return TensorLoader(data, batch_size, device=self.device, channels_last=CHANNELS_LAST, **kw)
+            return FolderLoader(data, batch_size, finish, workers=self.params.data[self.dataset].workers, **kw)
+        return TensorLoader(data, batch_size, finish, **kw)
 
     def train_loader(self, batch_size: int, augment, train_subset: int = 0, seed: int | None = None):
         """Shuffled, augmented training batches; `seed` (default: the global one) drives the order. Under
@@ -77,7 +85,7 @@ class DataSource:
         return self._eval_loader(data, batch_size or self.params.eval_batch_size, sigma=sigma, noise_seed=noise_seed,
                                  clip=clip)
 
-    def _eval_loader(self, data, batch_size: int, **kw):
+    def _eval_loader(self, data, batch_size: int, *, sigma: float = 0.0, noise_seed: int = 0, clip: bool = True):
         """`_loader`'s batches, read for an image folder with `eval_cache` on from its decoded crops (see
         gattanet.data.decoded_cache: each JPEG is decoded once, then every σ, seed and stage reads uint8 shards).
 
@@ -87,7 +95,7 @@ class DataSource:
         crop up front (11 GB) whether or not a run asks for them, and DVC would hash and copy them."""
         cfg = self.params.data[self.dataset]
         if self.dataset != "imagenet" or not cfg.eval_cache:
-            return self._loader(data, batch_size, **kw)
+            return self._loader(data, batch_size, sigma=sigma, noise_seed=noise_seed, clip=clip)
         from gattanet.data.decoded_cache import CachedLoader, DecodedCache, folder_and_indices
 
         folder, indices = folder_and_indices(data)
@@ -96,8 +104,8 @@ class DataSource:
                 folder, cfg.cache_dir, workers=cfg.workers,
                 hint=f"point data.{self.dataset}.cache_dir at a disk with room, or set "
                      f"data.{self.dataset}.eval_cache: false to decode the JPEGs on every pass")
-        return CachedLoader(self._caches[id(folder)].images(indices), batch_size, mean=self.mean, std=self.std,
-                            device=self.device, workers=cfg.workers, channels_last=CHANNELS_LAST, **kw)
+        return CachedLoader(self._caches[id(folder)].images(indices), batch_size,
+                            self._finish(data, sigma, noise_seed, clip), workers=cfg.workers)
 
     def labels(self, split: str) -> torch.Tensor:
         data = self.splits[split]

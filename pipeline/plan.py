@@ -10,28 +10,27 @@ from data/NAME.pt when it is materialised, else from the datasets' standard size
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from gattanet.cost import rates as cost
-from gattanet.cost.rates import AttnSpec, ModelSpec, Probe, Work
+from gattanet.cost.rates import Work
 from gattanet.engine.precision import autocast_dtype, precision_name
-from gattanet.data.specs import get_spec
 from pipeline.errors import UsageError
-from pipeline.paths import data_path
+from pipeline.stages import STAGES
+from pipeline.work import STANDARD_SIZES, Sizes, dataset_sizes
+
+__all__ = ["STANDARD_SIZES", "build_works", "dataset_sizes", "make_plan", "render"]
 
 FIGURES = Path(".gattanet/bench.json")  # not a DVC output: writing it reruns nothing
-# The datasets' standard (official) split sizes: train, test. ImageNet-1k (ILSVRC2012): train and val.
-STANDARD_SIZES = {"fashion-mnist": (60_000, 10_000), "cifar10": (50_000, 10_000),
-                  "cifar100": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
 NOT_INCLUDED = ("each stage's fixed costs: process start-up, loading data and checkpoints, resume files and "
                 "checksums (seconds each)",
                 "data loading and augmentation (for ImageNet, JPEG decoding by the loader's workers)",
-                "k-NN and UMAP in embed, agreement maps of the sample images in maps",
+                "k-NN and UMAP in embed",
                 "the data, validate, dims, summary and report stages (no model passes)")
 
 LEGEND = ("ep: epochs, each followed by a validation pass (val); ≤ E ep: at most E, early stopping may end "
@@ -41,161 +40,28 @@ LEGEND = ("ep: epochs, each followed by a validation pass (val); ≤ E ep: at mo
           "whole).")
 
 
-@dataclass(frozen=True)
-class Sizes:
-    train: int  # after the validation split is carved out
-    val: int
-    test: int
-    source: str
-
-
-def dataset_sizes(params, name: str) -> Sizes:
-    """Train/val/test sizes of a dataset as the stages split it (see DataSource and folder_splits)."""
-    path, counts, source = data_path(name), None, f"standard sizes of {name}"
-    if path.is_file():
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True, mmap=name != "imagenet")
-            counts = ((len(d["files"]["train"]), len(d["files"]["val"])) if name == "imagenet" else
-                      (int(d["train"]["labels"].numel()), int(d["test"]["labels"].numel())))
-            source = str(path)
-        except Exception as e:  # an unreadable file stops the pipeline at its data stage; plan on
-            source = f"standard sizes of {name} ({path} unreadable: {type(e).__name__})"
-    n, test = counts or STANDARD_SIZES[name]
-    fraction = params.data[name].val_fraction
-    val = max(1, int(n * fraction)) if name == "imagenet" else round(n * fraction)  # as the stages split
-    return Sizes(n - val, val, test, source)
-
-
-def _least(cfg) -> float:
-    """The share of its epoch limit a training runs at the least: early stopping ends it after `patience`
-    epochs without a better validation accuracy, so after 1 + patience epochs at the earliest."""
-    return min(cfg.epochs, 1 + cfg.patience) / cfg.epochs
-
-
-def _subset(n: int, k: int) -> int:
-    return n if k <= 0 or k >= n else k
-
-
-def _n(x: int) -> str:
-    return f"{x:,}"
-
-
-def _seeds(k: int) -> str:
-    return f"{k} seed{'s' if k != 1 else ''}"
-
-
-def _model(params, dataset: str, arch: str, kind: str = "backbone", run=None) -> ModelSpec:
-    spec = get_spec(dataset)
-    attn = None if run is None else AttnSpec(run.attn_dim, run.dropout, run.kq_norm, run.score_norm,
-                                             run.iterations, run.lesion)
-    return ModelSpec(arch, spec.channels, spec.size, spec.num_classes, kind, attn)
+def entries(params, name: str) -> list[str | None]:
+    """The entries `dvc repro` runs of stage `name`: its foreach keys in params (None for a single stage)."""
+    keyed = {"data": params.data, "pretrain": params.backbones, "train-attn": params.attention,
+             "noise": params.attention, "lesions": params.lesions, "embed": params.attention,
+             "maps": params.attention, "baselines": params.baselines.methods, "controls": params.controls or {}}
+    if not STAGES[name][1]:
+        return [None]
+    if name not in keyed:
+        raise KeyError(f"pipeline/plan.py entries: which params keys does stage {name!r} run on? add it to `keyed`")
+    return list(keyed[name])
 
 
 def build_works(params) -> tuple[list[Work], dict[str, Sizes]]:
-    """Every stage entry's work, in dvc.yaml's order, and the dataset sizes it was counted from."""
-    sizes = {name: dataset_sizes(params, name) for name in params.data}
-    ev = params.eval_batch_size
-    works: list[Work] = [Work("validate", None, "params check (no model)", 0)]
-    for name in params.data:
-        s = sizes[name]
-        works.append(Work("data", name, f"{_n(s.train + s.val)} + {_n(s.test)} images (no model)", 0))
-
-    for key, bb in params.backbones.items():
-        s, spec = sizes[bb.dataset], _model(params, bb.dataset, bb.arch)
-        if bb.weights == "scratch":
-            n = _subset(s.train, bb.train_subset)
-            works += [Work("pretrain", key, f"{_n(n)} × ≤{bb.epochs} ep", n * bb.epochs,
-                           Probe("train", spec, bb.batch_size), least=_least(bb), sharded=True),
-                      Work("pretrain", key, f"val {_n(s.val)} × ≤{bb.epochs}", s.val * bb.epochs,
-                           Probe("eval", spec, ev), least=_least(bb))]
-        works.append(Work("pretrain", key, f"test {_n(s.test)}", s.test, Probe("eval", spec, ev)))
-
-    for key, run in params.attention.items():
-        s, arch = sizes[run.dataset], params.backbones[run.backbone].arch
-        spec, seeds = _model(params, run.dataset, arch, "gattanet", run), len(run.seeds)
-        n = _subset(s.train, run.train_subset)
-        works += [Work("train-attn", key, f"{_seeds(seeds)} × {_n(n)} × ≤{run.epochs} ep",
-                       seeds * n * run.epochs, Probe("train", spec, run.batch_size, l2=run.l2), least=_least(run),
-                       sharded=True),
-                  Work("train-attn", key, f"val {seeds} × {_n(s.val)} × ≤{run.epochs}",
-                       seeds * s.val * run.epochs, Probe("eval", spec, ev), least=_least(run)),
-                  Work("train-attn", key, f"test {_n(s.test)} × (1+{seeds})",
-                       s.test, Probe("shared", spec, ev, n=seeds))]
-
-    noise = params.noise
-    for key, run in params.attention.items():
-        s, arch = sizes[run.dataset], params.backbones[run.backbone].arch
-        spec, seeds, n = _model(params, run.dataset, arch, "gattanet", run), len(run.seeds), _subset(s.test, noise.test_subset)
-        works.append(Work("noise", key, f"{len(noise.sigmas)} σ × {_n(n)} × (1+{seeds})",
-                          len(noise.sigmas) * n, Probe("shared", spec, noise.batch_size, n=seeds)))
-    works.append(Work("dims", None, "reads results (no model)", 0))
-
-    for key, les in params.lesions.items():
-        run = params.attention[key]
-        s, arch = sizes[run.dataset], params.backbones[run.backbone].arch
-        spec, seeds, n = _model(params, run.dataset, arch, "gattanet", run), len(run.seeds), _subset(s.test, les.test_subset)
-        patterns = cost.lesion_patterns(spec)
-        if les.mode == "eval":
-            works.append(Work("lesions", key, f"{_n(n)} × (1+{seeds}×{len(patterns)})",
-                              n, Probe("shared-lesions", spec, ev, n=seeds)))
-        else:
-            retrained = len(patterns) - 2  # every pattern but none and full (the run's own models)
-            tr = _subset(s.train, run.train_subset)
-            full = Probe("train", spec, run.batch_size, l2=run.l2)
-            works += [Work("lesions", key, f"{retrained} patterns × {_seeds(seeds)} × {_n(tr)} × ≤{run.epochs} ep "
-                           f"(full pattern's rate)",
-                           retrained * seeds * tr * run.epochs, full, least=_least(run), sharded=True),
-                      Work("lesions", key, f"val {retrained} × {seeds} × {_n(s.val)} × ≤{run.epochs}",
-                           retrained * seeds * s.val * run.epochs, Probe("eval", spec, ev), least=_least(run)),
-                      Work("lesions", key, f"test {_n(n)} × (1+{seeds}×{retrained + 1})",
-                           n, Probe("shared-retrained", spec, ev, n=seeds))]
-
-    for stage, limit, extra in (("embed", 0, "queries; + k-NN, UMAP"),
-                                ("maps", params.maps.test_subset, "scores; + sample maps")):
-        for key, run in params.attention.items():
-            s, arch = sizes[run.dataset], params.backbones[run.backbone].arch
-            spec, seeds, n = _model(params, run.dataset, arch, "gattanet", run), len(run.seeds), _subset(s.test, limit)
-            works.append(Work(stage, key, f"{_n(n)} × first pass, {_seeds(seeds)}' {extra}",
-                              n, Probe("states", spec, ev, n=seeds)))
-
-    works += _baselines(params, sizes)
-    works += [Work(stage, None, "reads results (no model)", 0) for stage in ("summary", "report")]
-    return works, sizes
-
-
-def _baselines(params, sizes: dict[str, Sizes]) -> list[Work]:
-    """baselines@METHOD: per seed of the GAttANet run, training with a validation pass per epoch; the noise
-    sweep of the backbone and every seed's model, each its own forward; the stage's throughput check."""
-    b, works = params.baselines, []
-    if not b.methods:
-        return works
-    run, ev = params.attention[b.run], params.eval_batch_size
-    bb = params.backbones[run.backbone]
-    s, seeds = sizes[run.dataset], len(run.seeds)
-    backbone = _model(params, run.dataset, bb.arch)
-    for method in b.methods:
-        spec = _model(params, run.dataset, bb.arch, "gattanet" if method == "gattanet" else method, run)
-        if method == "wider-toy":  # trained from scratch like the backbone
-            epochs, subset, batch, l2, patience = bb.epochs, bb.train_subset, bb.batch_size, 0.0, bb.patience
-        else:
-            epochs, subset, batch, l2, patience = b.epochs, b.train_subset, run.batch_size, run.l2, run.patience
-        least = min(epochs, 1 + patience) / epochs
-        n, test = _subset(s.train, subset), _subset(s.test, b.test_subset)
-        check = 9 * batch  # _throughput: a warm-up and 8 timed batches of each of its four rates
-        works += [
-            Work("baselines", method, f"{_seeds(seeds)} × {_n(n)} × ≤{epochs} ep", seeds * n * epochs,
-                 Probe("train", spec, batch, l2=l2), least=least, sharded=True),
-            Work("baselines", method, f"val {seeds} × {_n(s.val)} × ≤{epochs}", seeds * s.val * epochs,
-                 Probe("eval", spec, ev), least=least),
-            Work("baselines", method, f"{len(params.noise.sigmas)} σ × {_n(test)} × (1+{seeds} own)", len(params.noise.sigmas) * test,
-                 Probe("separate", spec, params.noise.batch_size, n=seeds)),
-            Work("baselines", method, f"check 4 × {_n(check)}",
-                 check, Probe("train", spec, batch, l2=l2)),
-            Work("baselines", method, "", check, Probe("eval", spec, batch)),  # _throughput times at the run's batch
-            Work("baselines", method, "", check, Probe("train", backbone, batch)),
-            Work("baselines", method, "", check, Probe("eval", backbone, batch)),
-        ]
-    return works
+    """Every stage entry's work as its stage module's `work(params, key)` counts it, in dvc.yaml's order, and
+    the dataset sizes it was counted from."""
+    works: list[Work] = []
+    for name, (module, _, _) in STAGES.items():
+        stage = importlib.import_module(f"pipeline.stages.{module}")
+        for key in entries(params, name):
+            works += (stage.work(params, key) if hasattr(stage, "work") else  # a stage still to be counted
+                      [Work(name, key, f"not counted: pipeline/stages/{module}.py has no work()", 0)])
+    return works, {name: dataset_sizes(params, name) for name in params.data}
 
 
 # ---------------------------------------------------------------- device and figures

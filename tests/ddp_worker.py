@@ -22,6 +22,7 @@ from gattanet.data.datasets import TensorData
 from gattanet.data.loader import TensorLoader
 from gattanet.models.gattanet import GAttANet
 from gattanet.models.toy import ToyCNN
+from gattanet.engine.resume import Resume
 from gattanet.engine.train import TrainConfig, fit
 
 N_TRAIN, N_VAL, BATCH = 203, 64, 32  # 203 = 6 full batches + 11: shares of 6 and 5 on two ranks
@@ -82,7 +83,7 @@ def main() -> None:
     val = TensorLoader(data(N_VAL, 2), 50)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     result = fit(model, trained, train, val, TrainConfig(epochs=3, patience=3, lr=3e-3, l2=1e-4, seed=7),
-                 resume_path=args.resume, label=f"{args.mode} rank {world.rank}", progress=False)
+                 resume=Resume(args.resume) if args.resume else None, label=f"{args.mode} rank {world.rank}", progress=False)
     if world.is_main:
         torch.save({"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "initial": initial, "history": result.history, "world": world.size,

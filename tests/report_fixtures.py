@@ -19,6 +19,7 @@ from gattanet.data.specs import get_spec
 from gattanet.analysis.stats import effect_ci
 from gattanet.analysis.sweeps import gain_at, gains, growth
 from gattanet.models.taps import Tap
+from pipeline.recompute import embed_estimates, lesion_estimates
 
 SIGMAS = [0.0, 0.01, 0.02, 0.04, 0.1, 0.25]
 PEAK_SIGMA = 0.04               # σ* of the fixture params: the noise claim is decided here
@@ -41,10 +42,12 @@ SHORT = {"fashion-mnist": "fmnist", "cifar10": "cifar10"}
 FAKE_BASELINES = {"gattanet": (1.0, 1.0), "se": (0.5, 1.04), "eca": (0.25, None), "cbam": (-0.5, 1.3),
                   "wider-toy": (0.2, None)}
 # Fig. 4c as the paper describes it, as gains over the baseline in multiples of the full model's gain G
-# ('.ccdd' catastrophic: below the baseline; 'cccd.' harmless; a single layer alone: no gain)
-LESION_GAINS = {".ccdd": -2.5, "c.cdd": 0.3, "cc.dd": 0.5, "ccc.d": 0.6, "cccd.": 0.9,
+# ('.ccdd' catastrophic: below the baseline; 'cccd.' harmless; a single layer alone: no gain). A multiple of 1 is
+# the full model itself, 0 the baseline itself (so equivalence holds exactly, at any margin)
+LESION_GAINS = {".ccdd": -2.5, "c.cdd": 0.3, "cc.dd": 0.5, "ccc.d": 0.6, "cccd.": 1.0,
                 "c....": 0.0, ".c...": 0.0, "..c..": 0.0, "...d.": 0.0, "....d": 0.0}
 QUERY_KNN, GROUP_KNN, TOP1, TOP3 = 0.83, 0.95, 0.7, 0.9  # rates of the embedding and maps outputs
+CONTROL_KNN = {"random": 0.6, "pca": 0.75}  # k-NN rates of the query-space controls (groups: +0.1)
 
 
 def _attention(backbone: str, dataset: str, dim: int, arch: str = "toy") -> dict:
@@ -181,13 +184,17 @@ def write_fake_outputs(root: Path, params: dict, gain: float | dict[str, float] 
         gain_of[key] = g
         _train_attn(res, key, a, arch, base[0], model[:, 0])
         if "noise" not in skip:
+            _npz(res / "noise" / key / "correct.npz", sigmas=np.array(sigmas), seeds=np.array(a["seeds"]),
+                 baseline=base.astype(bool), gattanet=model.astype(bool))
             write_json(res / "noise" / key / "sweep.json", {
                 "run": key, "arch": arch, "dataset": a["dataset"], "attn_dim": a["attn_dim"],
                 "clip": params["noise"]["clip"], "seeds": a["seeds"], "test_images": N_IMAGES,
                 "sigmas": list(sigmas), "peak_sigma": sigmas[peak], "baseline": base.mean(axis=1).tolist(),
                 "gattanet": model.mean(axis=(0, 2)).tolist(), "gattanet_per_seed": model.mean(axis=2).tolist(),
                 "gain": [gain_at(base, model, i).as_dict() for i in range(len(sigmas))],
-                "growth": growth(base, model, peak).as_dict(), "precision": "fp32", "seconds": 8.0,
+                "growth": growth(base, model, peak).as_dict(),
+                "growth_by_sigma": [growth(base, model, i).as_dict() for i in range(len(sigmas))],
+                "chance": 0.1, "precision": "fp32", "seconds": 8.0,
                 "device": "cpu"})
         rows.append({"run": key, "backbone_run": a["backbone"], "arch": arch, "dataset": a["dataset"],
                      "attn_dim": a["attn_dim"], "seeds": len(a["seeds"]), "attention_params": _attn_params(a),
@@ -206,7 +213,8 @@ def write_fake_outputs(root: Path, params: dict, gain: float | dict[str, float] 
             for large in rows[i + 1:]:
                 if small["backbone_run"] != large["backbone_run"] or small["attn_dim"] >= large["attn_dim"]:
                     continue
-                for label, k in (("clean", 0), ("peak", peak)):
+                others = [("sweep", j) for j in range(1, len(sigmas)) if j != peak]
+                for label, k in [("clean", 0), ("peak", peak), *others]:
                     est = effect_ci([(1.0, gain_of[large["run"]][:, k]), (-1.0, gain_of[small["run"]][:, k])])
                     comparisons.append({"small": small["run"], "large": large["run"], "arch": small["arch"],
                                         "dataset": small["dataset"], "d_small": small["attn_dim"],
@@ -225,6 +233,12 @@ def write_fake_outputs(root: Path, params: dict, gain: float | dict[str, float] 
             _baseline(res / "baselines" / f"{method}.json", method, params, baseline[a["backbone"]],
                       per_run[cfg["run"]], rng)
     return {"baseline": baseline, "gattanet": models, "gains": per_run}
+
+
+def _npz(path: Path, **arrays) -> None:
+    """Per-image arrays as the stages write them (compressed .npz)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
 
 
 def _attn_params(a: dict) -> int:
@@ -252,17 +266,20 @@ def _lesions(path: Path, key: str, a: dict, base: np.ndarray, full: np.ndarray, 
     def acc(p: dict) -> np.ndarray:
         if p["kind"] == "none":
             return np.tile(base.astype(float), (len(a["seeds"]), 1))
-        if p["kind"] == "full":
+        if p["kind"] == "full" or multiples[p["pattern"]] == 1:
             return full
+        if multiples[p["pattern"]] == 0:
+            return np.tile(base.astype(float), (len(a["seeds"]), 1))
         return _seeds(rng, base, multiples[p["pattern"]] * gain, len(a["seeds"]))
 
     b = base.astype(float)
-    rows = []
-    for p in ablation_patterns(TOY_TAPS):
-        v = acc(p)
-        rows.append({**p, "accuracy": float(v.mean()), "per_seed": v.mean(axis=1).tolist(),
-                     "vs_baseline": effect_ci([(1.0, v - b)]).as_dict(),
-                     "vs_full": effect_ci([(1.0, v - full)]).as_dict()})
+    patterns = ablation_patterns(TOY_TAPS)
+    correct = np.stack([acc(p) for p in patterns]).astype(bool)
+    ests = lesion_estimates(base, correct, [p["kind"] for p in patterns].index("full"))
+    rows = [{**p, "accuracy": float(v.mean()), "per_seed": v.mean(axis=1).tolist(), **e}
+            for p, v, e in zip(patterns, correct, ests)]
+    _npz(path.with_suffix(".npz"), seeds=np.array(a["seeds"]), patterns=np.array([p["pattern"] for p in patterns]),
+         baseline=base.astype(bool), correct=correct)
     write_json(path, {"run": key, "mode": "eval", "seeds": a["seeds"], "test_images": len(base),
                       "taps": [t.name for t in TOY_TAPS], "baseline_acc": float(b.mean()),
                       "full_acc": float(full.mean()), "patterns": rows, "precision": "fp32", "seconds": 5.0,
@@ -271,7 +288,8 @@ def _lesions(path: Path, key: str, a: dict, base: np.ndarray, full: np.ndarray, 
 
 def _hits(rng: np.random.Generator, rate: float, seeds: int) -> np.ndarray:
     """(seeds, N) float: per seed, round(rate · N) ± a few images right."""
-    return np.stack([_right(rng, rate + SEED_SPREAD * j) for j in np.linspace(-1, 1, seeds)]).astype(float)
+    spread = np.linspace(-1, 1, seeds) if seeds > 1 else [0.0]
+    return np.stack([_right(rng, rate + SEED_SPREAD * j) for j in spread]).astype(float)
 
 
 def _embedding(out: Path, key: str, a: dict, rng: np.random.Generator) -> None:
@@ -282,12 +300,22 @@ def _embedding(out: Path, key: str, a: dict, rng: np.random.Generator) -> None:
               ["x", "y", "label"])
     seeds = len(a["seeds"])
     largest = max(len(c) for c in spec.groups.values()) / spec.num_classes  # labels are balanced
+    arrays = {"query": _hits(rng, QUERY_KNN, seeds), "group_query": _hits(rng, GROUP_KNN, seeds)}
+    for name, rate in CONTROL_KNN.items():  # the random control has one projection per seed, PCA one in all
+        arrays[name] = _hits(rng, rate, seeds if name == "random" else 1)
+        arrays[f"group_{name}"] = _hits(rng, min(rate + 0.1, 0.99), seeds if name == "random" else 1)
+    arrays = {k: v.astype(bool) for k, v in arrays.items()}
+    _npz(out / "correct.npz", **arrays)
+    est = embed_estimates(arrays)  # as pipeline/stages/embed.py computes them
+
+    def controls(block: dict) -> dict:
+        return {c: {"what": c, **e} for c, e in block["controls"].items()}
     write_json(out / "stats.json", {
         "run": key, "seeds": a["seeds"], "test_images": N_IMAGES, "n_points": 200, "attn_dim": a["attn_dim"],
         "classes": list(spec.classes), "knn_k": 10,
-        "knn_query": effect_ci([(1.0, _hits(rng, QUERY_KNN, seeds))]).as_dict(),
-        "chance": 1 / spec.num_classes,
-        "groups": {"names": list(spec.groups), "knn_query": effect_ci([(1.0, _hits(rng, GROUP_KNN, seeds))]).as_dict(),
+        "knn_query": est["knn_query"], "chance": 1 / spec.num_classes, "controls": controls(est),
+        "groups": {"names": list(spec.groups), "knn_query": est["groups"]["knn_query"],
+                   "controls": controls(est["groups"]),
                    "largest_share": largest,
                    "in_2d": {"names": list(spec.groups), "knn_acc_2d": 0.9, "silhouette": 0.4}},
         "precision": "fp32", "seconds": 3.0, "device": "cpu"})

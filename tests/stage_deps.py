@@ -4,7 +4,8 @@ prints them as dvc.yaml `deps` lines (what tests/test_stage_deps.py holds dvc.ya
 
 A stage runs `gattanet-cli stage NAME`: pipeline/cli.py (only its module-level imports run; its other
 commands import lazily), the stage runner pipeline/stages/__init__.py, and pipeline/stages/NAME.py;
-from those, every import of a project module is followed, lazy ones (inside functions) included.
+from those, every import of a project module is followed, lazy ones (inside functions) included, except
+those inside a stage module's `work()`: `gattanet-cli plan` calls it, the stage never does.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def _package_inits(rel: str) -> set[str]:
 def imported_files(rel: str, module_level_only: bool = False) -> set[str]:
     """Project files that `rel` imports (with `from pkg import name`, name may be a submodule)."""
     tree = ast.parse((ROOT / rel).read_text(), rel)
+    if rel.startswith("pipeline/stages/"):  # a stage's work() is the plan's (gattanet-cli plan), never the stage's
+        tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "work")]
     nodes = tree.body if module_level_only else ast.walk(tree)
     package = ".".join(Path(rel).with_suffix("").parts[:-1]) if not rel.endswith("__init__.py") \
         else ".".join(Path(rel).parts[:-1])

@@ -1,14 +1,11 @@
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
-from gattanet.analysis.agreement import agreement_maps, sample_indices, true_class_hits, true_class_rank_stats
+from gattanet.analysis.agreement import agreement_maps, sample_indices, true_class_hit_table, true_class_hits
 from gattanet.models.attention import GlobalAttention
 from gattanet.models.registry import build_backbone
 from gattanet.data.datasets import TensorData
-from gattanet.engine.fast_eval import shared_states
 from gattanet.data.loader import TensorLoader
 from gattanet.models.gattanet import GAttANet
 
@@ -88,47 +85,35 @@ def test_agreement_maps_shapes_and_predictions():
         agreement_maps(model, x, [0, 1, 2], CLASSES[:5])
 
 
-def test_true_class_rank_stats_equals_direct_computation():
-    model = toy_model()
-    data = random_data(12)
-    loader = TensorLoader(data, batch_size=5)
-    stats = true_class_rank_stats(model, loader)
-    model.eval()
-    with torch.no_grad():
-        scores = torch.cat([model(x, return_state=True)[1].scores[-1] for x, _ in loader.epoch(0)])
-    top1 = (scores.argmax(1) == data.labels).float().mean().item()
-    top3 = np.mean([int(y) in torch.topk(s, 3).indices.tolist() for s, y in zip(scores, data.labels)])
-    assert stats["n"] == 12
-    assert stats["top1_rate"] == pytest.approx(top1) and stats["top3_rate"] == pytest.approx(top3)
-    assert stats["chance_top1"] == pytest.approx(0.1) and stats["chance_top3"] == pytest.approx(0.3)
-
-
-class ScoresModel:
-    """A model stand-in: image i (an index) has the given last-tap agreement scores."""
-
-    def __init__(self, last_scores: torch.Tensor):
-        self.last_scores = last_scores
-
-    def eval(self):
-        return self
-
-    def __call__(self, x, return_state=False):
-        return None, SimpleNamespace(scores=[self.last_scores[x]])
-
-
-def test_true_class_rank_stats_on_constructed_scores():
-    # 4 images, 5 classes; the true class (0) ranks 1st, 1st, 2nd and 5th
-    scores = torch.tensor([[9., 1, 2, 3, 4], [5., 1, 0, 0, 0], [3., 4, 1, 0, 0], [0., 1, 2, 3, 4]])
-    loader = Batches([(torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long)),
-                      (torch.tensor([2, 3]), torch.zeros(2, dtype=torch.long))])
-    stats = true_class_rank_stats(ScoresModel(scores), loader)
-    assert stats == {"n": 4, "top1_rate": 0.5, "top3_rate": 0.75, "chance_top1": 0.2, "chance_top3": 0.6}
-    two_classes = true_class_rank_stats(ScoresModel(scores[:, :2]), loader)
-    assert two_classes["chance_top3"] == 1.0 and two_classes["top3_rate"] == 1.0
+def test_true_class_hit_table_equals_each_models_own_forward():
+    """Per model and image, from the shared first pass: the true class ranked by that model's α·a of its own
+    forward's last-tap scores (several seeds on one backbone, rows in the models' order)."""
+    torch.manual_seed(0)
+    backbone = build_backbone("toy", 10, 1)
+    models = {}
+    for seed in (0, 1):
+        m = GAttANet(backbone, GlobalAttention(backbone.taps(), 4)).eval()
+        with torch.no_grad():
+            m.attention.alpha.fill_(0.5 if seed == 0 else -0.5)
+            for p in m.attention.layers.parameters():
+                p.normal_(0, 1, generator=torch.Generator().manual_seed(seed))
+        models[str(seed)] = m
+    data = random_data(40)
+    loader = TensorLoader(data, batch_size=16)
+    table = true_class_hit_table(models, loader)
+    assert set(table) == {"top1", "top3"} and table["top1"].shape == table["top3"].shape == (2, 40)
+    assert table["top1"].dtype == bool
+    for row, m in enumerate(models.values()):
+        with torch.no_grad():
+            scores = torch.cat([m(x, return_state=True)[1].scores[-1] for x, _ in loader.epoch(0)])
+        modulation = scores * m.attention.alpha[-1]
+        top3 = [int(y) in torch.topk(s, 3).indices.tolist() for s, y in zip(modulation, data.labels)]
+        np.testing.assert_array_equal(table["top1"][row], (modulation.argmax(1) == data.labels).numpy())
+        np.testing.assert_array_equal(table["top3"][row], top3)
+        assert table["top1"][row].sum() <= table["top3"][row].sum()
+    assert not np.array_equal(table["top3"][0], table["top3"][1])  # the two seeds' attention really differ
     with pytest.raises(ValueError, match="no images"):
-        true_class_rank_stats(ScoresModel(scores), Batches([]))
-    with pytest.raises(ValueError, match="logits"):
-        true_class_rank_stats(ScoresModel(torch.zeros(4, 3, 3)), loader)
+        true_class_hit_table(models, Batches([]))
 
 
 def test_true_class_hits_per_image_on_constructed_scores():
@@ -144,35 +129,6 @@ def test_true_class_hits_per_image_on_constructed_scores():
         true_class_hits(torch.zeros(2, 3, 3), torch.zeros(2, dtype=torch.long))
 
 
-def test_true_class_hits_over_shared_states_give_true_class_rank_stats():
-    """The maps stage's way (per-image hits from the shared first pass, several seeds) and the model's own."""
-    torch.manual_seed(0)
-    backbone = build_backbone("toy", 10, 1)
-    models = {}
-    for seed in (0, 1):
-        m = GAttANet(backbone, GlobalAttention(backbone.taps(), 4)).eval()
-        with torch.no_grad():
-            m.attention.alpha.fill_(0.5)
-            for p in m.attention.layers.parameters():
-                p.normal_(0, 1, generator=torch.Generator().manual_seed(seed))
-        models[seed] = m
-    data = random_data(40)
-    loader = TensorLoader(data, batch_size=16)
-    hits = {s: ([], []) for s in models}
-    with torch.no_grad():
-        for x, y in loader.epoch(0):
-            for s, state in shared_states(models, x)[2].items():
-                h1, h3 = true_class_hits(state.scores[-1], y)
-                hits[s][0].append(h1)
-                hits[s][1].append(h3)
-    rates = {s: (torch.cat(h1).float().mean().item(), torch.cat(h3).float().mean().item())
-             for s, (h1, h3) in hits.items()}
-    for s, m in models.items():
-        stats = true_class_rank_stats(m, loader)
-        assert rates[s] == (pytest.approx(stats["top1_rate"]), pytest.approx(stats["top3_rate"]))
-    assert rates[0] != rates[1]  # the two seeds' attention really differ
-
-
 def test_true_class_ranking_is_invariant_to_the_sign_symmetry_of_alpha_and_keys():
     """(α, W_k) → (−α, −W_k) on the last tap leaves GAttANet unchanged; the true-class measure must not
     change either (ranking by the raw score a would turn 'most enhanced' into 'least enhanced')."""
@@ -180,7 +136,7 @@ def test_true_class_ranking_is_invariant_to_the_sign_symmetry_of_alpha_and_keys(
     with torch.no_grad():
         model.attention.alpha[-1] = 0.7
     loader = TensorLoader(random_data(40), batch_size=20)
-    before = true_class_rank_stats(model, loader)
+    before = true_class_hit_table({"m": model}, loader)
     x = next(iter(loader.epoch(0)))[0]
     with torch.no_grad():
         logits = model(x)
@@ -188,7 +144,8 @@ def test_true_class_ranking_is_invariant_to_the_sign_symmetry_of_alpha_and_keys(
         keys = model.attention.layers[-1].proj.weight[:, :model.attention.dim]
         keys.mul_(-1)
         assert torch.allclose(model(x), logits, atol=1e-5)
-    assert true_class_rank_stats(model, loader) == before
+    after = true_class_hit_table({"m": model}, loader)
+    assert all(np.array_equal(after[k], before[k]) for k in before)
     scores = torch.tensor([[3., 1, 0, 2], [0., 2, 1, 3]])
     y = torch.tensor([0, 1])
     assert true_class_hits(scores, y, 1.0)[0].tolist() == [True, False]

@@ -3,7 +3,10 @@
 import pytest
 import torch
 
-from gattanet.models.attention import GlobalAttention, PointwiseConv, UnitProjection, fast_dropout
+import contextlib
+
+import gattanet.models.attention as attention_module
+from gattanet.models.attention import GlobalAttention, PointwiseConv, UnitProjection, dropout_mask, fast_dropout
 from gattanet.models.registry import build_backbone
 from gattanet.models.lesion import ablation_patterns, full_pattern, parse_lesion
 from gattanet.models.gattanet import GAttANet, modulate
@@ -145,7 +148,7 @@ def test_train_without_dropout_equals_eval():
     att = GlobalAttention(ToyCNN(3, 10).taps(), 4, dropout=0.0)
     _, acts = ToyCNN(3, 10).eval().run(images())
     train, evald = att.train()(acts, with_kq=False), att.eval()(acts)
-    assert train.keys is not None  # training always needs them
+    assert train.keys is None and att.train()(acts).keys is not None  # materialised only when asked for
     assert torch.allclose(train.query, evald.query, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(train.scores, evald.scores))
 
@@ -198,6 +201,69 @@ def test_plain_forward_agrees_with_the_fast_paths(backbone_acts, kq_norm, score_
             assert_agree(a, b)
         for a, b in zip(s.keys + s.queries, plain.keys + plain.queries):
             assert_agree(a, b)
+
+
+# Training with dropout: the factored path (masked sums as matmuls, no keys or queries) against the plain
+# forward, given the same masks: the fast path's masks are recorded, then replayed to the plain path through
+# F.dropout (keys and queries of a tap side by side, as the plain path stacks them). Each path's error is
+# taken against the plain path in float64: the fast one may exceed the plain one's own rounding error in the
+# same precision by a small factor only (fp32: both are ~1e-6 of the norm; bf16: both ~1e-2).
+ROUNDING_FACTOR = 4
+
+
+def training_outputs(model, x, y, masks, fast, dtype):
+    """Logits and the gradients of every attention parameter (W_k, W_q, biases, α) of one training step."""
+    model.zero_grad()
+    model.attention.fast = fast
+    replay = iter(masks)
+
+    def replayed_mask(shape, p, dtype, device):
+        mask = next(replay)
+        assert mask.shape == tuple(shape)
+        return mask.to(dtype)
+
+    def replayed_dropout(t, p, training=True, inplace=False):
+        if not training or p == 0:  # the frozen backbone's dropout, off
+            return t
+        mask = torch.cat([next(replay), next(replay)], dim=1 if t.dim() == 4 else 2).view(t.shape)
+        return t * mask.to(t.dtype) / (1 - p)
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
+    with pytest.MonkeyPatch.context() as mp, autocast:
+        mp.setattr(attention_module, "dropout_mask", replayed_mask)
+        mp.setattr(torch.nn.functional, "dropout", replayed_dropout)
+        logits = model(x.to(dtype if dtype == torch.float64 else torch.float32))
+    torch.nn.functional.cross_entropy(logits.double(), y).backward()
+    assert next(replay, None) is None  # every mask used
+    return [logits.detach().double()] + [p.grad.double() for p in model.attention.parameters()]
+
+
+def relative_errors(outputs, reference):
+    return [((a - b).norm() / b.norm()).item() for a, b in zip(outputs, reference)]
+
+
+@pytest.mark.parametrize("dim", [16, 64])
+def test_training_fast_path_agrees_with_the_equations_forward_and_gradients(dim):
+    torch.manual_seed(0)
+    backbone = build_backbone("toy", 10, 1)
+    model = GAttANet(backbone, GlobalAttention(backbone.taps(), dim, dropout=0.25)).train()
+    with torch.no_grad():
+        model.attention.alpha.copy_(torch.linspace(-3.0, 3.0, len(model.taps)))  # far from the baseline
+    x = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(16) % 10
+    masks, draw = [], attention_module.dropout_mask
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+        mp.setattr(attention_module, "dropout_mask", lambda *a: masks.append(draw(*a)) or masks[-1])
+        model(x)
+    assert len(masks) == 2 * len(model.taps) and all(set(m.unique().tolist()) == {0.0, 1.0} for m in masks)
+    exact = training_outputs(model.double(), x, y, masks, False, torch.float64)
+    model.float()
+    for dtype in (torch.float32, torch.bfloat16):
+        plain = relative_errors(training_outputs(model, x, y, masks, False, dtype), exact)
+        fast = relative_errors(training_outputs(model, x, y, masks, True, dtype), exact)
+        assert max(plain) < (1e-3 if dtype == torch.float32 else 0.5)  # guard: the precision is what it says
+        for name, f, p in zip(["logits"] + [n for n, _ in model.attention.named_parameters()], fast, plain):
+            assert f <= ROUNDING_FACTOR * p + (1e-7 if dtype == torch.float32 else 1e-3), (dtype, name, f, p)
 
 
 @pytest.mark.parametrize("arch", ["toy", "resnet18"])
@@ -259,6 +325,23 @@ def test_dropout_rate_scale_and_seed(p):
     half = fast_dropout(x.bfloat16(), p)  # the scale is applied in float32, then rounded once
     assert half.dtype == torch.bfloat16
     assert torch.equal(half[half != 0].unique(), torch.tensor([1 / (1 - p)]).bfloat16())
+
+
+@pytest.mark.parametrize("p", [0.25, 0.75, 0.1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_mask_is_independent_per_element_at_rate_p(p, dtype):
+    torch.manual_seed(7)
+    m = dropout_mask((3, 101, 333), p, dtype, "cpu")  # an element count that is not a multiple of 64
+    assert m.shape == (3, 101, 333) and m.dtype == dtype and set(m.unique().tolist()) == {0.0, 1.0}
+    keep, n = m.flatten().float(), m.numel()
+    assert abs(1 - keep.mean().item() - p) < 4 * (p * (1 - p) / n) ** 0.5
+    for lag in (1, 8, 64):  # neighbours in a byte, across bytes, across the 64-bit words of a bit plane
+        both = (keep[:-lag] * keep[lag:]).mean().item()
+        assert abs(both - (1 - p) ** 2) < 4 * ((1 - p) ** 2 / n) ** 0.5, lag
+    torch.manual_seed(7)
+    assert torch.equal(dropout_mask((3, 101, 333), p, dtype, "cpu"), m)
+    with pytest.raises(ValueError, match="0 < p < 1"):
+        dropout_mask((2,), 0.0, dtype, "cpu")
 
 
 def test_keys_and_queries_are_dropped_independently():

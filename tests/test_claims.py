@@ -5,12 +5,17 @@ apply without a gain to dissect, and the noise claim decided at σ* fixed in par
 The outputs are synthetic (tests/report_fixtures.py): per-image correctness with a known true effect, the
 intervals computed from it as the stages compute them."""
 
+import copy
 import json
 
 import numpy as np
 import pytest
+import yaml
 
-from gattanet.analysis.stats import CONTRADICTED, INCONCLUSIVE, NOT_APPLICABLE, NOT_RUN, SUPPORTED, effect_ci
+from gattanet.analysis.stats import (CONTRADICTED, INCONCLUSIVE, NOT_APPLICABLE, NOT_RUN, SUPPORTED, at_most,
+                                     effect_ci, equivalence, releveled)
+from pipeline.report import claims as claims_module
+from pipeline.report.analysis_plan import load_plan, parse_plan
 from pipeline.report.claims import (OVERALL_RULE, ci_text, decided, estimate, evaluate_claims, overall_verdict,
                                     pts, shifted)
 from pipeline.report.load import load_outputs, load_paper
@@ -52,7 +57,8 @@ def test_no_gain_is_inconclusive_and_the_note_names_the_resolvable_effect(tmp_pa
     for e in claim.evidence:
         assert e.verdict == INCONCLUSIVE
         assert e.effect.low < 0 < e.effect.high
-        assert f"effects beyond ±{100 * e.effect.half_width:.2f} pts (its half-width)" in e.note
+        assert f"would detect an effect of ±{100 * e.effect.detectable_80:.2f} pts with 80 % power" in e.note
+        assert e.effect.detectable_80 > e.effect.half_width
     assert claim.overall == {"toy": INCONCLUSIVE}
 
 
@@ -91,6 +97,34 @@ def test_query_space_and_true_class_rates_are_judged_against_halfway_to_perfect(
     claims = claims_of(tmp_path / "low", params)
     assert {e.verdict for e in claims["true_class"].evidence} == {CONTRADICTED}
     assert {rows(claims["query_space"])[f"{run}: classes"].verdict for run in (D16, D64)} == {INCONCLUSIVE}
+
+
+def test_query_space_controls_q_must_beat_a_random_projection_and_the_pca_of_the_penultimate(tmp_path, monkeypatch):
+    claim = claims_of(tmp_path / "beats", fake_params())["query_space"]  # q 83 % vs random 60 %, PCA 75 %
+    by_row = rows(claim)
+    for control, rate in report_fixtures.CONTROL_KNN.items():
+        e = by_row[f"{D16}: classes: q vs {control}"]
+        assert e.verdict == SUPPORTED
+        assert e.effect.mean == pytest.approx(report_fixtures.QUERY_KNN - rate, abs=1e-3)
+        assert by_row[f"{D16}: groups: q vs {control}"].verdict == SUPPORTED
+    monkeypatch.setattr(report_fixtures, "CONTROL_KNN", {"random": 0.9, "pca": report_fixtures.QUERY_KNN})
+    by_row = rows(claims_of(tmp_path / "loses", fake_params())["query_space"])
+    assert by_row[f"{D16}: classes: q vs random"].verdict == CONTRADICTED  # the control separates better
+    assert by_row[f"{D16}: classes: q vs pca"].verdict == INCONCLUSIVE     # as well as q
+    assert by_row[f"{D16}: classes"].verdict == SUPPORTED  # above the bar, yet not q's doing
+
+
+def test_an_embedding_without_controls_says_how_to_get_them(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params)
+    path = tmp_path / f"results/embedding/{D16}/stats.json"
+    stats = json.loads(path.read_text())
+    del stats["controls"]
+    path.write_text(json.dumps(stats))
+    path.with_name("correct.npz").unlink()  # an embedding from before the controls had no arrays either
+    claim = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}["query_space"]
+    e = rows(claim)[f"{D16}: classes: q vs controls"]
+    assert e.verdict == NOT_RUN and e.note == f"the embedding predates its controls: dvc repro embed@{D16}"
 
 
 # ---------------------------------------------------------------- the overall rule, per backbone family
@@ -133,45 +167,107 @@ def test_supported_and_contradicted_rows_in_one_family_are_inconclusive(tmp_path
     assert claim.overall == {"toy": CONTRADICTED}
 
 
-# ---------------------------------------------------------------- lesions
+# ---------------------------------------------------------------- lesions: the paper's own contrasts
+
+
+def with_plan(monkeypatch, *keys_and_value) -> None:
+    """Judge the claims under the committed analysis plan with one value changed, e.g. ("lesions", "margin", 0.03)."""
+    data = copy.deepcopy(load_plan().data)
+    *path, last, value = keys_and_value
+    node = data["claims"]
+    for k in path:
+        node = node[k]
+    node[last] = value
+    monkeypatch.setattr(claims_module, "load_plan", lambda: parse_plan(yaml.safe_dump(data, allow_unicode=True)))
+
+
+FIRST, LAST = f"{D16}: .ccdd (first layer ablated) vs baseline", f"{D16}: cccd. (last layer ablated) vs full"
+
+
+def alone(layer: str, pattern: str, run: str = D16) -> str:
+    return f"{run}: {pattern} ({layer} alone) vs baseline"
+
+
+@pytest.mark.parametrize("first, last, fc1, want", [
+    # multiples of G = +2 pts over the baseline; margin ±3 pts; CIs about ±1 pt (4,000 images)
+    (-2.5, 0.9, 0.0, SUPPORTED),      # −5 pts (gain lost, and worse) | −0.2 pts of full | 0 pts of baseline
+    (3.0, -3.0, 3.0, CONTRADICTED),   # keeps +6 pts | 8 pts below full | +6 pts over the baseline
+    (1.5, -0.5, 1.5, INCONCLUSIVE),   # +3 pts, −3 pts, +3 pts: right at the margin, the CI spans it
+])
+def test_each_lesion_contrast_decides_against_the_plans_margin(tmp_path, monkeypatch, first, last, fc1, want):
+    with_plan(monkeypatch, "lesions", "margin", 0.03)
+    claim = claims_of(tmp_path, fake_params(), lesion_gains={".ccdd": first, "cccd.": last, "...d.": fc1})["lesions"]
+    by_row = rows(claim)
+    assert by_row[FIRST].effect == estimate(by_row[FIRST].effect.as_dict())
+    for row in (FIRST, LAST, alone("fc1", "...d.")):
+        assert by_row[row].verdict == want, row
+        assert by_row[row].numbers["margin"] == "±3.00 pts"
+    assert by_row[FIRST].effect.mean == pytest.approx(first * 0.02, abs=1e-9)     # against the baseline
+    assert by_row[LAST].effect.mean == pytest.approx((last - 1) * 0.02, abs=1e-9)  # against the full model
+    assert by_row[alone("conv1", "c....")].verdict == SUPPORTED  # 0 pts: equivalent to the baseline
+    if want == INCONCLUSIVE:
+        assert "could only have shown equivalence within" in by_row[LAST].note
+
+
+def test_lesion_rows_read_their_margin_from_the_plan(tmp_path, monkeypatch):
+    """The committed margin (0.3 pts) cannot be met by 4,000 images (CIs ±1 pt): an equivalence row whose models
+    differ is inconclusive, and says what margin the run could have met; a wider margin in the plan decides it."""
+    near = {"cccd.": 0.9, "c....": 0.1}  # −0.2 pts of the full model, +0.2 pts over the baseline
+    claim = claims_of(tmp_path / "plan", fake_params(), lesion_gains=near)["lesions"]
+    assert len(claim.evidence) == 2 + 5  # first ablated, last ablated, each of the 5 layers alone
+    by_row = rows(claim)
+    assert by_row[FIRST].verdict == SUPPORTED  # −5 pts: surely below +0.3 pts
+    assert by_row[LAST].verdict == INCONCLUSIVE and by_row[LAST].numbers["margin"] == "±0.30 pts"
+    reach = max(abs(by_row[LAST].effect.low), abs(by_row[LAST].effect.high))
+    assert f"within {100 * reach:.2f} pts" in by_row[LAST].note
+    assert by_row[alone("conv1", "c....")].verdict == INCONCLUSIVE
+    assert by_row[alone("conv2", ".c...")].verdict == SUPPORTED  # the baseline itself: equivalent at any margin
+    with_plan(monkeypatch, "lesions", "margin", 0.03)
+    wide = rows(claims_of(tmp_path / "wide", fake_params(), lesion_gains=near)["lesions"])
+    assert {e.verdict for e in wide.values()} == {SUPPORTED}
 
 
 @pytest.mark.parametrize("gain", [0.0, -0.02])
-def test_lesion_rows_are_not_applicable_without_a_supported_full_gain(tmp_path, gain):
-    params = fake_params()
-    claim = claims_of(tmp_path, params, gain={D16: gain})["lesions"]
-    [e] = claim.evidence
-    assert e.verdict == NOT_APPLICABLE and "not supported" in e.note and "no gain to dissect" in e.note
+def test_lesion_rows_are_reported_whatever_the_full_gain_with_g_beside_each(tmp_path, monkeypatch, gain):
+    with_plan(monkeypatch, "lesions", "margin", 0.03)
+    claim = claims_of(tmp_path, fake_params(), gain={D16: gain})["lesions"]
     les = json.loads((tmp_path / f"results/lesions/{D16}.json").read_text())
-    full = next(p for p in les["patterns"] if p["kind"] == "full")
-    assert e.numbers["full gain G"] == ci_text(estimate(full["vs_baseline"]))
-    assert claim.overall == {"toy": NOT_APPLICABLE}
+    g = estimate(next(p for p in les["patterns"] if p["kind"] == "full")["vs_baseline"])
+    assert len(claim.evidence) == 7 and NOT_APPLICABLE not in {e.verdict for e in claim.evidence}
+    for e in claim.evidence:
+        assert e.numbers["full gain G"] == ci_text(g) and "G itself is not supported" in e.note
 
 
-def test_lesion_rows_as_the_paper_describes_them_are_supported(tmp_path):
-    claim = claims_of(tmp_path, fake_params())["lesions"]
-    assert len(claim.evidence) == 2 + 5  # first ablated, last ablated, each of the 5 layers alone
-    assert {e.verdict for e in claim.evidence} == {SUPPORTED}
-    first = claim.evidence[0]
-    assert first.row == f"{D16}: .ccdd (first layer ablated) vs full" and first.effect.high < -0.02
+def test_lesions_run_on_every_attention_run_listed(tmp_path):
+    params = fake_params()
+    params["lesions"][D64] = dict(params["lesions"][D16])
+    claim = claims_of(tmp_path, params)["lesions"]
+    assert {e.row.split(":")[0] for e in claim.evidence} == {D16, D64}
+    assert rows(claim)[f"{D64}: .ccdd (first layer ablated) vs baseline"].verdict == SUPPORTED
 
 
-def test_lesion_rows_contradict_a_harmless_first_layer_and_a_vital_last_one(tmp_path):
-    """'.ccdd' keeping most of the gain surely loses less than G ('catastrophic' contradicted); 'cccd.' below
-    the baseline contradicts 'inexistant'; the family is then mixed: inconclusive."""
-    claim = claims_of(tmp_path, fake_params(), lesion_gains={".ccdd": 0.6, "cccd.": -1.0})["lesions"]
-    by_row = rows(claim)
-    assert by_row[f"{D16}: .ccdd (first layer ablated) vs full"].verdict == CONTRADICTED
-    last = by_row[f"{D16}: cccd. (last layer ablated) vs baseline"]
-    assert last.verdict == CONTRADICTED and last.effect.high < 0
-    assert by_row[f"{D16}: c.... (conv1 alone) vs full"].verdict == SUPPORTED
-    assert claim.overall == {"toy": INCONCLUSIVE}
-
-
-def test_a_single_layer_keeping_part_of_the_gain_contradicts_no_improvement(tmp_path):
-    claim = claims_of(tmp_path, fake_params(), lesion_gains={"...d.": 0.7})["lesions"]
-    assert rows(claim)[f"{D16}: ...d. (fc1 alone) vs full"].verdict == CONTRADICTED
-    assert rows(claim)[f"{D16}: c.... (conv1 alone) vs full"].verdict == SUPPORTED
+def test_equivalence_and_at_most_on_intervals_with_a_known_truth():
+    rng = np.random.default_rng(5)
+    n = 20_000
+    for true, want_eq, want_below in ((0.0, SUPPORTED, SUPPORTED), (0.05, CONTRADICTED, CONTRADICTED),
+                                      (0.02, INCONCLUSIVE, INCONCLUSIVE)):
+        est = effect_ci([(1.0, true + rng.normal(0, 0.3, size=(3, n)))])  # half-width ≈ 0.4 pts
+        assert abs(est.mean - true) < 0.005
+        assert equivalence(est, 0.02, 0.025) == want_eq and at_most(est, 0.02, 0.025) == want_below
+    below = effect_ci([(1.0, -0.05 + rng.normal(0, 0.3, size=(3, n)))])
+    assert equivalence(below, 0.02, 0.025) == CONTRADICTED and at_most(below, 0.02, 0.025) == SUPPORTED
+    # a one-sided test at α uses the (1 − 2α) interval: at α = 0.025 the 95 % CI itself
+    est = effect_ci([(1.0, 0.01 + rng.normal(0, 0.3, size=(3, n)))])
+    same = releveled(est, 0.95)
+    assert (same.low, same.high) == pytest.approx((est.low, est.high), abs=1e-12)
+    assert releveled(est, 0.90).half_width < est.half_width
+    edge = est.high + 1e-6
+    assert equivalence(est, edge, 0.025) == SUPPORTED and at_most(est, edge, 0.025) == SUPPORTED
+    assert equivalence(est, edge, 0.01) == INCONCLUSIVE  # a stricter test needs the wider 98 % interval
+    with pytest.raises(ValueError, match="margin"):
+        equivalence(est, 0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        at_most(est, 0.01, 0.5)
 
 
 # ---------------------------------------------------------------- noise: the growth at σ*
@@ -181,7 +277,7 @@ def test_noise_claim_uses_the_growth_at_sigma_star(tmp_path):
     params = fake_params()
     claim = claims_of(tmp_path, params)["noise"]
     sweep = json.loads((tmp_path / f"results/noise/{D16}/sweep.json").read_text())
-    e = rows(claim)[D16]
+    e = rows(claim)[f"{D16}: paper's σ* = 0.04"]
     assert e.effect == estimate(sweep["growth"]) and e.verdict == SUPPORTED
     k = sweep["sigmas"].index(0.04)
     assert e.effect.mean == pytest.approx(sweep["gain"][k]["mean"] - sweep["gain"][0]["mean"])
@@ -198,11 +294,12 @@ def test_noise_claim_is_not_decided_at_the_best_sigma(tmp_path):
     best = max(range(len(sweep["sigmas"])), key=lambda i: sweep["gain"][i]["mean"])
     assert sweep["sigmas"][best] == 0.04
     assert estimate(sweep["gain"][best]).low > estimate(sweep["gain"][0]).high  # grows there, clearly
-    e = rows(claim)[D16]
+    e = rows(claim)[f"{D16}: paper's σ* = 0.25"]
     assert e.effect == estimate(sweep["growth"])
     assert e.effect.mean == pytest.approx(-0.02, abs=1e-9) and e.verdict == CONTRADICTED
     assert "gain at σ* = 0.25" in e.numbers
-    assert claim.overall == {"toy": CONTRADICTED}
+    assert rows(claim)[f"{D16}: relative σ* = 0.04"].verdict == SUPPORTED  # the baseline's own moderate noise
+    assert claim.overall == {"toy": INCONCLUSIVE}
 
 
 def test_noise_growth_without_change_is_inconclusive(tmp_path, monkeypatch):
@@ -211,7 +308,7 @@ def test_noise_growth_without_change_is_inconclusive(tmp_path, monkeypatch):
     claim = claims_of(tmp_path, fake_params())["noise"]
     for e in claim.evidence:
         assert e.verdict == INCONCLUSIVE and abs(e.effect.mean) < 1e-9
-        assert f"±{100 * e.effect.half_width:.2f} pts" in e.note
+        assert f"±{100 * e.effect.detectable_80:.2f} pts with 80 % power" in e.note
 
 
 def test_a_missing_sweep_is_not_run_with_its_command(tmp_path):
@@ -223,18 +320,85 @@ def test_a_missing_sweep_is_not_run_with_its_command(tmp_path):
     assert claim.overall == {"toy": SUPPORTED}  # the rows that ran decide
 
 
+def test_noise_claim_is_also_tested_at_the_baselines_relative_sigma_star(tmp_path, monkeypatch):
+    """The fixture's baseline keeps exp(−σ/0.05) of its margin over chance: it has lost half by σ = 0.04 (the
+    relative σ* = the paper's here), 80 % only by σ = 0.1, where the fixture's gain has shrunk (growth −0.3 G)."""
+    claim = claims_of(tmp_path / "half", fake_params())["noise"]
+    sweep = json.loads((tmp_path / f"half/results/noise/{D16}/sweep.json").read_text())
+    e = rows(claim)[f"{D16}: relative σ* = 0.04"]
+    assert e.verdict == SUPPORTED and e.effect == estimate(sweep["growth_by_sigma"][3])
+    assert e.numbers["baseline's loss of its margin over chance"].startswith(
+        f"{(sweep['baseline'][0] - sweep['baseline'][3]) / (sweep['baseline'][0] - 0.1):.0%}")
+    with_plan(monkeypatch, "noise", "relative_loss", 0.8)
+    claim = claims_of(tmp_path / "most", fake_params(), gain={D16: 0.05})["noise"]
+    e = rows(claim)[f"{D16}: relative σ* = 0.1"]
+    assert e.effect.mean < 0 and e.verdict == CONTRADICTED
+    assert rows(claim)[f"{D16}: paper's σ* = 0.04"].verdict == SUPPORTED
+    assert claim.overall == {"toy": INCONCLUSIVE}  # the two σ* disagree: the family is mixed
+    dims = rows(claims_of(tmp_path / "dims", fake_params(), gain={D16: 0.02, D64: 0.04})["dimension"])
+    assert f"fashion-mnist: {D64} − {D16}, relative σ* = 0.1" in dims
+
+
+def test_a_baseline_that_never_loses_enough_leaves_the_relative_row_not_run(tmp_path, monkeypatch):
+    with_plan(monkeypatch, "noise", "relative_loss", 0.999)
+    claim = claims_of(tmp_path, fake_params())["noise"]
+    e = rows(claim)[f"{D16}: relative σ*"]
+    assert e.verdict == NOT_RUN and "add larger σ to noise.sigmas" in e.note
+    assert claim.overall == {"toy": SUPPORTED}  # the paper's σ* rows decide
+
+
 # ---------------------------------------------------------------- dimension
 
 
 def test_dimension_claim_compares_the_gains_of_two_dimensions_on_the_same_images(tmp_path):
     claim = claims_of(tmp_path, fake_params(), gain={D16: 0.02, D64: 0.02})["dimension"]
     assert [e.row for e in claim.evidence] == [f"fashion-mnist: {D64} − {D16}, clean",
-                                               f"fashion-mnist: {D64} − {D16}, σ* = 0.04"]
+                                               f"fashion-mnist: {D64} − {D16}, paper's σ* = 0.04",
+                                               f"fashion-mnist: {D64} − {D16}, relative σ* = 0.04"]
     assert {e.verdict for e in claim.evidence} == {INCONCLUSIVE}
     assert all(abs(e.effect.mean) < 1e-9 for e in claim.evidence)
     claim = claims_of(tmp_path / "b", fake_params(), gain={D16: 0.02, D64: 0.04})["dimension"]
     assert {e.verdict for e in claim.evidence} == {SUPPORTED}
     assert claim.evidence[0].effect.mean == pytest.approx(0.02, abs=1e-9)
+
+
+# ---------------------------------------------------------------- verdicts recomputable from the per-image arrays
+
+RECOMPUTED = ("clean_gain", "noise", "query_space", "lesions")  # claims whose intervals the arrays carry
+
+
+def _scramble(obj):
+    """Every interval in a stage output replaced by a wrong one (a loss surely below zero)."""
+    if isinstance(obj, dict) and {"mean", "low", "high", "seed_means"} <= set(obj):
+        return {**obj, "mean": -0.5, "low": -0.6, "high": -0.4}
+    if isinstance(obj, dict):
+        return {k: _scramble(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scramble(v) for v in obj]
+    return obj
+
+
+def test_the_report_rebuilds_every_verdict_from_the_per_image_arrays_alone(tmp_path):
+    params = fake_params()
+    write_fake_outputs(tmp_path, params)
+    judged = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
+    res = tmp_path / "results"
+    jsons = [*res.glob("noise/*/sweep.json"), *res.glob("lesions/*.json"), *res.glob("embedding/*/stats.json"),
+             *res.glob("train-attn/*/metrics.json")]
+    for path in jsons:
+        path.write_text(json.dumps(_scramble(json.loads(path.read_text()))))
+    out = load_outputs(params, tmp_path)
+    assert sorted(out.from_arrays) == sorted(str(p.relative_to(tmp_path)) for p in (
+        *res.glob("noise/*/correct.npz"), *res.glob("lesions/*.npz"), *res.glob("embedding/*/correct.npz")))
+    rebuilt = {c.id: c for c in evaluate_claims(out, load_paper(), params)}
+    for cid in RECOMPUTED:
+        assert [(e.row, e.verdict, e.effect) for e in rebuilt[cid].evidence] == \
+               [(e.row, e.verdict, e.effect) for e in judged[cid].evidence], cid
+        assert {e.verdict for e in judged[cid].evidence} - {NOT_RUN} == {SUPPORTED} or cid == "lesions"
+    for path in (*res.glob("noise/*/correct.npz"), *res.glob("lesions/*.npz"), *res.glob("embedding/*/correct.npz")):
+        path.unlink()
+    blind = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
+    assert {e.verdict for e in blind["clean_gain"].evidence} == {CONTRADICTED}  # the scrambled JSON, now read
 
 
 # ---------------------------------------------------------------- the helpers the rows are built with

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from pipeline.config import ParamsError, apply_override, load_params, validate
-from tests.conftest import ROOT, with_param
+from tests.helpers import ROOT, with_param
 
 
 @pytest.mark.parametrize("profile", ["default", "full", "tiny", "paper"])
@@ -137,10 +137,12 @@ def test_default_profile_is_planned_for_evidence():
     assert all(len(r.seeds) >= 3 for r in p.attention.values())
     assert p.noise.test_subset == 0 and p.maps.test_subset == 0
     assert all(les.test_subset == 0 for les in p.lesions.values())
+    assert set(p.lesions) == set(p.attention)  # every attention run is dissected (issue 20)
     assert p.noise.peak_sigma in p.noise.sigmas and 0.03 <= p.noise.peak_sigma <= 0.04
     full = validate(yaml.safe_load((ROOT / "pipeline" / "profiles" / "full.yaml").read_text()))
     assert {r.attn_dim for r in full.attention.values()} >= {4, 16, 64}
-    assert len(full.baselines.methods) == 9 and {les.mode for les in full.lesions.values()} == {"retrain"}
+    assert len(full.baselines.methods) == 9 and full.lesions["toy-fmnist-d16"].mode == "retrain"
+    assert {"toy-fmnist-d16", "toy-fmnist-d64"} <= set(full.lesions)
 
 
 def test_a_param_with_a_default_may_be_left_out_and_is_still_checked():

@@ -16,9 +16,9 @@ from torch.utils.data import Subset
 import gattanet.data.decoded_cache as dc
 from gattanet.data.datasets import imagenet_split, plain_transform
 from gattanet.data.decoded_cache import CachedLoader, CacheError, DecodedCache, folder_and_indices
-from gattanet.data.loader import FolderLoader
+from gattanet.data.loader import Finish, FolderLoader
 from pipeline.config import ParamsError, validate
-from tests.conftest import ROOT, with_param
+from tests.helpers import ROOT, with_param
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -230,8 +230,9 @@ def test_noise_on_the_cached_loader_equals_the_folder_loader(tree, tmp_path, wor
     cached = cache_of(folder, tmp_path / "cache").images(folder_and_indices(data)[1])
     for kw in ({}, {"sigma": 0.1, "noise_seed": 3}, {"sigma": 0.3, "noise_seed": 1, "clip": False},
                {"sigma": 0.05, "shuffle": True, "seed": 4}):
-        a = list(FolderLoader(data, 3, mean=MEAN, std=STD, workers=0, **kw).epoch(2))
-        b = CachedLoader(cached, 3, mean=MEAN, std=STD, workers=workers, **kw)
+        order = {k: kw.pop(k) for k in ("shuffle", "seed") if k in kw}
+        a = list(FolderLoader(data, 3, Finish(MEAN, STD, **kw), workers=0, **order).epoch(2))
+        b = CachedLoader(cached, 3, Finish(MEAN, STD, **kw), workers=workers, **order)
         assert len(b) == 3 and b.num_samples == 7
         b = list(b.epoch(2))
         assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b)), kw

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from gattanet.data.datasets import TensorData
 from gattanet.engine.distributed import SINGLE, World
-from gattanet.data.loader import FolderLoader, TensorLoader
+from gattanet.data.loader import Finish, FolderLoader, TensorLoader
 from pipeline.cli import app
 
-from conftest import project_env
+from tests.helpers import project_env
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 TOLERANCE = 2e-6  # relative to the largest weight: what float sums in another order can move
@@ -94,7 +94,7 @@ def test_a_batch_too_small_to_share_is_refused():
     with pytest.raises(ValueError, match="cannot be shared by 2 processes"):
         TensorLoader(_data(9), 4, world=World(0, 2))  # the last batch holds 1 image
     with pytest.raises(ValueError, match="cannot be shared by 3 processes"):
-        FolderLoader(list(zip(torch.zeros(4, 1, 2, 2), range(4))), 2, mean=(0,), std=(1,), workers=0,
+        FolderLoader(list(zip(torch.zeros(4, 1, 2, 2), range(4))), 2, Finish((0,), (1,)), workers=0,
                      world=World(1, 3))
 
 

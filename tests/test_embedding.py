@@ -1,25 +1,12 @@
 import numpy as np
 import pytest
+
 import torch
 
-from gattanet.models.attention import GlobalAttention
-from gattanet.models.registry import build_backbone
-from gattanet.data.datasets import TensorData
-from gattanet.analysis.embedding import (collect_queries, embedding_stats, group_labels, group_separation, knn_accuracy,
-                                knn_correct, umap_2d)
-from gattanet.data.loader import TensorLoader
-from gattanet.models.gattanet import GAttANet
-
-
-def toy_model_and_data(n: int = 10, dim: int = 4):
-    torch.manual_seed(0)
-    backbone = build_backbone("toy", 10, 1)
-    model = GAttANet(backbone, GlobalAttention(backbone.taps(), dim))
-    g = torch.Generator().manual_seed(1)
-    data = TensorData(images=torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g),
-                      labels=torch.arange(n) % 10, mean=(0.5,), std=(0.25,),
-                      classes=tuple(str(c) for c in range(10)))
-    return model, data
+from gattanet.analysis.embedding import (group_labels, group_separation, knn_accuracy, knn_correct, pca_project,
+                                         penultimate_tap, random_attention, umap_2d)
+from gattanet.analysis.stats import effect_ci
+from gattanet.models.taps import Tap
 
 
 def blobs(n_per: int, centers: np.ndarray, spread: float, seed: int = 0):
@@ -27,25 +14,6 @@ def blobs(n_per: int, centers: np.ndarray, spread: float, seed: int = 0):
     X = np.concatenate([c + spread * rng.normal(size=(n_per, centers.shape[1])) for c in centers])
     y = np.repeat(np.arange(len(centers)), n_per)
     return X, y
-
-
-def test_collect_queries_matches_the_model_query_in_eval_mode():
-    model, data = toy_model_and_data()
-    model.train()  # dropout on: collect_queries must switch it off
-    loader = TensorLoader(data, batch_size=4)
-    Q, labels = collect_queries(model, loader, max_points=6)
-    assert Q.shape == (6, 4) and Q.dtype == np.float32
-    np.testing.assert_array_equal(labels, data.labels[:6].numpy())
-    assert not model.training
-    x = next(loader.epoch(0))[0]
-    with torch.no_grad():
-        direct = model(x, return_state=True)[1].query.numpy()
-    np.testing.assert_allclose(Q[:4], direct, rtol=1e-5, atol=1e-6)
-    Q_all, labels_all = collect_queries(model, loader)
-    assert Q_all.shape == (10, 4) and len(labels_all) == 10
-    np.testing.assert_array_equal(Q_all[:6], Q)
-    with pytest.raises(ValueError):
-        collect_queries(model, loader, max_points=0)
 
 
 def test_knn_accuracy_separated_clusters_and_shuffled_labels():
@@ -132,17 +100,58 @@ def test_group_separation_separated_vs_mixed_groups():
         group_separation(X, y, {"a": (0, 1), "b": (7,)})
 
 
-def test_embedding_stats_assembles_the_contract():
-    X, y = blobs(20, np.array([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0], [0.0, 9.0, 0.0]]), 0.5)
-    y = y[:50]  # classes of 20, 20, 10 points: chance is the most common class's share
-    Q, X2 = X[:50], X[:50, :2]
-    stats = embedding_stats(Q, X2, y, ["a", "b", "c"], {"ab": (0, 1), "c": (2,)}, k=5)
-    assert set(stats) == {"n_points", "attn_dim", "classes", "knn_k", "knn_acc_query", "knn_acc_2d",
-                          "chance", "groups"}
-    assert stats["n_points"] == 50 and stats["attn_dim"] == 3 and stats["knn_k"] == 5
-    assert stats["chance"] == pytest.approx(20 / 50)
-    assert stats["knn_acc_query"] == knn_accuracy(Q, y, k=5)
-    assert stats["groups"]["names"] == ["ab", "c"]
-    assert embedding_stats(Q, X2, y, ["a", "b", "c"], None, k=5)["groups"] is None
-    with pytest.raises(ValueError):
-        embedding_stats(Q, X2[:10], y, ["a", "b", "c"], None, k=5)
+# ---------------------------------------------------------------- the query-space controls
+
+TAPS = [Tap("conv1", "conv", (8, 6, 6)), Tap("fc1", "dense", (12,)), Tap("logits", "dense", (3,))]
+
+
+def test_random_attention_is_an_untrained_system_of_the_same_shapes_seeded_and_in_eval():
+    a, b, c = (random_attention(TAPS, 4, seed) for seed in (7, 7, 8))
+    assert not a.training and torch.equal(a.alpha, torch.zeros(3))
+    assert [p.shape for p in a.parameters()] == [p.shape for p in c.parameters()]
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))   # same seed, same projection
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+    before = torch.random.get_rng_state()
+    random_attention(TAPS, 4, 9)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random stream is left alone
+    acts = [torch.randn(5, 8, 6, 6), torch.randn(5, 12), torch.randn(5, 3)]
+    q = a(acts, with_kq=False).query
+    assert q.shape == (5, 4) and torch.equal(q, b(acts, with_kq=False).query)
+
+
+def test_penultimate_tap_is_the_dense_layer_before_the_logits():
+    assert penultimate_tap(TAPS) == 1
+    resnet = [Tap(f"layer{i}", "conv", (8, 2, 2)) for i in range(1, 5)] + [Tap("avgpool", "dense", (8,)),
+                                                                           Tap("logits", "dense", (3,))]
+    assert resnet[penultimate_tap(resnet)].name == "avgpool"
+    with pytest.raises(ValueError, match="no dense tap before the logits"):
+        penultimate_tap(TAPS[:1] + TAPS[2:])
+
+
+def test_pca_project_fits_on_its_own_points_and_keeps_the_leading_directions():
+    rng = np.random.default_rng(0)
+    fit = rng.normal(size=(500, 6)) * np.array([10.0, 5.0, 1.0, 1.0, 1.0, 1.0])  # two strong directions
+    X = rng.normal(size=(50, 6))
+    Z = pca_project(fit, X, 2)
+    assert Z.shape == (50, 2)
+    centred = X - fit.mean(axis=0)  # the projection onto the fit's two leading axes (±1 per axis)
+    assert np.allclose(np.abs(Z), np.abs(centred[:, :2]), atol=0.2)
+    other = pca_project(rng.normal(size=(500, 6)) * np.array([1.0, 1.0, 1.0, 1.0, 5.0, 10.0]), X, 2)
+    assert not np.allclose(np.abs(other), np.abs(Z), atol=0.2)  # another fit set, another projection
+    with pytest.raises(ValueError, match="dim must lie in"):
+        pca_project(fit, X, 7)
+    with pytest.raises(ValueError, match="fit and X"):
+        pca_project(fit, X[:, :5], 2)
+
+
+def test_q_beats_a_control_that_ignores_the_class_and_ties_one_that_keeps_it():
+    """The contrast the query_space claim reads: k-NN hits on q minus on a control, paired on the same images."""
+    X, y = blobs(150, np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]]), 1.0)
+    rng = np.random.default_rng(1)
+    q = np.concatenate([X, rng.normal(size=(len(X), 2))], axis=1)  # the class in its first two coordinates
+    blind = rng.normal(size=(len(X), 4))                            # nothing of the class
+    hits = knn_correct(q, y, 10)[None].astype(float)
+    est = effect_ci([(1.0, hits), (-1.0, knn_correct(blind, y, 10)[None].astype(float))])
+    assert est.low > 0.3
+    tie = effect_ci([(1.0, hits), (-1.0, knn_correct(q @ np.diag([1.0, 1.0, 1.0, 1.0]), y, 10)[None].astype(float))])
+    assert tie.mean == 0 and tie.low <= 0 <= tie.high

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from gattanet.data.datasets import TensorData
-from gattanet.engine.evaluate import accuracies, accuracy, correct, correct_batched, predictions
-from gattanet.data.loader import TensorLoader
+from gattanet.engine.evaluate import accuracies, accuracy, correct, correct_batched
+from gattanet.data.loader import Finish, TensorLoader
 
 
 def data(n: int = 30, classes: int = 5) -> TensorData:
@@ -22,15 +22,23 @@ def linear(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 5)).eval()
 
 
+@torch.no_grad()
+def predicted(model, loader):
+    """(predicted class, label) of every image in loader order: the reference the figures are checked against."""
+    batches = list(loader.epoch(0))
+    return torch.cat([model(x).argmax(1) for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
 def test_accuracy_does_not_depend_on_batch_size_with_noise():
     model = linear()
-    small = TensorLoader(data(), 7, sigma=0.2, noise_seed=1)
-    large = TensorLoader(data(), 64, sigma=0.2, noise_seed=1)
+    d = data()
+    small = TensorLoader(d, 7, Finish(d.mean, d.std, sigma=0.2, noise_seed=1))
+    large = TensorLoader(d, 64, Finish(d.mean, d.std, sigma=0.2, noise_seed=1))
     a, b = accuracies({"m": model}, small, topk=(1, 3)), accuracies({"m": model}, large, topk=(1, 3))
     assert a == b
     clean = accuracies({"m": model}, TensorLoader(data(), 64), topk=(1, 3))
     assert clean != a  # the noise changes some predictions
-    pred, labels = predictions(model, large)
+    pred, labels = predicted(model, large)
     assert a["m"]["top1"] == (pred == labels).sum().item() / len(labels)
 
 
@@ -66,7 +74,8 @@ def test_forwards_see_the_same_batches_under_no_grad():
             return out.detach()
         return forward
 
-    result = accuracies({"a": recorder("a"), "b": recorder("b")}, TensorLoader(data(), 8, sigma=0.1))
+    d = data()
+    result = accuracies({"a": recorder("a"), "b": recorder("b")}, TensorLoader(d, 8, Finish(d.mean, d.std, sigma=0.1)))
     assert set(result) == {"a", "b"} and result["a"] == result["b"]
     assert len(seen["a"]) == 4 and all(torch.equal(x, y) for x, y in zip(seen["a"], seen["b"]))
 
@@ -85,14 +94,15 @@ def test_correct_rows_pair_up_with_the_labels_and_give_the_accuracies():
     d, loader = data(), TensorLoader(data(), 7)
     hits = correct({"a": linear(0), "b": linear(1)}, loader, topk=(1, 3))
     assert hits["a"].shape == (30, 2) and hits["a"].dtype == torch.bool
-    pred, labels = predictions(linear(1), loader)
+    pred, labels = predicted(linear(1), loader)
     assert torch.equal(hits["b"][:, 0], pred == labels) and torch.equal(labels, d.labels)
     assert accuracies({"a": linear(0)}, loader, topk=(1, 3))["a"] == {
         "top1": int(hits["a"][:, 0].sum()) / 30, "top3": int(hits["a"][:, 1].sum()) / 30}
 
 
 def test_correct_batched_gives_what_correct_gives_with_one_call_per_batch():
-    loader = TensorLoader(data(), 7, sigma=0.2, noise_seed=4)
+    d = data()
+    loader = TensorLoader(d, 7, Finish(d.mean, d.std, sigma=0.2, noise_seed=4))
     models = {"a": linear(0), "b": linear(1), "c": linear(2)}
     calls = []
 

@@ -13,7 +13,7 @@ from gattanet.data.datasets import TensorData
 from gattanet.engine.evaluate import correct, correct_batched
 from gattanet.engine.fast_eval import shared_logits, shared_states
 from gattanet.models.lesion import ablation_patterns
-from gattanet.data.loader import TensorLoader
+from gattanet.data.loader import Finish, TensorLoader
 from gattanet.models.gattanet import GAttANet
 
 
@@ -105,6 +105,34 @@ def test_shared_logits_equal_separate_passes_under_bf16_autocast_exactly():
         assert torch.equal(got[key], want[key]), key
 
 
+@pytest.mark.parametrize("dim", [16, 64])
+def test_shared_logits_equal_the_equations_plain_path_at_the_default_dimensions(dim):
+    """The default profile's shapes (toy, 1×32×32) at d = 16 and 64: the shared evaluation (folded eval path)
+    against each model's forward with `fast` off (Eqs. 1-4 as written), both against that path in float64.
+    fp32 within 1e-5 of the logits' norm; bf16 no further off than the plain path's own bf16 error, times 4."""
+    torch.manual_seed(0)
+    backbone = build_backbone("toy", 10, 1)
+    model = randomise(GAttANet(backbone, GlobalAttention(backbone.taps(), dim)), dim)
+    with torch.no_grad():
+        model.attention.alpha.copy_(torch.linspace(-3.0, 3.0, len(model.taps)))
+    x = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    def plain(m, x):
+        m.attention.fast = False
+        with torch.no_grad():
+            out = m(x)
+        m.attention.fast = True
+        return out.double()
+
+    exact = plain(copy.deepcopy(model).double(), x.double())
+    assert (exact - model.baseline(x).double()).norm() > 0.1 * exact.norm()  # attention changes the logits
+    err = lambda a: ((a.double() - exact).norm() / exact.norm()).item()
+    assert err(shared_logits({"m": model}, x)["m"]) <= 1e-5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, own = err(shared_logits({"m": model}, x)["m"]), err(plain(model, x))
+    assert 0 < own < 0.1 and fast <= 4 * own, (fast, own)
+
+
 def test_shared_logits_equal_separate_passes_on_a_resnet18():
     """Residual blocks with in-place adds and ReLUs, BatchNorm, 6 taps: a second pass that resumes from the
     first pass's activation must not alter it for the next model or pattern."""
@@ -145,7 +173,7 @@ def test_correct_batched_over_shared_logits_pairs_up_with_separate_forwards():
     g = torch.Generator().manual_seed(5)
     data = TensorData(torch.randint(0, 256, (24, 1, 16, 16), dtype=torch.uint8, generator=g),
                       torch.randint(0, 10, (24,), generator=g), (0.5,), (0.25,), tuple("0123456789"))
-    loader = TensorLoader(data, batch_size=10, sigma=0.1, noise_seed=2)
+    loader = TensorLoader(data, 10, Finish(data.mean, data.std, sigma=0.1, noise_seed=2))
     fast = correct_batched(lambda x: shared_logits(models, x, PATTERNS[1:3]), loader, topk=(1, 3))
     slow = correct({"baseline": models["a"].baseline, **models,
                     **{f"{n}:{p}": (lambda x, m=m, p=p: m(x, lesion=p)) for n, m in models.items()

@@ -9,7 +9,7 @@ from PIL import Image
 
 from gattanet.data.augment import Augment
 from gattanet.data.datasets import TensorData, imagenet_split, plain_transform
-from gattanet.data.loader import FolderLoader, TensorLoader
+from gattanet.data.loader import Finish, FolderLoader, TensorLoader
 from gattanet.data.noise import add_noise, derive_seed, indexed_noise
 
 
@@ -142,28 +142,29 @@ def test_add_noise_sigma_clip_and_errors():
     with pytest.raises(ValueError, match="noise shape"):
         add_noise(x, 0.1, noise[:2])
     with pytest.raises(ValueError, match="sigma must be >= 0"):
-        TensorLoader(id_data(), 2, sigma=-1)
+        Finish((0.4,), (0.2,), sigma=-1)
 
 
 def test_loader_noise_is_batch_size_and_order_independent():
     data = id_data()
-    kw = dict(sigma=0.3, noise_seed=4)
-    x2, _ = collect(TensorLoader(data, 2, **kw))
-    x5, _ = collect(TensorLoader(data, 5, **kw))
+    noisy = lambda **kw: Finish(data.mean, data.std, **({"sigma": 0.3, "noise_seed": 4} | kw))  # noqa: E731
+    x2, _ = collect(TensorLoader(data, 2, noisy()))
+    x5, _ = collect(TensorLoader(data, 5, noisy()))
     assert torch.equal(x2, x5)
-    xs, ys = collect(TensorLoader(data, 3, shuffle=True, seed=1, **kw))
+    xs, ys = collect(TensorLoader(data, 3, noisy(), shuffle=True, seed=1))
     assert torch.equal(xs, x2[ys])
     clean, _ = collect(TensorLoader(data, 5))
     assert not torch.allclose(clean, x2)
-    assert not torch.equal(collect(TensorLoader(data, 5, sigma=0.3, noise_seed=5))[0], x2)
+    assert not torch.equal(collect(TensorLoader(data, 5, noisy(noise_seed=5)))[0], x2)
     x01 = x2 * 0.2 + 0.4
     assert x01.min() >= -1e-6 and x01.max() <= 1 + 1e-6  # clipped before normalising
-    unclipped = collect(TensorLoader(data, 5, clip=False, **kw))[0] * 0.2 + 0.4
+    unclipped = collect(TensorLoader(data, 5, noisy(clip=False)))[0] * 0.2 + 0.4
     assert unclipped.min() < -0.01 or unclipped.max() > 1.01
 
 
 def test_channels_last_and_validation():
-    x, _ = next(iter(TensorLoader(id_data(), 4, channels_last=True).epoch(0)))
+    data = id_data()
+    x, _ = next(iter(TensorLoader(data, 4, Finish(data.mean, data.std, channels_last=True)).epoch(0)))
     assert x.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="batch_size"):
         TensorLoader(id_data(), 0)
@@ -174,7 +175,7 @@ def test_folder_loader_reads_jpegs_with_noise_and_shuffle(tmp_path, workers):
     write_jpegs(tmp_path / "val")
     folder = imagenet_split(tmp_path, "val", plain_transform(crop_size=12, resize_size=14))
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    plain = FolderLoader(folder, 4, mean=mean, std=std, workers=workers)
+    plain = FolderLoader(folder, 4, Finish(mean, std), workers=workers)
     assert len(plain) == 2 and plain.num_samples == 6
     x, y = collect(plain)
     assert x.shape == (6, 3, 12, 12) and y.tolist() == [0, 0, 1, 1, 2, 2]
@@ -182,7 +183,7 @@ def test_folder_loader_reads_jpegs_with_noise_and_shuffle(tmp_path, workers):
         / torch.tensor(std)[:, None, None]
     assert torch.allclose(x, expected, atol=1e-5)
 
-    noisy = lambda bs, **kw: FolderLoader(folder, bs, mean=mean, std=std, sigma=0.2, noise_seed=3,  # noqa: E731
+    noisy = lambda bs, **kw: FolderLoader(folder, bs, Finish(mean, std, sigma=0.2, noise_seed=3),  # noqa: E731
                                           workers=workers, **kw)
     n4, _ = collect(noisy(4))
     assert torch.equal(n4, collect(noisy(5))[0]) and not torch.allclose(n4, x)

@@ -9,7 +9,7 @@ import sys
 import tomllib
 from importlib.metadata import packages_distributions
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SOURCES = ("gattanet", "pipeline")
 # Declared dependencies that no module imports, each with the reason it is declared anyway.

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from gattanet.engine.precision import autocast_dtype, precision_name
-from tests.conftest import ROOT, sh, with_param
+from tests.helpers import ROOT, sh, with_param
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,11 @@ def test_every_stage_output_is_present_and_valid(repo):
     assert lesions["full_acc"] == pytest.approx(train["gattanet_acc"], abs=1e-12)
     dims = load(repo, "results/dims.json")
     assert [r["attn_dim"] for r in dims["rows"]] == [4, 16]
-    assert [(c["d_small"], c["d_large"], c["at"]) for c in dims["comparisons"]] == [(4, 16, "clean"), (4, 16, "peak")]
+    assert [(c["d_small"], c["d_large"], c["at"], c["sigma"]) for c in dims["comparisons"]] == [
+        (4, 16, "clean", 0.0), (4, 16, "peak", 0.03), (4, 16, "sweep", 0.1)]  # the report picks the relative σ*
+    for path in ("results/noise/toy-fmnist-d16/correct.npz", "results/lesions/toy-fmnist-d4.npz",
+                 "results/embedding/toy-fmnist-d16/correct.npz"):  # git-tracked arrays (cache: false)
+        assert (repo / path).stat().st_size > 0
     summary = load(repo, "reports/summary.json")
     assert {r["attn_dim"] for r in summary["rows"]} == {4, 16}
     assert set(summary["rows"][0]) >= {"backbone", "dataset", "attn_dim", "seeds", "backbone_params",
@@ -105,8 +109,8 @@ window.addEventListener('load', () => setTimeout(() => {
 
 
 def test_dvc_tools_work_on_the_outputs(repo, tmp_path):
-    """status, metrics, exp show and params diff answer; `dvc plots show` names exactly the history
-    and noise CSVs (no warning), uses the checkout's .dvc/config page template (make_project's fresh
+    """status, metrics, exp show and params diff answer; `dvc plots show` names exactly the training
+    curves (DVCLive's TSVs) and noise CSVs (no warning), uses the checkout's .dvc/config page template (make_project's fresh
     `dvc init` has its own config), and its page loads no script from the network and draws every
     plot in headless Chromium."""
     assert "up to date" in sh(["dvc", "status"], repo).stdout
@@ -123,9 +127,12 @@ def test_dvc_tools_work_on_the_outputs(repo, tmp_path):
     assert not re.search(r"""<script[^>]*\bsrc\s*=\s*["']?(https?:)?//""", html, re.I), "a script from the network"
     assert not re.search(r"""<(link|img|iframe)[^>]*\b(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
     assert "vegaEmbed" in html and "cdn.jsdelivr" not in html
-    want = {"results_pretrain_toy-fmnist_history_csv"} | {
-        f"results_{stage}_{run}_{csv}" for run in ("toy-fmnist-d4", "toy-fmnist-d16")
-        for stage, csv in (("train-attn", "history_csv"), ("noise", "curve_csv"))}
+    from pipeline.curves import CURVES
+
+    seeds = {"toy-fmnist-d4": (0,), "toy-fmnist-d16": (0, 1)}  # the tiny profile's; DVCLive: a TSV per curve
+    want = {f"results_pretrain_toy-fmnist_live_plots_metrics_{c}_tsv" for c in CURVES} | {
+        f"results_train-attn_{run}_live_plots_metrics_seed-{s}_{c}_tsv" for run, ss in seeds.items() for s in ss
+        for c in CURVES} | {f"results_noise_{run}_curve_csv" for run in seeds}
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or (
         "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -148,9 +155,9 @@ def test_dvc_tools_work_on_the_outputs(repo, tmp_path):
     assert set(plots) == want, sorted(plots)
     for p in plots.values():  # axes and labels: thousands of dark pixels; the data marks: coloured ones
         assert p["canvas"] and min(p["canvas"]) > 100 and p["ink"] > 2000, p
-        # one epoch in the tiny profile: a history is points (plus the legend's); a noise curve is two
-        # lines across the three σ (about twice the plot's width in coloured pixels)
-        assert p["colour"] > (600 if "_noise_" in p["id"] else 150), p
+        # one epoch in the tiny profile: a training curve (one DVCLive TSV) is one point plus the legend's
+        # (about 100 coloured pixels); a noise curve is two lines across the three σ (about twice the plot's width)
+        assert p["colour"] > (600 if "_noise_" in p["id"] else 60), p
 
 
 def _snapshot(repo: Path) -> dict[str, str]:

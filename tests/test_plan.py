@@ -12,7 +12,8 @@ from gattanet.cost import rates as cost
 from gattanet.cost.rates import AttnSpec, ModelSpec, Probe
 from pipeline.cli import app
 from pipeline.config import load_params
-from pipeline.plan import STANDARD_SIZES, build_works, make_plan
+from pipeline.plan import STANDARD_SIZES, build_works, entries, make_plan
+from pipeline.stages import STAGES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
@@ -60,10 +61,13 @@ def test_tiny_profile_work_matches_a_hand_count(tmp_path, monkeypatch, tiny_para
         (nz,) = _items(works, "noise", key)
         assert nz.images == len(noise["sigmas"]) * sub(noise["test_subset"], n_test)
         assert (nz.probe.batch, nz.probe.n, nz.image_passes) == (noise["batch_size"], seeds, nz.images * (1 + seeds))
-        (em,) = _items(works, "embed", key)
-        (mp,) = _items(works, "maps", key)
+        em, pca = _items(works, "embed", key)  # the queries; the backbone over the PCA control's fit images
+        mp, *samples = _items(works, "maps", key)  # the scores; the sample maps through GAttANet and backbone
         assert (em.images, em.image_passes) == (n_test, n_test)
+        assert pca.probe.mode == "eval" and pca.probe.model.kind == "backbone" and pca.images <= n_train
         assert mp.images == sub(raw["maps"]["test_subset"], n_test)
+        n_samples = min(raw["maps"]["per_class"] * 10, raw["maps"]["max_images"])
+        assert [(w.probe.model.kind, w.images) for w in samples] == [("gattanet", n_samples), ("backbone", n_samples)]
 
     for key, les in raw["lesions"].items():
         seeds = len(raw["attention"][key]["seeds"])
@@ -199,8 +203,8 @@ def test_bench_saves_figures_that_plan_reads(tmp_path, monkeypatch, tiny_params)
     total = sum(i["images"] / i["img_per_s"] for i in plan["items"] if i["probe"])
     assert plan["total_seconds"] == pytest.approx(total)
     assert plan["min_total_seconds"] == pytest.approx(sum(i["min_seconds"] for i in plan["items"] if i["probe"]))
-    assert {r["stage"] for r in plan["rows"]} == {"validate", "data", "pretrain", "train-attn", "noise", "embed",
-                                                   "maps", "dims", "summary", "report"}
+    assert {r["stage"] for r in plan["rows"]} == {name for name in STAGES if entries(p, name)}  # with entries
+    assert {"validate", "data", "pretrain", "train-attn", "noise", "embed", "maps"} <= {r["stage"] for r in plan["rows"]}
     for row in plan["rows"]:
         assert set(row) >= {"stage", "entry", "work", "image_passes", "seconds", "complete", "bound"}
         assert (row["seconds"] is None) == (not row["model_work"])

@@ -8,7 +8,7 @@ import torch
 from gattanet.models.attention import GlobalAttention
 from gattanet.models.registry import build_backbone
 from gattanet.data.datasets import TensorData
-from gattanet.data.loader import TensorLoader
+from gattanet.data.loader import Finish, TensorLoader
 from gattanet.models.gattanet import GAttANet
 from gattanet.engine.placement import CHANNELS_LAST, place
 from gattanet.engine.precision import autocast, autocast_dtype, cpu_has_native_bf16, precision_name
@@ -47,8 +47,9 @@ def test_fit_of_a_toy_gattanet_with_amp_on_the_cpu():
     g = torch.Generator().manual_seed(0)
     data = TensorData(torch.randint(0, 256, (64, 1, 8, 8), generator=g, dtype=torch.uint8),
                       torch.randint(0, 10, (64,), generator=g), (0.5,), (0.25,), tuple("0123456789"))
-    train = TensorLoader(data, 16, shuffle=True, channels_last=CHANNELS_LAST)
-    val = TensorLoader(data, 32, channels_last=CHANNELS_LAST)
+    finish = Finish(data.mean, data.std, channels_last=CHANNELS_LAST)
+    train = TensorLoader(data, 16, finish, shuffle=True)
+    val = TensorLoader(data, 32, finish)
     cfg = TrainConfig(epochs=1, patience=1, lr=1e-3, l2=1e-5, amp=True)
     result = fit(model, model.attention_parameters(), train, val, cfg, progress=False)
     assert result.precision == precision_name(autocast_dtype(CPU, True))  # bf16 where native, else fp32

@@ -136,7 +136,8 @@ def test_claims_summary_gives_a_verdict_per_backbone_family_with_the_intervals(b
     root, params, index = built
     html, page = _html_of(index)
     rows = Rows(html, "claims").rows
-    assert len(rows) == 6 and all(r[1] == "toy: supported" for r in rows), rows
+    assert len(rows) == 7 and all(r[1] == "toy: supported" for r in rows[:6]), rows
+    assert rows[6][1].startswith("not run")  # the controls claim: the fixture params run no controls
     text = " ".join(" ".join(page.text).split())
     for run in params["attention"]:
         gain = estimate(_metrics(root, run)["gain"])
@@ -224,7 +225,7 @@ def test_missing_optional_outputs_say_not_run_with_the_command(tmp_path):
         assert command in text, command
     claims = {c.id: c.verdict for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
     assert claims == {"clean_gain": SUPPORTED, "noise": NOT_RUN, "query_space": NOT_RUN, "true_class": NOT_RUN,
-                      "lesions": NOT_RUN, "dimension": NOT_RUN}
+                      "lesions": NOT_RUN, "dimension": NOT_RUN, "controls": NOT_RUN}
     summary = {r[0]: r[1] for r in Rows(html, "claims").rows}
     assert summary["The gain grows at moderate input noise"] == "toy: not run"
     assert summary[next(c.title for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)

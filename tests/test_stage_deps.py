@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from pipeline.stages import STAGES
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.stage_deps import PACKAGES, rewrite, stage_files
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]

@@ -1,6 +1,8 @@
 """Noise sweeps (gattanet.analysis.sweeps): per-image correctness of every model at every σ on the same noisy images,
 and the gains' CIs paired per image and seed (gain at σ_i, growth gain(σ_i) − gain(0))."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +13,10 @@ from gattanet.models.registry import build_backbone
 from gattanet.data.datasets import TensorData
 from gattanet.engine.evaluate import correct
 from gattanet.engine.fast_eval import shared_logits
-from gattanet.data.loader import TensorLoader
+from gattanet.data.loader import Finish, TensorLoader
 from gattanet.models.gattanet import GAttANet
 from gattanet.analysis.stats import effect_ci
-from gattanet.analysis.sweeps import gain_at, gains, growth, sweep_correct
+from gattanet.analysis.sweeps import gain_at, gains, growth, relative_sigma, sweep_correct
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +47,7 @@ def test_sweep_correct_scores_every_model_on_the_same_noisy_images_at_every_sigm
 
     def loader_at(sigma):
         asked.append(sigma)
-        return TensorLoader(d, 16, sigma=sigma, noise_seed=3)
+        return TensorLoader(d, 16, Finish(d.mean, d.std, sigma=sigma, noise_seed=3))
 
     hits = sweep_correct(logits_of, loader_at, sigmas)
     assert asked == sigmas and all(isinstance(s, float) for s in asked)
@@ -53,7 +55,7 @@ def test_sweep_correct_scores_every_model_on_the_same_noisy_images_at_every_sigm
     for name, h in hits.items():
         assert h.shape == (3, 40) and h.dtype == bool
         for i, s in enumerate(sigmas):  # row i is `correct` on the loader at σ_i
-            want = correct({name: models[name]}, TensorLoader(d, 7, sigma=s, noise_seed=3))[name][:, 0].numpy()
+            want = correct({name: models[name]}, TensorLoader(d, 7, Finish(d.mean, d.std, sigma=s, noise_seed=3)))[name][:, 0].numpy()
             np.testing.assert_array_equal(h[i], want)
     assert len(seen) == 3 * 3  # one call per batch gives every model's logits: same images for all
     assert not np.array_equal(hits["m"][0], hits["m"][2])  # the noise changed some predictions
@@ -71,14 +73,14 @@ def test_sweep_of_real_gattanets_over_shared_logits_is_repeatable_and_paired_wit
     d = data(n=30, size=16, seed=1)
 
     def run():
-        return sweep_correct(lambda x: shared_logits(models, x), lambda s: TensorLoader(d, 8, sigma=s, noise_seed=1),
+        return sweep_correct(lambda x: shared_logits(models, x), lambda s: TensorLoader(d, 8, Finish(d.mean, d.std, sigma=s, noise_seed=1)),
                              [0.0, 0.2])
 
     first, again = run(), run()
     assert set(first) == {"baseline", "0", "1"}
     for name in first:
         np.testing.assert_array_equal(first[name], again[name])
-    base = correct({"b": backbone}, TensorLoader(d, 8, sigma=0.2, noise_seed=1))["b"][:, 0].numpy()
+    base = correct({"b": backbone}, TensorLoader(d, 8, Finish(d.mean, d.std, sigma=0.2, noise_seed=1)))["b"][:, 0].numpy()
     np.testing.assert_array_equal(first["baseline"][1], base)
 
 
@@ -148,3 +150,42 @@ def test_growth_decides_at_the_given_sigma_not_at_the_best_one():
     assert growth(base, models, 1).low > 0
     late = growth(base, models, 2)
     assert late.mean == pytest.approx(-0.02) and late.high < 0
+
+
+# ---------------------------------------------------------------- the dataset-relative σ*
+
+SIGMAS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4]
+
+
+@pytest.mark.parametrize("scale, fraction, want", [
+    (0.05, 0.5, 0.05),   # margin kept exp(−σ/0.05): 37 % left at 0.05, the first σ past half lost
+    (0.2, 0.5, 0.2),     # a sturdier baseline: half lost only by 0.2 (exp(−1) = 37 % left)
+    (0.2, 0.25, 0.1),    # a quarter lost first at 0.1 (exp(−0.5) = 61 % left)
+    (1.0, 0.5, None),    # still 67 % of its margin at σ = 0.4: not reached on this sweep
+])
+def test_relative_sigma_is_the_first_sigma_where_the_baseline_lost_the_fraction(scale, fraction, want):
+    chance = 0.1
+    acc = chance + 0.8 * np.exp(-np.array(SIGMAS) / scale)
+    i = relative_sigma(SIGMAS, acc, chance, fraction)
+    assert (None if i is None else SIGMAS[i]) == want
+
+
+def test_relative_sigma_reads_the_baseline_alone_and_takes_the_first_crossing():
+    """A non-monotone curve (sampling noise) crosses the bar at 0.05, recovers, crosses again: the first σ counts.
+    Its signature takes the baseline's curve only, so no GAttANet curve can move it."""
+    acc = [0.9, 0.8, 0.6, 0.5, 0.55, 0.3, 0.1]
+    assert SIGMAS[relative_sigma(SIGMAS, acc, 0.1, 0.5)] == 0.05   # bar 0.9 − 0.5·0.8 = 0.5, reached exactly
+    assert SIGMAS[relative_sigma(SIGMAS, acc, 0.1, 0.49)] == 0.05
+    assert SIGMAS[relative_sigma(SIGMAS, acc, 0.1, 0.51)] == 0.2
+    assert set(inspect.signature(relative_sigma).parameters) == {"sigmas", "baseline_acc", "chance", "fraction"}
+
+
+@pytest.mark.parametrize("acc, chance, fraction, match", [
+    ([0.9, 0.5], 0.1, 0.5, "one accuracy per σ"),
+    ([0.9, 0.5, 0.3, 0.2, 0.1, 0.1, 0.1], 0.1, 1.0, "fraction"),
+    ([0.9, 0.5, 0.3, 0.2, 0.1, 0.1, 0.1], 0.1, 0.0, "fraction"),
+    ([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], 0.1, 0.5, "chance"),   # no margin over chance to lose
+])
+def test_relative_sigma_rejects_bad_input(acc, chance, fraction, match):
+    with pytest.raises(ValueError, match=match):
+        relative_sigma(SIGMAS, acc, chance, fraction)

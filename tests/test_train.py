@@ -12,7 +12,9 @@ from gattanet.data.augment import Augment
 from gattanet.data.datasets import TensorData
 from gattanet.data.loader import TensorLoader
 from gattanet.engine.precision import autocast_dtype, precision_name
-from gattanet.engine.train import NonFiniteLossError, Step, TrainConfig, _differences, _fingerprint_parts, fit
+from gattanet.engine.resume import Resume, differences as _differences, fingerprint_parts as _fingerprint_parts
+from gattanet.engine.train import NonFiniteLossError, Step, TrainConfig, fit
+from tests.killed import Interrupted
 
 
 class Tiny(nn.Module):
@@ -44,11 +46,13 @@ def loaders(val_flip: bool = False):
     return train, TensorLoader(make_data(24, 1, val_flip), 10)
 
 
-def run(cfg: TrainConfig, train=None, val=None, seed: int = 0, **kw):
+def run(cfg: TrainConfig, train=None, val=None, seed: int = 0, resume_path=None, context=None, code=None, **kw):
+    """fit of a fresh Tiny(seed); with `resume_path`, resumable there under `context` and `code`."""
     default_train, default_val = loaders()
     model = Tiny(seed)
+    resume = Resume(resume_path, context=context, code=code) if resume_path is not None else None
     result = fit(model, model.parameters(), train or default_train, val or default_val, cfg,
-                 progress=False, **kw)
+                 progress=False, resume=resume, **kw)
     return model, result
 
 
@@ -78,19 +82,6 @@ def test_identical_fits_are_identical_and_learn(capsys):
     assert cpu_amp[1].precision == precision_name(autocast_dtype("cpu", True))
     assert same_run(first, cpu_amp) == (cpu_amp[1].precision == "fp32")  # elsewhere plain fp32
     assert not same_run(first, run(TrainConfig(**{**CFG.__dict__, "seed": 4})))  # dropout draws differ
-
-
-class Interrupted(TensorLoader):
-    """Raises when epoch `at` starts, as a killed run would stop."""
-
-    def __init__(self, *args, at: int, **kw):
-        super().__init__(*args, **kw)
-        self.at = at
-
-    def epoch(self, e):
-        if e == self.at:
-            raise KeyboardInterrupt(f"killed at epoch {e}")
-        yield from super().epoch(e)
 
 
 def test_interrupted_then_resumed_fit_equals_uninterrupted(tmp_path):

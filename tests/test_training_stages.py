@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 from gattanet.engine import train as engine
 from gattanet.data.noise import derive_seed
 from pipeline.cli import app
-from pipeline.stages import pretrain, train_attn
+from pipeline import runs
+from pipeline.stages import pretrain
 
 runner = CliRunner()
 
@@ -20,8 +21,8 @@ def test_training_stages_pass_their_settings_to_fit(project, monkeypatch, amp):
         seen.append(cfg)
         return engine.fit(model, params, train, val, cfg, **kw)
 
-    for stage in (pretrain, train_attn):
-        monkeypatch.setattr(stage, "fit", spy)
+    for module in (pretrain, runs):  # runs.train_attention trains every attention model
+        monkeypatch.setattr(module, "fit", spy)
     override = ["-S", f"amp={str(amp).lower()}"]
     for args in (["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d16", "-S", "attention.toy-fmnist-d16.lr=0.002"]):
         r = runner.invoke(app, ["stage", *args, *override])

@@ -1,13 +1,15 @@
 """Agreement maps (Figure 3): per-tap attention scores of sample images, and how often the logits
 layer's agreement singles out the true class."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from gattanet.data.loader import Loader
+from gattanet.engine.fast_eval import shared_states
+from gattanet.models.gattanet import GAttANet
 
 
 def sample_indices(labels: Sequence[int] | np.ndarray | Tensor, per_class: int = 1,
@@ -71,23 +73,16 @@ def true_class_hits(scores: Tensor, y: Tensor, alpha: float | Tensor = 1.0) -> t
 
 
 @torch.no_grad()
-def true_class_rank_stats(model: nn.Module, loader: Loader) -> dict:
-    """Over `loader.epoch(0)`: how often the true class has the highest agreement score of the last
-    tap (the logits layer), and how often it is among the 3 highest; with chance levels. Eval mode.
-    Units rank by their modulation α·a (see `true_class_hits`); a stand-in without attention by a."""
-    model.eval()
-    attention = getattr(model, "attention", None)
-    alpha = attention.alpha[-1].detach() if attention is not None else 1.0
-    top1, top3, num_classes = [], [], None
+def true_class_hit_table(models: Mapping[str, GAttANet], loader: Loader) -> dict[str, np.ndarray]:
+    """Over `loader.epoch(0)`, per model and image, `true_class_hits` with each model's own α of the last tap:
+    {"top1": (models, N) bool, "top3": (models, N) bool}, rows in the order of `models` (eval mode, one
+    backbone: one shared first pass per batch, gattanet.engine.fast_eval)."""
+    top1, top3 = {name: [] for name in models}, {name: [] for name in models}
     for x, y in loader.epoch(0):
-        scores = model(x, return_state=True)[1].scores[-1]
-        h1, h3 = true_class_hits(scores, y, alpha)
-        top1.append(h1)
-        top3.append(h3)
-        num_classes = scores.shape[1]
-    if not top1:
+        for name, state in shared_states(models, x)[2].items():
+            h1, h3 = true_class_hits(state.scores[-1], y, models[name].attention.alpha[-1].detach())
+            top1[name].append(h1)
+            top3[name].append(h3)
+    if not any(top1.values()):
         raise ValueError("the loader yielded no images")
-    top1, top3 = torch.cat(top1), torch.cat(top3)
-    n = len(top1)
-    return {"n": n, "top1_rate": int(top1.sum()) / n, "top3_rate": int(top3.sum()) / n,
-            "chance_top1": 1 / num_classes, "chance_top3": min(3, num_classes) / num_classes}
+    return {k: np.stack([torch.cat(v[name]).numpy() for name in models]) for k, v in (("top1", top1), ("top3", top3))}

@@ -1,5 +1,6 @@
 """The global query q as an embedding of the image (Figure 2b): collect it, map it to 2-D with UMAP,
-and measure how well it separates classes and class groups (k-NN accuracy, silhouette)."""
+and measure how well it separates classes and class groups (k-NN accuracy, silhouette), beside two controls of
+the same dimension: a random projection of the same activations, and the penultimate features reduced by PCA."""
 
 from collections.abc import Sequence
 
@@ -8,35 +9,11 @@ import torch
 from sklearn.metrics import silhouette_score
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
-from torch import nn
 
-from gattanet.data.loader import Loader
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.taps import Tap
 
 MIN_UMAP_POINTS = 4  # UMAP's spectral initialisation needs more points than n_components + 1
-
-
-@torch.no_grad()
-def collect_queries(model: nn.Module, loader: Loader, max_points: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The global query (B, d) of every image of `loader.epoch(0)` and its label, as numpy arrays.
-
-    The model is put in eval mode (no dropout on keys/queries). With `max_points`, the first
-    `max_points` images of the epoch are kept (a random subset when the loader shuffles).
-    """
-    if max_points is not None and max_points < 1:
-        raise ValueError(f"max_points must be >= 1 or None, got {max_points}")
-    model.eval()
-    queries, labels, n = [], [], 0
-    for x, y in loader.epoch(0):
-        queries.append(model(x, return_state=True)[1].query.float().cpu())
-        labels.append(y.cpu())
-        n += len(y)
-        if max_points is not None and n >= max_points:
-            break
-    if not queries:
-        raise ValueError("the loader yielded no batches; there is nothing to embed")
-    Q = torch.cat(queries)[:max_points].numpy()
-    return Q, torch.cat(labels)[:max_points].numpy()
 
 
 def umap_2d(Q: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
@@ -83,6 +60,38 @@ def knn_correct(X: np.ndarray, y: np.ndarray, k: int = 10, folds: int = 5, seed:
     return cross_val_predict(knn, X, y, cv=KFold(folds, shuffle=True, random_state=seed)) == y
 
 
+def random_attention(taps: Sequence[Tap], dim: int, seed: int, kq_norm: bool = False,
+                     score_norm: bool = False) -> GlobalAttention:
+    """The query-space control: an attention system of the same shapes, freshly initialised from `seed` (never
+    trained), in eval mode; its global query is a random d-dimensional projection of the same tapped
+    activations, averaged over positions/units and layers as Eq. 3 averages the learned one."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GlobalAttention(taps, dim, kq_norm=kq_norm, score_norm=score_norm).eval()
+
+
+def penultimate_tap(taps: Sequence[Tap]) -> int:
+    """The index of the penultimate features: the last dense tap before the logits (toy: fc1; ResNet: avgpool)."""
+    dense = [i for i, t in enumerate(taps) if t.kind == "dense"]
+    if len(dense) < 2 or dense[-1] != len(taps) - 1:
+        raise ValueError(f"no dense tap before the logits among {[t.name for t in taps]}")
+    return dense[-2]
+
+
+def pca_project(fit: np.ndarray, X: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
+    """X (n, p) reduced to its first `dim` principal components, the components fit on `fit` (m, p) alone
+    (e.g. training images, so the test images the k-NN scores are not used to choose the projection)."""
+    from sklearn.decomposition import PCA
+
+    fit, X = np.asarray(fit, dtype=np.float64), np.asarray(X, dtype=np.float64)
+    if fit.ndim != 2 or X.ndim != 2 or fit.shape[1] != X.shape[1]:
+        raise ValueError(f"fit and X must be (m, p) and (n, p), got {fit.shape} and {X.shape}")
+    if not 1 <= dim <= min(fit.shape):
+        raise ValueError(f"dim must lie in [1, {min(fit.shape)}] for {fit.shape[0]} fit points of {fit.shape[1]} "
+                         f"features, got {dim}")
+    return PCA(n_components=dim, random_state=seed).fit(fit).transform(X)
+
+
 def group_labels(y: np.ndarray, groups: dict[str, Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """(keep, g): which points belong to a class group, and the group index of those that do."""
     names = list(groups)
@@ -111,21 +120,3 @@ def group_separation(X2: np.ndarray, y: np.ndarray, groups: dict[str, Sequence[i
     return {"names": names,
             "knn_acc_2d": knn_accuracy(X2[keep], g, k=k, seed=seed),
             "silhouette": float(silhouette_score(X2[keep], g))}
-
-
-def embedding_stats(Q: np.ndarray, X2: np.ndarray, y: np.ndarray, classes: Sequence[str],
-                    groups: dict[str, Sequence[int]] | None, k: int, seed: int = 0) -> dict:
-    """The stats.json of the embedding: class k-NN accuracy in query space and in 2-D, chance (the
-    most common class's frequency), and the group separation (None without groups)."""
-    y = np.asarray(y)
-    if len(Q) != len(y) or len(X2) != len(y):
-        raise ValueError(f"Q, X2 and y must have the same number of points, "
-                         f"got {len(Q)}, {len(X2)}, {len(y)}")
-    return {"n_points": int(len(y)),
-            "attn_dim": int(np.asarray(Q).shape[1]),
-            "classes": list(classes),
-            "knn_k": int(k),
-            "knn_acc_query": knn_accuracy(Q, y, k=k, seed=seed),
-            "knn_acc_2d": knn_accuracy(X2, y, k=k, seed=seed),
-            "chance": float(np.bincount(y).max() / len(y)),
-            "groups": group_separation(X2, y, groups, k=k, seed=seed) if groups else None}

@@ -2,7 +2,8 @@
 at every input-noise σ, every model seeing the same noisy images, and the gains' CIs.
 
 The noise claim is decided at one σ* fixed before the run (no maximum over σ, which would pick
-whichever σ sampling noise favours): growth = gain(σ*) − gain(0), paired per image and seed.
+whichever σ sampling noise favours): growth = gain(σ*) − gain(0), paired per image and seed. Beside the
+paper's absolute σ*, `relative_sigma` picks a dataset-relative one by a rule on the baseline's curve alone.
 """
 
 from __future__ import annotations
@@ -41,6 +42,24 @@ def growth(baseline: np.ndarray, models: np.ndarray, i: int) -> Estimate:
     """gain(σ_i) − gain(σ_0 = 0), paired per image and seed."""
     g = gains(baseline, models)
     return effect_ci([(1.0, g[:, i] - g[:, 0])])
+
+
+def relative_sigma(sigmas: Sequence[float], baseline_acc: Sequence[float], chance: float,
+                   fraction: float) -> int | None:
+    """The dataset-relative σ*: the index of the smallest σ of the sweep at which the *baseline* has lost at
+    least `fraction` of its clean margin over chance, acc(σ) ≤ acc(0) − fraction · (acc(0) − chance); None when
+    no σ of the sweep gets there. Only the baseline's curve is read, so GAttANet cannot move the choice."""
+    _check_sigmas(sigmas)
+    acc = np.asarray(baseline_acc, dtype=np.float64)
+    if acc.shape != (len(sigmas),):
+        raise ValueError(f"baseline_acc needs one accuracy per σ ({len(sigmas)}), got shape {acc.shape}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    if not 0 <= chance < acc[0]:
+        raise ValueError(f"chance must lie in [0, clean accuracy {acc[0]:.4f}), got {chance}")
+    bar = acc[0] - fraction * (acc[0] - chance)
+    hit = np.flatnonzero(acc[1:] <= bar + 1e-12)
+    return int(hit[0]) + 1 if len(hit) else None
 
 
 def _check_sigmas(sigmas: Sequence[float]) -> None:

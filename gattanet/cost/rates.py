@@ -15,7 +15,6 @@ measured on, and are used only on the same machine, device and precision. Nothin
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import os
 import platform
@@ -29,6 +28,8 @@ import torch
 from gattanet.engine import precision
 from gattanet.errors import InputError
 from gattanet.io import write_json
+from gattanet.models.registry import backbone_taps
+from gattanet.models.spec import AttentionSpec
 
 FIGURES_FORMAT = "gattanet-bench-figures"
 FIGURES_VERSION = 1
@@ -43,22 +44,7 @@ class FiguresError(InputError):
 # ---------------------------------------------------------------- what is measured
 
 
-@dataclass(frozen=True)
-class AttnSpec:
-    """The attention settings that change a GAttANet's cost (its learning rate does not)."""
-    dim: int
-    dropout: float = 0.25
-    kq_norm: bool = False
-    score_norm: bool = False
-    iterations: int = 1
-    lesion: str = "full"  # "full" or a pattern such as "cc.dd"
-
-    @property
-    def label(self) -> str:
-        extra = "".join([",kq-norm" if self.kq_norm else "", ",score-norm" if self.score_norm else "",
-                         f",iter={self.iterations}" if self.iterations != 1 else "",
-                         f",lesion={self.lesion}" if self.lesion != "full" else ""])
-        return f"d={self.dim},drop={self.dropout:g}{extra}"
+AttnSpec = AttentionSpec  # the attention settings that change a GAttANet's cost (its learning rate does not)
 
 
 @dataclass(frozen=True)
@@ -135,19 +121,11 @@ def model_passes(spec: ModelSpec) -> int:
     return 1 + spec.attn.iterations if spec.kind == "gattanet" else 1
 
 
-@functools.cache
-def _taps(arch: str, channels: int, size: int, classes: int):
-    from gattanet.models.registry import build_backbone
-
-    with torch.device("meta"):
-        return tuple(build_backbone(arch, classes, channels, input_size=size).taps())
-
-
 def lesion_patterns(spec: ModelSpec) -> list[str]:
     """The Fig. 4c patterns of the model's backbone (gattanet.models.lesion.ablation_patterns)."""
     from gattanet.models.lesion import ablation_patterns
 
-    return [p["pattern"] for p in ablation_patterns(_taps(spec.arch, spec.channels, spec.size, spec.classes))]
+    return [p["pattern"] for p in ablation_patterns(backbone_taps(spec.arch, spec.classes, spec.channels, spec.size))]
 
 
 # ---------------------------------------------------------------- building the models
@@ -161,54 +139,19 @@ def _backbone(spec: ModelSpec, device: torch.device):
 
 
 def _gattanet(spec: ModelSpec, backbone, device: torch.device, lesion: str | None = None):
-    from gattanet.models.attention import GlobalAttention
-    from gattanet.models.gattanet import GAttANet
     from gattanet.engine.placement import place
 
-    a = spec.attn
-    attention = GlobalAttention(backbone.taps(), a.dim, dropout=a.dropout, kq_norm=a.kq_norm,
-                                score_norm=a.score_norm)
-    lesion = lesion if lesion is not None else (None if a.lesion == "full" else a.lesion)
-    return place(GAttANet(backbone, attention, lesion=lesion, iterations=a.iterations), device)
-
-
-def _attention_params(spec: ModelSpec) -> int:
-    """Trainable parameters of the GAttANet of `spec.attn` on the backbone: the baselines' budget."""
-    from gattanet.models.attention import GlobalAttention
-
-    a = spec.attn
-    with torch.device("meta"):
-        attention = GlobalAttention(list(_taps(spec.arch, spec.channels, spec.size, spec.classes)), a.dim,
-                                    dropout=a.dropout, kq_norm=a.kq_norm, score_norm=a.score_norm)
-    return sum(p.numel() for p in attention.parameters() if p.requires_grad)
+    return place(spec.attn.build(backbone, lesion), device)
 
 
 def build_model(spec: ModelSpec, backbone, device: torch.device):
-    """(model, trainable parameters) of `spec` on `backbone` (a fresh one for kind "backbone"), as the
-    pipeline's stages build it (pretrain, train-attn, baselines)."""
+    """(model, trainable parameters) of `spec` on `backbone` (a fresh one for kind "backbone") on `device`,
+    as the stages build it (gattanet.models.spec.build_model)."""
     from gattanet.engine.placement import place
+    from gattanet.models.spec import build_model as build
 
-    if spec.kind == "backbone":
-        return backbone, list(backbone.parameters())
-    if spec.kind == "gattanet":
-        model = _gattanet(spec, backbone, device)
-        return model, model.attention_parameters()
-    budget = _attention_params(spec)
-    if spec.kind == "wider-toy":
-        from gattanet.adapters.budget import wider_toy_widths
-        from gattanet.models.registry import build_backbone
-
-        total = sum(p.numel() for p in backbone.parameters()) + budget
-        widths, hidden, _ = wider_toy_widths(total, spec.channels, spec.classes, spec.size)
-        model = place(build_backbone("toy", spec.classes, spec.channels, widths=widths, hidden=hidden,
-                                     input_size=spec.size), device)
-        return model, list(model.parameters())
-    from gattanet.adapters.budget import match_width
-    from gattanet.adapters.model import AdaptedModel
-
-    width, _ = match_width(spec.kind, backbone.taps(), budget)
-    model = place(AdaptedModel(backbone, spec.kind, width), device)
-    return model, model.adapter_parameters()
+    built = build(spec.kind, backbone, spec.attn)
+    return place(built.model, device), built.trainable
 
 
 def _call(probe: Probe, device: torch.device, dtype: torch.dtype | None) -> Callable[[int], Callable[[], object]]:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from gattanet.errors import InputError
-from gattanet.io import atomic_path
+from gattanet.io import atomic_path, torch_load_cause
 from gattanet.data.specs import FASHION_CLASSES
 
 RAW_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
@@ -296,11 +296,11 @@ def save_tensors(path: str | Path, splits: dict[str, TensorData], name: str) -> 
     return digest
 
 
-def load_tensors(path: str | Path) -> dict:
+def load_tensors(path: str | Path, hint: str = "rebuild it from the raw dataset") -> dict:
     """{"train": TensorData, "test": TensorData, "meta": {name, classes, mean, std, sha256}}
-    from `save_tensors`; DatasetError if missing, corrupt or its sha256 does not match."""
+    from `save_tensors`; DatasetError if missing, corrupt or its sha256 does not match (ending with `hint`,
+    what to do about it)."""
     path = Path(path)
-    hint = "rerun the data stage (`dvc repro data@...`) to rebuild it"
     if not path.is_file():
         raise DatasetError(f"dataset tensors not found: {path}; {hint}")
     try:
@@ -312,8 +312,7 @@ def load_tensors(path: str | Path) -> dict:
         splits = {s: TensorData(payload[s]["images"], payload[s]["labels"], meta["mean"],
                                 meta["std"], meta["classes"]) for s in ("train", "test")}
     except Exception as e:
-        raise DatasetError(f"{path}: corrupt or not a gattanet data file ({type(e).__name__}: "
-                           f"{e}); {hint}") from e
+        raise DatasetError(f"{path}: corrupt or not a gattanet data file ({torch_load_cause(e)}); {hint}") from e
     if _digest(meta["name"], splits) != meta["sha256"]:
         raise DatasetError(f"{path}: content does not match its sha256; {hint}")
     return {**splits, "meta": meta}

@@ -30,7 +30,7 @@ produced other values would be off by at most 0.5/255, and each shard records it
 
 `CachedLoader` batches a view with the protocol of gattanet.data.loader (`num_samples`, `len()`,
 `epoch(e)` -> (x, y) on the device): uint8 batches go to the device, become [0,1] floats there, then
-noise (per image position, as `FolderLoader` draws it), clip and normalise (`_Finish`), so its batches
+noise (per image position, as `FolderLoader` draws it), clip and normalise (`Finish`), so its batches
 equal FolderLoader's over the same images.
 """
 
@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from gattanet.engine.distributed import SINGLE
 from gattanet.errors import InputError
 from gattanet.io import atomic_path, write_json
-from gattanet.data.loader import _EpochBatches, _check_batch_size, _Finish
+from gattanet.data.loader import Finish, _EpochBatches, _check_batch_size
 
 FORMAT = "gattanet-decoded-cache"
 VERSION = 1
@@ -367,16 +367,14 @@ class CachedLoader:
     noise (per position in the view, as FolderLoader draws it), clip, normalise. `workers` processes
     read the memory-mapped shards (0: this process)."""
 
-    def __init__(self, images: CachedImages, batch_size: int, *, mean: Sequence[float], std: Sequence[float],
-                 shuffle: bool = False, seed: int = 0, sigma: float = 0.0, noise_seed: int = 0, clip: bool = True,
-                 device: torch.device | str = "cpu", workers: int = 0, channels_last: bool = False) -> None:
+    def __init__(self, images: CachedImages, batch_size: int, finish: Finish, *, shuffle: bool = False,
+                 seed: int = 0, workers: int = 0) -> None:
         _check_batch_size(batch_size)
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        self.device = torch.device(device)
+        self.finish, self.device = finish, finish.device
         self.num_samples, self.batch_size = len(images), batch_size
         self.sampler = _EpochBatches(len(images), batch_size, shuffle, seed, SINGLE)
-        self.finish = _Finish(mean, std, sigma, noise_seed, clip, self.device, channels_last)
         self.loader = DataLoader(_BatchReader(images), batch_size=None, sampler=self.sampler,
                                  num_workers=workers, pin_memory=self.device.type == "cuda",
                                  persistent_workers=workers > 0)

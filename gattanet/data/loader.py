@@ -24,13 +24,16 @@ class Loader(Protocol):
     def epoch(self, e: int) -> Iterator[tuple[Tensor, Tensor]]: ...
 
 
-class _Finish:
-    """The device-side tail shared by the loaders: noise on [0,1] images, clip, normalise."""
+class Finish:
+    """What every loader does last, on the device, to a batch of [0,1] images: seeded Gaussian noise of std
+    `sigma` per image index (see `indexed_noise`), clip to [0,1] (`clip`), normalise by `mean`/`std`, and
+    the memory format (`channels_last`). A loader is given one; the batches land on its `device`."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], sigma: float, noise_seed: int,
-                 clip: bool, device: torch.device, channels_last: bool) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], *, sigma: float = 0.0, noise_seed: int = 0,
+                 clip: bool = True, device: torch.device | str = "cpu", channels_last: bool = False) -> None:
         if not sigma >= 0:
             raise ValueError(f"noise sigma must be >= 0, got {sigma}")
+        device = torch.device(device)
         shape = (1, len(mean), 1, 1)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
         self.inv_std = 1 / torch.tensor(std, dtype=torch.float32, device=device).view(shape)
@@ -60,24 +63,22 @@ def _check_world(num_samples: int, batch_size: int, world: World) -> None:
 
 
 class TensorLoader:
-    """Batches of a `TensorData` held whole on the device as uint8. Per batch: /255 ->
-    augmentation -> noise sigma (per image index, see `indexed_noise`) -> clip -> normalise.
+    """Batches of a `TensorData` held whole on `finish.device` as uint8. Per batch: /255 -> augmentation ->
+    `finish` (noise, clip, normalise; default: the data's mean/std on the CPU, no noise).
     With a `world` of several processes, each yields its share of every global batch (see
     gattanet.engine.distributed): the whole batch is augmented on every rank, so the draws match one process."""
 
-    def __init__(self, data: TensorData, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                 augment: Augment | None = None, sigma: float = 0.0, noise_seed: int = 0,
-                 clip: bool = True, device: torch.device | str = "cpu",
-                 channels_last: bool = False, world: World = SINGLE) -> None:
+    def __init__(self, data: TensorData, batch_size: int, finish: Finish | None = None, *, shuffle: bool = False,
+                 seed: int = 0, augment: Augment | None = None, world: World = SINGLE) -> None:
         _check_batch_size(batch_size)
         _check_world(len(data), batch_size, world)
         self.world = world
-        self.device = torch.device(device)
+        self.finish = finish if finish is not None else Finish(data.mean, data.std)
+        self.device = self.finish.device
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
         self.num_samples = len(data)
         self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
-        self.finish = _Finish(data.mean, data.std, sigma, noise_seed, clip, self.device, channels_last)
 
     def __len__(self) -> int:
         return -(-self.num_samples // self.batch_size)
@@ -136,20 +137,17 @@ class _EpochBatches(Sampler[list[int]]):
 
 class FolderLoader:
     """Batches of an image-folder dataset yielding [0,1] tensors (its transform without
-    normalisation), decoded by DataLoader workers; noise and normalisation run on the device."""
+    normalisation), decoded by `workers` DataLoader workers; `finish` (noise, normalisation) runs on its device."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, *, mean: Sequence[float],
-                 std: Sequence[float], shuffle: bool = False, seed: int = 0, sigma: float = 0.0,
-                 noise_seed: int = 0, clip: bool = True, device: torch.device | str = "cpu",
-                 workers: int = 4, channels_last: bool = False, world: World = SINGLE) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int, finish: Finish, *, shuffle: bool = False, seed: int = 0,
+                 workers: int = 4, world: World = SINGLE) -> None:
         _check_batch_size(batch_size)
         _check_world(len(dataset), batch_size, world)
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        self.device, self.world = torch.device(device), world
+        self.finish, self.device, self.world = finish, finish.device, world
         self.num_samples, self.batch_size, self.shuffle, self.seed = len(dataset), batch_size, shuffle, seed
         self.sampler = _EpochBatches(len(dataset), batch_size, shuffle, seed, world)
-        self.finish = _Finish(mean, std, sigma, noise_seed, clip, self.device, channels_last)
         self.loader = DataLoader(_Indexed(dataset), batch_sampler=self.sampler,
                                  num_workers=workers, pin_memory=self.device.type == "cuda",
                                  persistent_workers=workers > 0)

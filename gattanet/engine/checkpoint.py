@@ -18,12 +18,12 @@ import torch
 from torch import Tensor
 
 import gattanet
-from gattanet.models.attention import GlobalAttention
 from gattanet.models.backbone import Backbone
 from gattanet.models.registry import build_backbone
 from gattanet.errors import InputError
 from gattanet.io import save_torch
 from gattanet.models.gattanet import GAttANet
+from gattanet.models.spec import AttentionSpec
 from gattanet.models.taps import Tap
 
 FORMAT, VERSION = "gattanet", 1
@@ -155,8 +155,7 @@ def save_gattanet(path, model: GAttANet, backbone_path, meta_extra: dict | None 
         raise CheckpointError(f"{backbone_path}: its weights are not those of the model's backbone; "
                               "pass the backbone checkpoint the model was built from")
     att = model.attention
-    meta = {"kind": "gattanet", "attn_dim": att.dim, "dropout": att.dropout, "kq_norm": att.kq_norm,
-            "score_norm": att.score_norm, "iterations": model.iterations, "lesion": model.lesion,
+    meta = {"kind": "gattanet"} | AttentionSpec.of(model).meta() | {
             "taps": [t.as_dict() for t in att.taps], "arch": bmeta["arch"], "dataset": bmeta["dataset"],
             "num_classes": bmeta["num_classes"], "input_size": bmeta["input_size"],
             "backbone_sha256": sha256_file(backbone_path)} | dict(meta_extra or {})
@@ -183,10 +182,11 @@ def load_gattanet(attn_path, backbone_path, device="cpu",
                               f"{meta.get('backbone_sha256')}, but {backbone_path} has sha256 {sha}; "
                               "retrain the attention on this backbone")
     try:
+        spec = AttentionSpec.from_meta(meta)
         taps = [Tap(t["name"], t["kind"], tuple(t["shape"])) for t in meta["taps"]]
-        attention = GlobalAttention(taps, meta["attn_dim"], meta["dropout"], meta["kq_norm"], meta["score_norm"])
+        attention = spec.attention(taps)
         attention.load_state_dict(state, strict=True)
-        model = GAttANet(backbone, attention.to(device), meta["lesion"], meta["iterations"])
+        model = GAttANet(backbone, attention.to(device), spec.pattern, spec.iterations)
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{attn_path}: cannot rebuild the attention from it ({type(e).__name__}: {e})") from e
     return model, meta

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,6 @@ def all_sum(values: list[float], world: World, device: torch.device) -> list[flo
     return t.tolist()
 
 
-def barrier(world: World) -> None:
-    if world.size > 1:
-        dist.barrier()
-
-
 def data_parallel(model: nn.Module, world: World, device: torch.device) -> nn.Module:
     """`model` wrapped in DistributedDataParallel when there are several ranks (gradients of the
     trainable parameters averaged across ranks after each backward); the model itself otherwise.
@@ -128,11 +123,3 @@ def share_weight(local: int, global_: int, world: World) -> float:
     """The factor on a rank's mean loss that makes DDP's average over ranks the global batch's mean:
     world size × local share of the batch."""
     return world.size * local / global_
-
-
-def shard_batch(world: World, *tensors: Tensor) -> tuple[Tensor, ...]:
-    """This rank's contiguous share of each tensor of a global batch (dimension 0)."""
-    if world.size == 1:
-        return tensors
-    part = world.share(len(tensors[0]))
-    return tuple(t[part] for t in tensors)

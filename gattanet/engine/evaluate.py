@@ -64,15 +64,3 @@ def topk_accuracy(hits: Tensor, topk: tuple[int, ...] = (1,)) -> dict[str, float
 def accuracy(forward: Forward, loader: Loader, topk: tuple[int, ...] = (1,)) -> dict[str, float]:
     """{"top1": ...} of a single forward."""
     return accuracies({"forward": forward}, loader, topk)["forward"]
-
-
-@torch.no_grad()
-def predictions(forward: Forward, loader: Loader) -> tuple[Tensor, Tensor]:
-    """(predicted class, label) of every image, on the CPU, in loader order."""
-    preds, labels = [], []
-    for x, y in loader.epoch(0):
-        preds.append(forward(x).argmax(1).cpu())
-        labels.append(y.cpu())
-    if not preds:
-        raise ValueError("the loader is empty")
-    return torch.cat(preds), torch.cat(labels)

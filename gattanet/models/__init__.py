@@ -1,1 +1,1 @@
-"""The networks and the paper's equations: backbones (toy CNN, ResNets) behind one protocol, the global attention system (Eqs. 1-4), the two-pass GAttANet (Eq. 5), lesion patterns."""
+"""The networks and the paper's equations: backbones (toy CNN, ResNets) behind one protocol, the global attention system (Eqs. 1-4), the two-pass GAttANet (Eq. 5), the attention-run spec, lesion patterns, and the controls' heads."""

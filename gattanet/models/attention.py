@@ -13,9 +13,11 @@ every step up to the scores is affine, so the global query and the scores come f
 directly, without per-position keys and queries. tests/test_attention_model.py checks all three agree.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -68,15 +70,36 @@ class UnitBatchNorm(nn.BatchNorm1d):
         return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
 
+def dropout_mask(shape: Sequence[int], p: float, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """A 0/1 keep mask of `shape` in `dtype`, independent per element, each kept with probability 1 - p.
+    With p = m / 2^b (b ≤ 16, the smallest; else p rounded to a multiple of 2^-16), every element gets b
+    random bits, drawn as b bit planes from torch's generator, and is kept where its b-bit number is ≥ m,
+    computed on the planes with b bitwise operations; the one result bit per element is then unpacked
+    (numpy's unpackbits on a CPU). For the paper's 0.25 (2 bits) this costs ~1 ns an element on a CPU
+    core, where torch's bernoulli_ costs ~20."""
+    if not 0 < p < 1:
+        raise ValueError(f"a dropout mask needs 0 < p < 1, got {p!r}")
+    n, bits = math.prod(shape), next((b for b in range(1, 17) if (p * 2 ** b).is_integer()), 16)
+    m = min(max(round(p * 2 ** bits), 1), 2 ** bits - 1)
+    planes = torch.empty(bits, -(-n // 64), dtype=torch.int64, device=device).random_(-2 ** 63, None)
+    keep = None  # all ones: "≥ m" over no bits yet; then bit i, from the lowest, decides where it differs from m's
+    for i in range(bits):
+        if (m >> i) & 1:
+            keep = planes[i] if keep is None else planes[i] & keep
+        elif keep is not None:
+            keep = planes[i] | keep
+    packed = keep.view(torch.uint8)
+    if packed.device.type == "cpu":
+        unpacked = torch.from_numpy(np.unpackbits(packed.numpy(), bitorder="little"))
+    else:
+        unpacked = ((packed.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8, device=packed.device)) & 1).flatten()
+    return unpacked[:n].to(dtype).view(tuple(shape))
+
+
 def fast_dropout(x: Tensor, p: float) -> Tensor:
-    """Inverted dropout of every element of `x`. The mask is drawn as 16 random bits per element,
-    4 elements per 64-bit draw: torch's CPU bernoulli_ costs ~20 ns an element, this ~3 ns.
-    The drop rate is p rounded to a multiple of 2^-16 (exact for the paper's 0.25)."""
-    n = x.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2 ** 63, None)
-    keep = bits.view(torch.int16)[:n].view(x.shape) >= round(p * 2 ** 16) - 2 ** 15
-    mask = keep.to(torch.promote_types(x.dtype, torch.float32)).mul_(1 / (1 - p))  # 4/3 is inexact in bf16
-    return (x * mask).to(x.dtype)
+    """Inverted dropout of every element of `x`, with `dropout_mask`'s mask; the 1/(1-p) scale in
+    float32, rounded once (4/3 is inexact in bf16)."""
+    return (x * dropout_mask(x.shape, p, x.dtype, x.device)).mul_(1 / (1 - p))
 
 
 class TapKeysQueries(nn.Module):
@@ -149,7 +172,9 @@ class GlobalAttention(nn.Module):
         lets the eval path skip the per-position keys and queries (then None), which its scores do not need."""
         self._check(acts)
         if self.fast:
-            return self.forward_batched(acts) if self.training else self.forward_folded(acts, with_kq)
+            if not self.training:
+                return self.forward_folded(acts, with_kq)
+            return self.forward_batched(acts) if with_kq or self.kq_norm else self.forward_factored(acts)
         keys, queries = [], []
         for layer, x in zip(self.layers, acts):  # Eq. 1 (conv taps) or Eq. 2 (dense taps)
             k, q = layer(x)
@@ -168,6 +193,25 @@ class GlobalAttention(nn.Module):
         scores = [torch.einsum("bd,bdhw->bhw", query, k) if k.dim() == 4
                   else torch.einsum("bd,bnd->bn", query, k) for k in keys]  # Eq. 4
         return AttentionState(keys, queries, query, self._normalise(scores))
+
+    def forward_factored(self, acts: Sequence[Tensor]) -> AttentionState:
+        """Training's path when keys and queries are not asked for (and kq_norm is off): Eqs. 1-4 with
+        dropout, each tap's masked keys and queries never materialised. A tap draws two `dropout_mask`s, for
+        its keys, then its queries, each of the keys' shape (conv (B, d, H·W), dense (B, N, d)); the masked sums of Eq. 3 and Eq. 4 are then matmuls of the mask with the activations (`_query_masked`, `_scores_masked`),
+        the 1/(1-p) scale applied to their small results. Without dropout in effect, `forward_folded`'s maps."""
+        self._check(acts)
+        if self.kq_norm and self.training:
+            raise RuntimeError("forward_factored has no training-mode BatchNorm of keys and queries (kq_norm); "
+                               "use forward_batched")
+        d, p = self.dim, self.dropout
+        maps = [layer.folded() for layer in self.layers]  # keys: rows [:d], queries: [d:]
+        halves = [tuple(dropout_mask(_keys_shape(a, d), p, a.dtype, a.device) for _ in "kq")
+                  if self.training and p > 0 else (None, None) for a in acts]
+        query = torch.stack([_query_masked(a, w[d:], b[d:], mq, p)
+                             for a, (w, b), (_, mq) in zip(acts, maps, halves)]).mean(dim=0)  # Eq. 3
+        scores = [_scores_masked(a, query, w[:d], b[:d], mk, p)  # Eq. 4
+                  for a, (w, b), (mk, _) in zip(acts, maps, halves)]
+        return AttentionState(None, None, query, self._normalise(scores))
 
     def forward_folded(self, acts: Sequence[Tensor], with_kq: bool = True) -> AttentionState:
         """Eval's path: the global query and the scores from each tap's folded affine map W·x + b
@@ -216,3 +260,45 @@ def _scores_folded(x: Tensor, query: Tensor, w: Tensor, b: Tensor) -> Tensor:
     if x.dim() == 4:
         return torch.einsum("bc,bchw->bhw", v, x) + shift[:, None, None]
     return x * v + shift[:, None]
+
+
+def _keys_shape(x: Tensor, dim: int) -> tuple[int, ...]:
+    """The shape of a tap's keys (and queries) as its dropout masks lay them out: (B, d, H·W) for a conv
+    tap, (B, N, d) for a dense one."""
+    return (x.shape[0], dim, x.shape[2] * x.shape[3]) if x.dim() == 4 else (*x.shape, dim)
+
+
+def _query_masked(x: Tensor, w: Tensor, b: Tensor, mask: Tensor | None, p: float) -> Tensor:
+    """One layer's term of Eq. 3 with dropout mask `mask` (0/1, conv (B, d, H·W), dense (B, N, d)):
+    mean over positions of mask ⊙ (w·x + b) / (1 - p) = (Σ_c w_jc (mask_j · X_c) + b_j Σ mask_j) / (n (1 - p)),
+    the masked sums Σ_xy mask_jxy X_cxy one batched matmul; (B, d)."""
+    if mask is None:
+        return _query_folded(x, w, b)
+    if x.dim() == 4:
+        x3 = x.flatten(2)  # (B, C, HW)
+        sums = torch.bmm(mask, x3.transpose(1, 2))  # (B, d, C)
+        kept = mask.sum(dim=-1, dtype=torch.float32)  # (B, d), counts exact past bf16's 256
+        return ((sums * w).sum(dim=-1) + kept * b) / (x3.shape[-1] * (1 - p))
+    return ((x.unsqueeze(-1) * mask) * w.T).sum(dim=1) / (x.shape[1] * (1 - p))  # dense: no bias (Eq. 2)
+
+
+def _scores_masked(x: Tensor, query: Tensor, w: Tensor, b: Tensor, mask: Tensor | None, p: float) -> Tensor:
+    """Eq. 4 with dropout mask `mask` on the keys: a = Σ_j q_j mask_j (w_j·x + b_j) / (1 - p). A conv tap
+    goes through whichever is smaller, the activation's (B, H·W, C) (Σ_c X_c Σ_j mask_j q_j w_jc) or the
+    keys' (B, d, H·W); a dense one through mask ⊙ w (B, N, d)."""
+    if mask is None:
+        return _scores_folded(x, query, w, b)
+    dtype = mask.dtype  # the activations': matmul operands must agree outside autocast
+    if x.dim() == 4:
+        n, c, h, wd = x.shape
+        x3 = x.flatten(2)  # (B, C, HW)
+        v = (query.unsqueeze(-1) * w).to(dtype)  # (B, d, C): q_j w_jc
+        u = (query * b).to(dtype).unsqueeze(-1)  # (B, d, 1): q_j b_j
+        if c <= w.shape[0]:
+            r = torch.bmm(mask.transpose(1, 2), v)  # (B, HW, C)
+            a = (x3.transpose(1, 2) * r).sum(dim=-1) + torch.bmm(mask.transpose(1, 2), u).squeeze(-1)
+        else:
+            a = (mask * torch.baddbmm(u, v, x3)).sum(dim=1)
+        return (a / (1 - p)).view(n, h, wd)
+    # mask ⊙ w in the activations' dtype equals (mask ⊙ w) rounded to it: the mask is 0/1
+    return x * torch.bmm(mask * w.T.to(dtype), query.to(dtype).unsqueeze(-1)).squeeze(-1) / (1 - p)

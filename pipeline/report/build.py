@@ -19,10 +19,11 @@ from markupsafe import Markup
 from gattanet.io import write_text
 
 from . import figures as figs
-from .claims import NOT_RUN, OVERALL_RULE, Claim, evaluate_claims, pct, pts
+from .analysis_plan import load_plan
+from .claims import CAPACITY_COMMAND, NOT_RUN, OVERALL_RULE, Claim, ci_text, estimate, evaluate_claims, pct, pts
 from .load import Outputs, load_outputs, load_paper, stage_command
-from .tables import (baselines_section, dataset_label, deviations, dims_comparisons, dims_table, left_out,
-                     lesion_tables, method_label, stage_times, table1)
+from .tables import (backbone_convergence, baselines_section, controls_tables, dataset_label, deviations,
+                     dims_comparisons, dims_table, left_out, lesion_tables, method_label, stage_times, table1)
 
 TEMPLATES = Path(__file__).with_name("templates")
 VERSIONED = ("torch", "torchvision", "numpy", "dvc", "matplotlib", "umap-learn")
@@ -70,6 +71,7 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
     paper = load_paper()
     claims = evaluate_claims(out, paper, params)
     stages = stage_times(out)
+    plan = load_plan()
     report = params.get("report") or {}
     return {
         "title": report.get("title", "GAttANet reproduction"),
@@ -85,11 +87,31 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
         "dims_missing": None if out.dims is not None else "dvc repro dims",
         "lesions": lesion_tables(out),
         "baselines": draw_baselines(params, out, out_dir),
+        "controls": draw_controls(params, out, out_dir),
         "deviations": deviations(paper, params),
+        "backbone_scope": backbone_scope(params),
+        "plan": {"path": plan.path, "sha256": plan.sha256, "text": plan.text,
+                 "multiplicity": plan.get("multiplicity"), "alpha": plan.alpha_one_sided,
+                 "changed_after_results": plan.data.get("deviations") or []},
         "compute": {"seconds": sum(s["seconds"] for s in stages),
                     "devices": sorted({s["device"] for s in stages if s["device"]})},
         "provenance": provenance,
     }
+
+
+BACKBONES_COMMAND = "gattanet-cli profile backbones && dvc repro"
+
+
+def backbone_scope(params: dict) -> str:
+    """What the verdicts are about: one trained backbone (the default), or several of one recipe."""
+    used = {a["backbone"] for a in (params.get("attention") or {}).values()}
+    if len(used) >= 3:
+        return (f"The attention runs sit on {len(used)} backbones, each pretrained from its own seed: the "
+                "per-backbone intervals below are each about one trained network.")
+    return (f"These verdicts hold for the one pretrained backbone{'s' * (len(used) > 1)} of this run "
+            f"({', '.join(sorted(used))}): every interval spans attention seeds and test images, not backbones, so "
+            "it says what GAttANet does on this network, not on the recipe that trained it. A profile with three "
+            f"backbones × the attention seeds lifts that: {BACKBONES_COMMAND}.")
 
 
 def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], out_dir: Path) -> list[dict]:
@@ -178,6 +200,23 @@ def draw_baselines(params: dict, out: Outputs, out_dir: Path) -> dict:
         f"mean over the training seeds; every method and the frozen backbone see the same noisy images. Top: each method (solid) and the frozen backbone alone (dashed, from "
         f"{section['backbone']['source']}); bottom: each method minus the backbone, in points{peak_text}.")}
     return section
+
+
+def draw_controls(params: dict, out: Outputs, out_dir: Path) -> dict:
+    """The controls section: the backbone's convergence (curve and words) and each controls run's table
+    and figure of gains."""
+    backbones = backbone_convergence(out, params)
+    for b in backbones:
+        b["links"] = figs.save(figs.backbone_curve(out.pretrain_history[b["run"]], b["run"], b["patience"]),
+                               out_dir, f"backbone-{b['run']}")
+    tables = controls_tables(out, params)
+    for t in tables:
+        t["links"] = figs.save(figs.controls_gains(out.controls[t["run"]]), out_dir, f"controls-{t['run']}")
+    missing = [stage_command(params, "controls", "controls", k) for k in (params.get("controls") or {})
+               if k not in out.controls]
+    return {"backbones": backbones, "tables": tables, "missing": missing,
+            "capacity": ci_text(estimate(out.baselines["wider-toy"]["clean_gain"])) if "wider-toy" in out.baselines
+            else None, "capacity_command": CAPACITY_COMMAND}
 
 
 def _measured(claim: Claim, run: str) -> str:

@@ -216,3 +216,41 @@ def lesion_bars(lesion: dict) -> Figure:
     ax.set_title(f"lesions of {lesion['run']} (mode: {lesion['mode']})", fontsize=10)
     ax.legend(frameon=False, fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     return fig
+
+
+def backbone_curve(history: list[dict], run: str, patience: int) -> Figure:
+    """The backbone's training and validation accuracy per epoch, the best validation epoch marked and the
+    last `patience` epochs shaded: converged when none of them improved on the best."""
+    epoch = np.array([h["epoch"] for h in history])
+    val, train = (np.array([100 * h[k] for h in history]) for k in ("val_acc", "train_acc"))
+    best = int(epoch[np.argmax(val)])
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(epoch, train, color=BASELINE_COLOR, ls="--", lw=1, label="training (augmented, dropout on)")
+    ax.plot(epoch, val, color=GATTANET_COLOR, marker="o", ms=3, lw=1.5, label="validation")
+    ax.axvline(best, color=GATTANET_COLOR, ls=":", lw=1, label=f"best validation epoch ({best})")
+    ax.axvspan(max(epoch[-1] - patience, 0) + 0.5, epoch[-1] + 0.5, color="#dddddd", alpha=0.6, lw=0,
+               label=f"last {patience} epochs (patience)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"backbone {run}", fontsize=10)
+    ax.legend(frameon=False, fontsize=7, loc="lower right")
+    return fig
+
+
+def controls_gains(controls: dict) -> Figure:
+    """Each control's gain over the frozen backbone beside GAttANet's, with 95 % CIs (one controls run)."""
+    rows = [("GAttANet", controls["gattanet_gain"])] + [(r["method"], r["gain"]) for r in controls["controls"]]
+    y = np.arange(len(rows))[::-1]
+    mean = np.array([100 * g["mean"] for _, g in rows])
+    err = np.array([[100 * (g["mean"] - g["low"]) for _, g in rows], [100 * (g["high"] - g["mean"]) for _, g in rows]])
+    fig = Figure(figsize=(5.5, 0.45 * len(rows) + 1.3), layout="constrained")
+    ax = fig.subplots()
+    colors = [GATTANET_COLOR] + [BASELINE_COLOR] * (len(rows) - 1)
+    for yi, m, lo, hi, c in zip(y, mean, err[0], err[1], colors):
+        ax.errorbar(m, yi, xerr=[[lo], [hi]], fmt="o", color=c, capsize=3)
+    ax.axvline(0, color="#888888", lw=1)
+    ax.set_yticks(y, [name for name, _ in rows])
+    ax.set_xlabel("gain over the frozen backbone (pts, 95 % CI)")
+    ax.set_title(f"controls of {controls['run']}", fontsize=10)
+    return fig

@@ -1,6 +1,8 @@
-"""Read the stage outputs the report shows (layout: docs/ARCHITECTURE.md, "Pipeline outputs").
+"""Read the stage outputs the report shows (paths and fields: pipeline/outputs.py).
 
-The report never recomputes a result: everything it shows comes from these files. A missing
+The report never reruns a model: everything it shows comes from these files, and the intervals of the noise,
+lesions and embed outputs (and the clean gain) are recomputed from their git-tracked per-image arrays where
+those exist (pipeline/recompute.py), so every verdict they decide is rebuilt from the arrays alone. A missing
 optional output is simply absent here (the report says "not run"); a missing required one,
 or a file that does not follow its schema, raises ReportInputError naming the file.
 """
@@ -13,6 +15,9 @@ from pathlib import Path
 import yaml
 
 from gattanet.errors import InputError
+from pipeline import outputs
+from pipeline.curves import read_curves
+from pipeline.recompute import recompute_outputs
 
 PAPER_YAML = Path(__file__).with_name("paper.yaml")
 
@@ -34,23 +39,24 @@ class Outputs:
     maps: dict[str, dict] = field(default_factory=dict)           # {"maps": ..., "stats": ...}
     dims: dict | None = None
     baselines: dict[str, dict] = field(default_factory=dict)      # results/baselines/METHOD.json
+    controls: dict[str, dict] = field(default_factory=dict)       # results/controls/KEY.json
+    pretrain_history: dict[str, list[dict]] = field(default_factory=dict)  # results/pretrain/KEY/live (DVCLive)
+    from_arrays: list[str] = field(default_factory=list)          # per-image arrays the intervals were recomputed from
 
 
-TRAIN_ATTN_KEYS = ("run", "backbone_run", "arch", "dataset", "attn_dim", "seeds", "backbone_params",
-                   "attention_params", "baseline_acc", "gattanet_acc", "gain", "per_seed", "seconds", "device")
-PRETRAIN_KEYS = ("run", "arch", "dataset", "test_acc", "seconds", "device")
-SWEEP_KEYS = ("run", "dataset", "attn_dim", "clip", "seeds", "sigmas", "peak_sigma", "baseline", "gattanet",
-              "gain", "growth", "seconds")
-LESION_KEYS = ("run", "mode", "seeds", "taps", "baseline_acc", "full_acc", "patterns", "seconds")
-EMBED_KEYS = ("run", "seeds", "n_points", "attn_dim", "classes", "knn_k", "knn_query", "chance", "seconds")
-MAPS_KEYS = ("run", "classes", "taps", "alpha", "samples")
-MAPS_STATS_KEYS = ("run", "seeds", "n", "top1_rate", "top3_rate", "chance_top1", "chance_top3", "seconds")
-BASELINE_KEYS = ("method", "run", "arch", "dataset", "seeds", "trainable_params", "gattanet_params", "matchable",
-                 "within_budget", "clean_acc", "baseline_acc", "clean_gain", "peak_sigma", "acc_at_peak",
-                 "baseline_at_peak", "gain_at_peak", "sigmas", "acc", "baseline", "rel_infer", "rel_train",
-                 "epochs_run", "seconds", "device")
-DIMS_ROW_KEYS = ("run", "arch", "dataset", "attn_dim", "seeds", "attention_params", "baseline_acc",
-                 "gattanet_acc", "gain", "peak_sigma", "baseline_at_peak", "gattanet_at_peak", "gain_at_peak")
+# The fields the report needs of each output (pipeline/outputs.py declares every output's path and fields).
+TRAIN_ATTN_KEYS = outputs.TRAIN_ATTN_METRICS.required
+PRETRAIN_KEYS = outputs.PRETRAIN_METRICS.required
+SWEEP_KEYS = outputs.NOISE_SWEEP.required
+LESION_KEYS = outputs.LESIONS.required
+EMBED_KEYS = outputs.EMBED_STATS.required
+MAPS_KEYS = outputs.MAPS.required
+MAPS_STATS_KEYS = outputs.MAPS_STATS.required
+BASELINE_KEYS = outputs.BASELINES.required
+CONTROLS_KEYS = outputs.CONTROLS.required
+CONTROL_ROW_KEYS = outputs.CONTROL_ROW_REQUIRED
+HISTORY_KEYS = ("epoch", "train_acc", "val_acc")
+DIMS_ROW_KEYS = outputs.DIMS_ROW_REQUIRED
 
 
 def read_json(path: Path, keys: tuple[str, ...]) -> dict:
@@ -84,6 +90,29 @@ def read_points(path: Path) -> dict[str, list]:
             except (TypeError, ValueError):
                 raise ReportInputError(f"{path}: line {i} is not numeric x,y,label: {row}") from None
     return cols
+
+
+def read_history(folder: Path) -> list[dict]:
+    """A training's curves from its DVCLive folder (pipeline/curves.py) as rows (epoch an int), or
+    ReportInputError naming the folder."""
+    try:
+        curves = read_curves(folder)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ReportInputError(f"{folder}: not DVCLive curves as pipeline/curves.py writes them ({e})") from None
+    rows = curves.get("", [])
+    for row in rows:
+        missing = [k for k in HISTORY_KEYS if k not in row]
+        if missing:
+            raise ReportInputError(f"{folder}: epoch {row['epoch']} misses curve(s) {', '.join(missing)}")
+    return rows
+
+
+def _check_controls(path: Path, res: dict) -> dict:
+    for i, row in enumerate(res["controls"]):
+        missing = [k for k in CONTROL_ROW_KEYS if k not in row]
+        if missing:
+            raise ReportInputError(f"{path}: controls[{i}] misses key(s) {', '.join(missing)}")
+    return res
 
 
 def _check_sweep(path: Path, sweep: dict) -> dict:
@@ -121,39 +150,45 @@ def load_outputs(params: dict, root: Path) -> Outputs:
         raise ReportInputError("params: `attention` lists no runs; the report needs at least one")
     train_attn = {}
     for key in runs:
-        path = root / "results" / "train-attn" / key / "metrics.json"
+        path = outputs.TRAIN_ATTN_METRICS.path(key, root)
         if not path.exists():
             raise ReportInputError(f"{path}: file not found (required; run `dvc repro train-attn@{key}`)")
         train_attn[key] = read_json(path, TRAIN_ATTN_KEYS)
     out = Outputs(root=root, train_attn=train_attn)
 
     for key in params.get("backbones") or {}:
-        path = root / "results" / "pretrain" / key / "metrics.json"
+        path = outputs.PRETRAIN_METRICS.path(key, root)
         if path.exists():
             out.pretrain[key] = read_json(path, PRETRAIN_KEYS)
+        history = read_history(outputs.PRETRAIN_CURVES.path(key, root))
+        if history:
+            out.pretrain_history[key] = history
     for key in runs:
-        path = root / "results" / "noise" / key / "sweep.json"
+        path = outputs.NOISE_SWEEP.path(key, root)
         if path.exists():
             out.noise[key] = _check_sweep(path, read_json(path, SWEEP_KEYS))
     for key in params.get("lesions") or {}:
-        path = root / "results" / "lesions" / f"{key}.json"
+        path = outputs.LESIONS.path(key, root)
         if path.exists():
             out.lesions[key] = read_json(path, LESION_KEYS)
     for key in runs:  # embed@KEY and maps@KEY run for every attention run
-        stats = root / "results" / "embedding" / key / "stats.json"
-        points = root / "results" / "embedding" / key / "points.csv"
+        stats, points = outputs.EMBED_STATS.path(key, root), outputs.EMBED_POINTS.path(key, root)
         if stats.exists() and points.exists():
             out.embedding[key] = {"stats": read_json(stats, EMBED_KEYS), "points": read_points(points)}
     for key in runs:
-        maps = root / "results" / "maps" / key / "maps.json"
-        stats = root / "results" / "maps" / key / "stats.json"
+        maps, stats = outputs.MAPS.path(key, root), outputs.MAPS_STATS.path(key, root)
         if maps.exists() and stats.exists():
             out.maps[key] = {"maps": read_json(maps, MAPS_KEYS), "stats": read_json(stats, MAPS_STATS_KEYS)}
     for method in (params.get("baselines") or {}).get("methods") or ():
-        path = root / "results" / "baselines" / f"{method}.json"
+        path = outputs.BASELINES.path(method, root)
         if path.exists():
             out.baselines[method] = _check_baseline(path, method, read_json(path, BASELINE_KEYS))
-    dims = root / "results" / "dims.json"
+    for key in params.get("controls") or {}:
+        path = outputs.CONTROLS.path(key, root)
+        if path.exists():
+            out.controls[key] = _check_controls(path, read_json(path, CONTROLS_KEYS))
+    out.from_arrays = recompute_outputs(out, params)
+    dims = outputs.DIMS.path(root=root)
     if dims.exists():
         out.dims = read_json(dims, ("rows",))
         for i, row in enumerate(out.dims["rows"]):

@@ -10,7 +10,7 @@ import pandas as pd
 
 from gattanet.analysis.stats import Estimate
 
-from .claims import FULL_PROFILE_COMMAND, ci_text, estimate, pct, pts
+from .claims import CONTROL_LABELS, FULL_PROFILE_COMMAND, ci_text, estimate, pct, pts
 from .load import Outputs
 
 DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
@@ -149,6 +149,8 @@ def left_out(params: dict) -> list[dict]:
         (not any(arch.get(r.get("backbone")) == "resnet18" for r in runs), "a ResNet18 row (Table 1, all claims)"),
         (not any(r.get("attn_dim") == 4 for r in runs), "attention dimension d = 4"),
         ("retrain" not in lesion_modes, "lesions retrained per pattern (mode retrain)"),
+        (any(k not in (params.get("controls") or {}) for k in (params.get("attention") or {})),
+         "the controls (more training, recalibrated heads) of every attention run"),
         (not (params.get("baselines") or {}).get("methods"),
          "the related-work baselines (SE, ECA, CBAM, Gather-Excite, non-local, AA, GSA) and the wider-backbone control"),
     ]
@@ -167,6 +169,50 @@ def lesion_tables(out: Outputs) -> list[dict]:
                  "vs_full": ci_text(estimate(p["vs_full"]))} for p in les["patterns"]]
         tables.append({"run": key, "mode": les["mode"], "taps": ", ".join(les["taps"]), "rows": rows,
                        "seeds": len(les["seeds"])})
+    return tables
+
+
+def convergence(history: list[dict], patience: int) -> dict:
+    """Whether a training converged by its own rule: no better validation accuracy over its last
+    `patience` epochs (early stopping fired), or still improving when the epoch cap ended it."""
+    epochs = len(history)
+    best = max(history, key=lambda h: h["val_acc"])["epoch"] if history else 0
+    converged = epochs - best >= patience
+    words = (f"converged: no improvement over the last {epochs - best} epochs (patience {patience}); best "
+             f"validation accuracy {pct(max(h['val_acc'] for h in history))} at epoch {best} of {epochs}"
+             if converged else
+             f"not converged: the best validation accuracy came at epoch {best} of {epochs}, within the last "
+             f"{patience} epochs (patience), so the epoch cap, not early stopping, ended the training")
+    return {"converged": converged, "best_epoch": best, "epochs": epochs, "patience": patience, "words": words}
+
+
+def backbone_convergence(out: Outputs, params: dict) -> list[dict]:
+    """One entry per backbone trained from scratch here: its convergence in words."""
+    rows = []
+    for key, history in out.pretrain_history.items():
+        cfg = (params.get("backbones") or {}).get(key) or {}
+        if history and cfg.get("patience"):
+            rows.append({"run": key, "epochs_cap": cfg.get("epochs"), **convergence(history, cfg["patience"])})
+    return rows
+
+
+def controls_tables(out: Outputs, params: dict) -> list[dict]:
+    """One table per controls run: GAttANet and each control, with its own gain over the baseline and
+    GAttANet − control (paired per seed and image), both with CIs."""
+    tables = []
+    for key, res in out.controls.items():
+        rows = [{"method": "GAttANet", "what": f"d = {res['attn_dim']}, the run itself", "params": f"{res['gattanet_params']:,}",
+                 "accuracy": pct(res["gattanet_acc"]), "gain": ci_text(estimate(res["gattanet_gain"])), "vs": "",
+                 "epochs": ""}]
+        rows += [{"method": r["method"], "what": CONTROL_LABELS.get(r["method"], r["method"])
+                  + (f" (rank {r['rank']})" if r.get("rank") else ""),
+                  "params": f"{r['trainable_params']:,}", "accuracy": pct(r["accuracy"]),
+                  "gain": ci_text(estimate(r["gain"])), "vs": ci_text(estimate(r["vs_gattanet"])),
+                  "epochs": ", ".join(map(str, r["epochs_run"]))} for r in res["controls"]]
+        tables.append({"run": key, "seeds": len(res["seeds"]), "images": f"{res['test_images']:,}",
+                       "baseline": pct(res["baseline_acc"]), "budget": f"{res['gattanet_params']:,}",
+                       "epochs": res.get("epochs"), "patience": res.get("patience"),
+                       "train_subset": _subset(res["train_subset"]) if "train_subset" in res else "", "rows": rows})
     return tables
 
 
@@ -219,7 +265,8 @@ def stage_times(out: Outputs) -> list[dict]:
                + [(f"lesions@{k}", s) for k, s in out.lesions.items()]
                + [(f"embed@{k}", e["stats"]) for k, e in out.embedding.items()]
                + [(f"maps@{k}", m["stats"]) for k, m in out.maps.items()]
-               + [(f"baselines@{k}", r) for k, r in out.baselines.items()])
+               + [(f"baselines@{k}", r) for k, r in out.baselines.items()]
+               + [(f"controls@{k}", r) for k, r in out.controls.items()])
     return [{"stage": stage, "seconds": o["seconds"], "device": o.get("device"), "precision": o.get("precision")}
             for stage, o in outputs]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from pathlib import Path
 
 STAGES = {  # CLI name -> (module in pipeline.stages, takes a KEY, help)
@@ -19,9 +20,25 @@ STAGES = {  # CLI name -> (module in pipeline.stages, takes a KEY, help)
     "embed": ("embed", True, "UMAP of the global query (Fig. 2b): results/embedding/KEY/ (KEY an attention run)."),
     "maps": ("maps", True, "Agreement maps (Fig. 3) and true-class-on-top rate: results/maps/KEY/ (KEY an attention run)."),
     "baselines": ("baselines", True, "Related-work attention adapters on the frozen backbone: results/baselines/KEY.json."),
+    "controls": ("controls", True, "More training and head recalibration at GAttANet's budget, vs GAttANet: "
+                                   "results/controls/KEY.json (KEY in params `controls`)."),
     "summary": ("summary", False, "Table 1 of this run as a DVC metric: reports/summary.json."),
     "report": ("report", False, "Render the HTML report from the stage outputs: reports/index.html."),
 }
+
+
+FOLDER_OUTPUTS = {"train-attn": "models/attention/{key}", "report": "reports/figures"}  # dvc.yaml's folder outs
+
+
+def clear_folder_outputs(name: str, key: str | None) -> None:
+    """Empty stage `name`'s folder outputs, once its params have passed. dvc.yaml marks every output
+    `persist: true`, so DVC no longer removes them before the command (where a bad param would have cost
+    them); each file output is replaced atomically by the stage, and a folder is emptied here, so that no
+    file of an earlier run (a seed since dropped) stays in it."""
+    import shutil
+
+    if name in FOLDER_OUTPUTS:
+        shutil.rmtree(FOLDER_OUTPUTS[name].format(key=key), ignore_errors=True)
 
 
 def trains(params, name: str, key: str | None) -> bool:
@@ -30,20 +47,26 @@ def trains(params, name: str, key: str | None) -> bool:
         return key in params.backbones and params.backbones[key].weights == "scratch"
     if name == "lesions":
         return key in params.lesions and params.lesions[key].mode == "retrain"
-    return name in ("train-attn", "baselines")
+    return name in ("train-attn", "baselines", "controls")
 
 
 def run_stage(name: str, key: str | None, params_path: Path, overrides: list[str] | None) -> None:
     """Load and validate the params, then run stage `name` (on entry `key` when it takes one). A training
     stage with `nproc` > 1 relaunches itself under torchrun (one process per GPU, or gloo processes on
-    the CPU); a process torchrun started joins the process group first."""
+    the CPU); a process torchrun started joins the process group first, and dies with its parent."""
     from gattanet.engine import distributed
     from pipeline.config import load_params
     from pipeline.runtime import resolve_device
+    from pipeline.stages.validate import check_machine
 
     params = load_params(params_path, overrides)
-    if params.nproc > 1 and trains(params, name, key) and not distributed.launched():
-        return relaunch(params.nproc, name, key, params_path, overrides)
+    check_machine(params)  # `dvc repro -s` and `gattanet-cli stage` skip the validate stage
+    if distributed.launched():
+        die_with_parent()
+    else:
+        clear_folder_outputs(name, key)
+        if params.nproc > 1 and trains(params, name, key):
+            return relaunch(params.nproc, name, key, params_path, overrides)
     world = distributed.init(resolve_device(params.device)) if distributed.launched() else distributed.SINGLE
     logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING,
                         format="%(name)s: %(message)s" if world.size == 1 else f"[rank {world.rank}] %(name)s: %(message)s")
@@ -68,6 +91,29 @@ def relaunch(nproc: int, name: str, key: str | None, params_path: Path, override
     for item in overrides or []:
         cmd += ["--set", item]
     print(f"{name}: {nproc} processes under torchrun (DDP)", flush=True)
-    code = subprocess.call(cmd)
+    launcher = os.getpid()
+    code = subprocess.call(cmd, preexec_fn=lambda: die_with_parent(launcher))
     if code != 0:
         raise StageFailed(f"{name}: torchrun exited with {code} (the ranks' messages are above)", code)
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Have the kernel kill this process when its parent dies (Linux's PR_SET_PDEATHSIG), so that killing
+    the stage DVC started (`kill -9` included) takes torchrun and its workers with it, rather than leaving
+    orphans that overwrite outputs later. Exits at once if the parent (pid `parent`, or any but init) is
+    already gone. Elsewhere a no-op. Safe between fork and exec: it only calls prctl and getppid."""
+    if _PRCTL is None:
+        return
+    _PRCTL(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    if (os.getppid() != parent) if parent is not None else (os.getppid() == 1):
+        os._exit(1)
+
+
+def _prctl():
+    import ctypes
+    import sys
+
+    return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+_PRCTL = _prctl()  # looked up before any fork: a forked child must not load libraries

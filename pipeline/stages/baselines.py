@@ -7,9 +7,8 @@ import numpy as np
 import torch
 
 from gattanet.engine import distributed
-from gattanet.adapters.budget import UNMATCHABLE, match_width, within_budget, wider_toy_widths
-from gattanet.adapters.model import AdaptedModel
-from gattanet.models.registry import build_backbone
+from gattanet.adapters.budget import UNMATCHABLE, within_budget
+from gattanet.models.spec import build_model
 from gattanet.cost.bench import timed  # synchronises CUDA: queued kernels are counted, not just launched
 from gattanet.io import write_json
 from gattanet.engine.placement import place
@@ -18,10 +17,56 @@ from gattanet.analysis.sweeps import gain_at, sweep_correct
 from gattanet.engine.train import TrainConfig, fit
 from pipeline.data_source import DataSource
 from pipeline.errors import UsageError
-from pipeline.paths import RESULTS
-from pipeline.runs import augment_of, training_context, training_seed
+from pipeline import outputs
+from pipeline.runs import (attention_spec, augment_of, load_run_backbone, resume_at, resume_file,
+                           training_context, training_seed)
 from pipeline.runtime import resolve_device, seeded, stopwatch
-from pipeline.stages.train_attn import build, load_run_backbone, resume_file
+
+
+THROUGHPUT_BATCHES = 8  # timed batches per rate of _throughput, after one warm-up batch
+THROUGHPUT_RATES = 4  # the method's and the backbone's inference and training rates
+
+
+def training_settings(params, method: str):
+    """(the params block a method trains with, its train subset, its epoch limit): wider-toy trains from scratch
+    like the backbone; every other method like the GAttANet run, for `baselines.epochs`."""
+    b = params.baselines
+    run = params.attention[b.run]
+    if method == "wider-toy":
+        bb = params.backbones[run.backbone]
+        return bb, bb.train_subset, bb.epochs
+    return run, b.train_subset, b.epochs
+
+
+def work(params, method: str) -> list:
+    """Per seed of the GAttANet run, training with a validation pass per epoch; the noise sweep of the backbone
+    and every seed's model, each its own forward; the throughput check (a warm-up and THROUGHPUT_BATCHES
+    batches of each of its THROUGHPUT_RATES rates, at the training batch)."""
+    from gattanet.cost.rates import Probe
+    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset
+
+    b, ev, noise = params.baselines, params.eval_batch_size, params.noise
+    run = params.attention[b.run]
+    arch = params.backbones[run.backbone].arch
+    s, seeds = dataset_sizes(params, run.dataset), len(run.seeds)
+    backbone, spec = model_spec(run.dataset, arch), model_spec(run.dataset, arch, method, run)
+    settings, train_subset, epochs = training_settings(params, method)
+    batch, l2, early = settings.batch_size, getattr(settings, "l2", 0.0), least(epochs, settings.patience)
+    n, test = subset(s.train, train_subset), subset(s.test, b.test_subset)
+    check = (1 + THROUGHPUT_BATCHES) * subset(s.test, batch)  # _throughput's one batch of test images
+    return [
+        Work("baselines", method, f"{seeds_text(seeds)} × {num(n)} × ≤{epochs} ep", seeds * n * epochs,
+             Probe("train", spec, batch, l2=l2), least=early, sharded=True),
+        Work("baselines", method, f"val {seeds} × {num(s.val)} × ≤{epochs}", seeds * s.val * epochs,
+             Probe("eval", spec, ev), least=early),
+        Work("baselines", method, f"{len(noise.sigmas)} σ × {num(test)} × (1+{seeds} own)",
+             len(noise.sigmas) * test, Probe("separate", spec, noise.batch_size, n=seeds)),
+        Work("baselines", method, f"check {THROUGHPUT_RATES} × {num(check)}", check,
+             Probe("train", spec, batch, l2=l2)),
+        Work("baselines", method, "", check, Probe("eval", spec, batch)),
+        Work("baselines", method, "", check, Probe("train", backbone, batch)),
+        Work("baselines", method, "", check, Probe("eval", backbone, batch)),
+    ]
 
 
 def run(params, method: str) -> None:
@@ -33,14 +78,14 @@ def run(params, method: str) -> None:
     device = resolve_device(params.device)
     source = DataSource(params, att_run.dataset, device)
     backbone = load_run_backbone(att_run, device)
-    gattanet_params = sum(p.numel() for p in build(params, att_run, copy.deepcopy(backbone)).attention_parameters())
+    gattanet_params = attention_spec(att_run).trainable_params(backbone.taps())
     noise, dtype = params.noise, autocast_dtype(device, params.amp)
     models, width, n_trainable, epochs_run, resumed = {}, None, 0, [], 0.0
     with stopwatch() as clock:
         for seed in att_run.seeds:  # the GAttANet run's seeds: the same evidence grade
             model, trainable, width, run_cfg, subset = _method(params, method, backbone, att_run, bb_run,
                                                                gattanet_params, seed)
-            epochs = cfg.epochs if method != "wider-toy" else run_cfg.epochs
+            epochs = training_settings(params, method)[2]
             train_seed = training_seed(params, seed)
             result = fit(model, trainable,
                          source.train_loader(run_cfg.batch_size, augment_of(run_cfg.augment), subset,
@@ -48,9 +93,9 @@ def run(params, method: str) -> None:
                          source.loader("val"),
                          TrainConfig(epochs=epochs, patience=run_cfg.patience, lr=run_cfg.lr,
                                      l2=getattr(run_cfg, "l2", 0.0), seed=train_seed, amp=params.amp),
-                         resume_path=resume_file(f"baselines-{method}", seed), keep_resume=True,
-                         context=training_context(params, att_run, source)
-                         | {"method": method, "baselines": repr(params.baselines)},
+                         resume=resume_at(resume_file(f"baselines-{method}", seed),
+                                          training_context(params, att_run, source)
+                                          | {"method": method, "baselines": repr(params.baselines)}),
                          label=f"baselines {method} seed {seed}")
             models[str(seed)] = model.eval()
             n_trainable, epochs_run = sum(p.numel() for p in trainable), epochs_run + [result.epochs_run]
@@ -68,7 +113,7 @@ def run(params, method: str) -> None:
         speed = _throughput(models[str(att_run.seeds[0])], backbone, source, run_cfg.batch_size, trainable)
     acc = np.stack([hits[n] for n in models])  # (seed, σ, N)
     k = list(noise.sigmas).index(noise.peak_sigma)
-    write_json(RESULTS / "baselines" / f"{method}.json", {
+    write_json(outputs.BASELINES.path(method), outputs.BASELINES.record({
         "method": method, "run": cfg.run, "arch": bb_run.arch, "dataset": att_run.dataset, "width": width,
         "seeds": list(att_run.seeds), "test_images": int(acc.shape[2]),
         "trainable_params": n_trainable, "gattanet_params": gattanet_params,
@@ -81,7 +126,7 @@ def run(params, method: str) -> None:
         "sigmas": list(noise.sigmas), "acc": acc.mean(axis=(0, 2)).tolist(),
         "baseline": hits["baseline"].mean(axis=1).tolist(),
         **speed, "epochs_run": epochs_run, "precision": precision_name(dtype),
-        "seconds": round(clock["seconds"] + resumed, 3), "device": str(device)})  # + time before a kill
+        "seconds": round(clock["seconds"] + resumed, 3), "device": str(device)}))  # + time before a kill
     for seed in att_run.seeds:
         resume_file(f"baselines-{method}", seed).unlink(missing_ok=True)
     print(f"baselines {method}: {n_trainable:,} params (GAttANet {gattanet_params:,}), "
@@ -91,27 +136,17 @@ def run(params, method: str) -> None:
 def _method(params, method: str, backbone, att_run, bb_run, gattanet_params: int, seed: int):
     """(model, trainable params, width, training settings, train subset) of one method for one seed."""
     seeded(training_seed(params, seed))
-    if method == "gattanet":
-        model = place(build(params, att_run, backbone), backbone_device(backbone))
-        return model, model.attention_parameters(), None, att_run, params.baselines.train_subset
-    if method == "wider-toy":  # validated: the backbone is a toy one
-        total = sum(p.numel() for p in backbone.parameters()) + gattanet_params
-        widths, hidden, _ = wider_toy_widths(total, backbone.in_channels, backbone.num_classes, backbone.input_size)
-        model = build_backbone("toy", backbone.num_classes, backbone.in_channels, widths=widths, hidden=hidden,
-                               input_size=backbone.input_size)
-        place(model, backbone_device(backbone))
-        # trained from scratch like the backbone
-        return model, list(model.parameters()), {"widths": list(widths), "hidden": hidden}, bb_run, bb_run.train_subset
-    width, _ = match_width(method, backbone.taps(), gattanet_params)
-    model = place(AdaptedModel(backbone, method, width), backbone_device(backbone))
-    return model, model.adapter_parameters(), width, att_run, params.baselines.train_subset
+    built = build_model(method, backbone, attention_spec(att_run), gattanet_params)
+    place(built.model, backbone_device(backbone))
+    # wider-toy (validated: the backbone is a toy one) trains from scratch like the backbone
+    return (built.model, built.trainable, built.width, *training_settings(params, method)[:2])
 
 
 def backbone_device(backbone):
     return next(backbone.parameters()).device
 
 
-def _throughput(model, backbone, source, batch_size: int, trainable, batches: int = 8) -> dict:
+def _throughput(model, backbone, source, batch_size: int, trainable, batches: int = THROUGHPUT_BATCHES) -> dict:
     """Training and inference images/s of the method and of the plain backbone, on the same batches."""
     x, _ = next(iter(source.loader("test", batch_size, limit=batch_size).epoch(0)))  # one batch: no more decoded
     y = torch.zeros(len(x), dtype=torch.long, device=x.device)

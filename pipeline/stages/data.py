@@ -5,6 +5,14 @@ from pipeline.config import entry
 from pipeline.paths import data_path
 
 
+def work(params, key: str) -> list:
+    """No model passes: the dataset's images are read and stored."""
+    from pipeline.work import dataset_sizes, no_model, num
+
+    s = dataset_sizes(params, key)
+    return no_model("data", key, f"{num(s.train + s.val)} + {num(s.test)} images (no model)")
+
+
 def run(params, key: str) -> None:
     cfg = entry(params.data, key, "data")
     if key == "imagenet":

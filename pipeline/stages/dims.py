@@ -1,5 +1,6 @@
 """dims: the attention-dimension comparison (Table 1, Fig. 4a-b): each run's gain per d, and for runs on one
-backbone the difference of gains between dimensions, clean and at σ*, paired on the same noisy test images."""
+backbone the difference of gains between dimensions, clean, at σ* ("peak") and at every other σ of the sweep
+("sweep": the report reads it at the dataset-relative σ*), paired on the same noisy test images."""
 
 import itertools
 
@@ -9,18 +10,25 @@ import pandas as pd
 from gattanet.io import read_json, write_json, write_text
 from gattanet.analysis.stats import effect_ci
 from gattanet.analysis.sweeps import gains
-from pipeline.paths import RESULTS
+from pipeline import outputs
 
 
 def _load(key: str) -> dict:
-    with np.load(RESULTS / "noise" / key / "correct.npz") as z:
+    with np.load(outputs.NOISE_CORRECT.path(key)) as z:
         return {k: z[k] for k in z.files}
+
+
+def work(params, key=None) -> list:
+    """No model passes: it reads the noise stages' per-image results."""
+    from pipeline.work import no_model
+
+    return no_model("dims", None, "reads results (no model)")
 
 
 def run(params) -> None:
     rows, gain_of = [], {}
     for key, run_cfg in params.attention.items():
-        m = read_json(RESULTS / "train-attn" / key / "metrics.json")
+        m = read_json(outputs.TRAIN_ATTN_METRICS.path(key))
         z = _load(key)
         g = gains(z["baseline"], z["gattanet"])  # (seed, σ, N)
         gain_of[key] = g
@@ -39,12 +47,15 @@ def run(params) -> None:
         if small["backbone_run"] != large["backbone_run"] or small["attn_dim"] >= large["attn_dim"]:
             continue
         k = list(params.noise.sigmas).index(params.noise.peak_sigma)
-        for label, i in (("clean", 0), ("peak", k)):
-            est = effect_ci([(1.0, gain_of[large["run"]][:, i]), (-1.0, gain_of[small["run"]][:, i])])
+        others = [("sweep", j) for j in range(1, len(params.noise.sigmas)) if j != k]  # the report picks σ*_rel
+        for label, i in [("clean", 0), ("peak", k), *others]:
+            # seed s of both runs starts from the same derived seed: paired per seed when the seed lists match
+            paired = list(params.attention[small["run"]].seeds) == list(params.attention[large["run"]].seeds)
+            est = effect_ci([(1.0, gain_of[large["run"]][:, i]), (-1.0, gain_of[small["run"]][:, i])], paired=paired)
             comparisons.append({"small": small["run"], "large": large["run"], "arch": small["arch"],
                                 "dataset": small["dataset"], "d_small": small["attn_dim"],
                                 "d_large": large["attn_dim"], "at": label,
                                 "sigma": float(params.noise.sigmas[i]), "difference": est.as_dict()})
-    write_json(RESULTS / "dims.json", {"rows": rows, "comparisons": comparisons})
+    write_json(outputs.DIMS.path(), outputs.DIMS.record({"rows": rows, "comparisons": comparisons}))
     table = pd.json_normalize(rows, sep="_")
-    write_text(RESULTS / "dims.csv", table.to_csv(index=False))
+    write_text(outputs.DIMS_CSV.path(), table.to_csv(index=False))

@@ -1,5 +1,6 @@
 """lesions@KEY: the paper's Fig. 4c patterns — none, full, one layer ablated, one layer alone — for every
-training seed, on the same test images, with each pattern's difference to the baseline and to the full model.
+training seed, on the same test images, with each pattern's difference to the baseline and to the full model,
+and every pattern's per-image correctness (KEY.npz, git-tracked) from which the report recomputes them.
 
 mode `eval` switches modulation off per layer in the trained models (one shared first pass per batch);
 mode `retrain` trains a new attention system per pattern and seed (same settings as the run).
@@ -10,15 +11,45 @@ import numpy as np
 from gattanet.engine import distributed
 from gattanet.engine.evaluate import correct_batched
 from gattanet.engine.fast_eval import shared_logits
-from gattanet.io import write_json
+from gattanet.io import atomic_path, write_json
 from gattanet.models.lesion import ablation_patterns, full_pattern
 from gattanet.engine.precision import autocast, autocast_dtype, precision_name
-from gattanet.analysis.stats import effect_ci
 from pipeline.config import entry
-from pipeline.paths import RESULTS
-from pipeline.runs import open_run
+from pipeline import outputs
+from pipeline.recompute import lesion_estimates
+from pipeline.runs import open_run, resume_file, train_attention
 from pipeline.runtime import stopwatch
-from pipeline.stages.train_attn import resume_file, train
+
+
+def retrained_patterns(patterns: list[dict]) -> list[dict]:
+    """The patterns mode `retrain` trains new models for: all but none (the backbone) and full (the run's own)."""
+    return [p for p in patterns if p["kind"] not in ("none", "full")]
+
+
+def work(params, key: str) -> list:
+    """`eval`: the test images through one shared first pass, then every seed's model under every pattern.
+    `retrain`: each retrained pattern × seed trained as train-attn trains, then the test through all of them."""
+    from gattanet.cost.rates import Probe
+    from gattanet.models.registry import backbone_taps
+    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset
+
+    cfg = entry(params.lesions, key, "lesions")
+    run = params.attention[key]
+    s, arch, ev = dataset_sizes(params, run.dataset), params.backbones[run.backbone].arch, params.eval_batch_size
+    spec, seeds, n = model_spec(run.dataset, arch, "gattanet", run), len(run.seeds), subset(s.test, cfg.test_subset)
+    patterns = ablation_patterns(backbone_taps(arch, spec.classes, spec.channels, spec.size))
+    if cfg.mode == "eval":
+        return [Work("lesions", key, f"{num(n)} × (1+{seeds}×{len(patterns)})", n,
+                     Probe("shared-lesions", spec, ev, n=seeds))]
+    retrained, tr = len(retrained_patterns(patterns)), subset(s.train, run.train_subset)
+    early = least(run.epochs, run.patience)
+    return [Work("lesions", key, f"{retrained} patterns × {seeds_text(seeds)} × {num(tr)} × ≤{run.epochs} ep "
+                 "(full pattern's rate)", retrained * seeds * tr * run.epochs,
+                 Probe("train", spec, run.batch_size, l2=run.l2), least=early, sharded=True),
+            Work("lesions", key, f"val {retrained} × {seeds} × {num(s.val)} × ≤{run.epochs}",
+                 retrained * seeds * s.val * run.epochs, Probe("eval", spec, ev), least=early),
+            Work("lesions", key, f"test {num(n)} × (1+{seeds}×{retrained + 1})", n,
+                 Probe("shared-retrained", spec, ev, n=seeds))]
 
 
 def run(params, key: str) -> None:
@@ -38,12 +69,10 @@ def run(params, key: str) -> None:
         else:
             backbone = models[seeds[0]].backbone
             retrained = {f"{s}:{full_pattern(taps)}": models[s] for s in seeds}
-            for p in patterns:
-                if p["kind"] in ("none", "full"):
-                    continue
+            for p in retrained_patterns(patterns):
                 resume_names.append(f"lesions-{key}-{p['pattern'].replace('.', '_')}")
                 for s in seeds:
-                    retrained[f"{s}:{p['pattern']}"], _ = train(
+                    retrained[f"{s}:{p['pattern']}"], _ = train_attention(
                         params, run_cfg, source, device, backbone, s, lesion=p["pattern"],
                         resume_name=resume_names[-1])
             if not distributed.training_done():
@@ -58,14 +87,17 @@ def run(params, key: str) -> None:
         return np.stack([hits[f"{s}:{pattern}"][:, 0].numpy().astype(float) for s in seeds])
 
     full = acc(full_pattern(taps))
-    rows = [{**p, "accuracy": float(acc(p["pattern"]).mean()),
-             "per_seed": acc(p["pattern"]).mean(axis=1).tolist(),
-             "vs_baseline": effect_ci([(1.0, acc(p["pattern"]) - base)]).as_dict(),
-             "vs_full": effect_ci([(1.0, acc(p["pattern"]) - full)]).as_dict()} for p in patterns]
-    write_json(RESULTS / "lesions" / f"{key}.json", {
+    correct = np.stack([acc(p["pattern"]) for p in patterns]).astype(bool)  # (P, S, N)
+    ests = lesion_estimates(base, correct, [p["kind"] for p in patterns].index("full"))  # as the report recomputes
+    rows = [{**p, "accuracy": float(c.mean()), "per_seed": c.mean(axis=1).tolist(), **e}
+            for p, c, e in zip(patterns, correct, ests)]
+    with atomic_path(outputs.LESIONS_CORRECT.path(key)) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, seeds=np.array(seeds), patterns=np.array([p["pattern"] for p in patterns]),
+                            baseline=base.astype(bool), correct=correct)
+    write_json(outputs.LESIONS.path(key), outputs.LESIONS.record({
         "run": key, "mode": cfg.mode, "seeds": list(seeds), "test_images": len(base),
         "taps": [t.name for t in taps], "baseline_acc": float(base.mean()), "full_acc": float(full.mean()),
-        "patterns": rows, "precision": precision_name(dtype), "seconds": clock["seconds"], "device": str(device)})
+        "patterns": rows, "precision": precision_name(dtype), "seconds": clock["seconds"], "device": str(device)}))
     for name in resume_names:
         for s in seeds:
             resume_file(name, s).unlink(missing_ok=True)

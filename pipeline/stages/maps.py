@@ -1,17 +1,32 @@
 """maps@KEY: agreement maps of one seeded test image per class (Fig. 3, first seed), and over the test set for
 every seed whether attention enhances the true class's logit most (top-1, top-3: ranked by α·a), with its CI."""
 
-import numpy as np
 import torch
 
-from gattanet.analysis.agreement import agreement_maps, sample_indices, true_class_hits
-from gattanet.engine.fast_eval import shared_states
+from gattanet.analysis.agreement import agreement_maps, sample_indices, true_class_hit_table
 from gattanet.io import write_json
 from gattanet.engine.precision import autocast, autocast_dtype, precision_name
 from gattanet.analysis.stats import effect_ci
-from pipeline.paths import RESULTS
+from pipeline import outputs
 from pipeline.runs import open_run
 from pipeline.runtime import stopwatch
+
+
+def work(params, key: str) -> list:
+    """`test_subset` test images' first pass shared by every seed's model (their scores); the sample images
+    through the first seed's GAttANet and its backbone (their maps and predictions)."""
+    from gattanet.cost.rates import Probe
+    from pipeline.config import entry
+    from pipeline.work import Work, dataset_sizes, model_spec, num, seeds_text, subset
+
+    run = entry(params.attention, key, "attention")
+    spec = model_spec(run.dataset, params.backbones[run.backbone].arch, "gattanet", run)
+    seeds, n = len(run.seeds), subset(dataset_sizes(params, run.dataset).test, params.maps.test_subset)
+    samples = min(params.maps.per_class * spec.classes, params.maps.max_images)  # sample_indices, cut as run cuts
+    return [Work("maps", key, f"{num(n)} × first pass, {seeds_text(seeds)}' scores", n,
+                 Probe("states", spec, params.eval_batch_size, n=seeds)),
+            Work("maps", key, f"{samples} sample maps (GAttANet and baseline)", samples, Probe("eval", spec, samples)),
+            Work("maps", key, "", samples, Probe("eval", model_spec(run.dataset, spec.arch), samples))]
 
 
 def run(params, key: str) -> None:
@@ -24,29 +39,22 @@ def run(params, key: str) -> None:
         idx = idx[:params.maps.max_images]
         x, y, images = source.batch("test", idx)
         samples = agreement_maps(model, x, y, list(source.classes))
-        top1, top3 = {n: [] for n in named}, {n: [] for n in named}
-        with torch.no_grad(), autocast(device, dtype):
-            for xb, yb in source.loader("test", limit=params.maps.test_subset).epoch(0):
-                for name, state in shared_states(named, xb)[2].items():
-                    h1, h3 = true_class_hits(state.scores[-1], yb, named[name].attention.alpha[-1].detach())
-                    top1[name].append(h1)
-                    top3[name].append(h3)
+        with autocast(device, dtype):
+            table = true_class_hit_table(named, source.loader("test", limit=params.maps.test_subset))
     num_classes = len(source.classes)
-    hits = {k: np.stack([torch.cat(v[n]).numpy() for n in named]).astype(float) for k, v in
-            (("top1", top1), ("top3", top3))}
+    hits = {k: v.astype(float) for k, v in table.items()}
     for sample, i, image in zip(samples, idx.tolist(), images):
         sample["index"] = i
         sample["image"] = (image * 255).round().to(torch.uint8).squeeze(0).tolist()
-    out = RESULTS / "maps" / key
-    write_json(out / "maps.json", {"run": key, "seed": run_cfg.seeds[0], "classes": list(source.classes),
+    write_json(outputs.MAPS.path(key), outputs.MAPS.record({"run": key, "seed": run_cfg.seeds[0], "classes": list(source.classes),
                                    "taps": [t.as_dict() for t in model.taps],
                                    "alpha": [float(a) for a in model.attention.alpha.detach().cpu()],
-                                   "samples": samples})
+                                   "samples": samples}))
     stats = {"top1_rate": effect_ci([(1.0, hits["top1"])]).as_dict(),
              "top3_rate": effect_ci([(1.0, hits["top3"])]).as_dict(),
              "chance_top1": 1 / num_classes, "chance_top3": min(3, num_classes) / num_classes}
-    write_json(out / "stats.json", {"run": key, "seeds": list(run_cfg.seeds), "n": int(hits["top1"].shape[1]),
+    write_json(outputs.MAPS_STATS.path(key), outputs.MAPS_STATS.record({"run": key, "seeds": list(run_cfg.seeds), "n": int(hits["top1"].shape[1]),
                                     **stats, "precision": precision_name(dtype),
-                                    "seconds": clock["seconds"], "device": str(device)})
+                                    "seconds": clock["seconds"], "device": str(device)}))
     print(f"maps {key}: true class on top {stats['top1_rate']['mean']:.3f} (chance {stats['chance_top1']:.3f}), "
           f"in top 3 {stats['top3_rate']['mean']:.3f}")

@@ -5,6 +5,13 @@ from pathlib import Path
 from pipeline.paths import REPORTS
 
 
+def work(params, key=None) -> list:
+    """No model passes: it renders the stage outputs."""
+    from pipeline.work import no_model
+
+    return no_model("report", None, "reads results (no model)")
+
+
 def run(params) -> None:
     from pipeline.report.build import build_report, collect_provenance
 

@@ -4,6 +4,7 @@ Every stage depends on STAMP, so DVC runs this one first and stops at its error 
 other stage's outputs. STAMP's bytes never change, so a passing check reruns nothing downstream.
 """
 
+import os
 from pathlib import Path
 
 import torch
@@ -19,11 +20,32 @@ TEXT = ("params.yaml passed `gattanet-cli stage validate`.\n"
         "so a passing check reruns nothing.\n")
 
 
-def run(params) -> None:
+def work(params, key=None) -> list:
+    """No model passes: the params are checked."""
+    from pipeline.work import no_model
+
+    return no_model("validate", None, "params check (no model)")
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_machine(params) -> None:
+    """What params ask of this machine that could hurt it: the device exists, and `nproc` processes fit
+    its GPUs or CPU cores (64 gloo processes on 2 cores exhaust memory). Every stage checks this first."""
     device = resolve_device(params.device)  # `device: cuda` on a machine without CUDA fails here, not mid-pipeline
     if device.type == "cuda" and params.nproc > torch.cuda.device_count():
         raise ParamsError(f"nproc: {params.nproc} processes need {params.nproc} GPUs, but this machine has "
                           f"{torch.cuda.device_count()}; allowed: 1 to {torch.cuda.device_count()}")
+    if device.type == "cpu" and params.nproc > cpu_cores():
+        raise ParamsError(f"nproc: {params.nproc} processes on the CPU need {params.nproc} cores, but this machine "
+                          f"has {cpu_cores()}; allowed: 1 to {cpu_cores()}")
+
+
+def run(params) -> None:
+    check_machine(params)
     for name, cfg in params.data.items():
         if not Path(cfg.root).exists():
             raise ParamsError(f"data.{name}.root: {cfg.root!r} does not exist (for Fashion-MNIST run "

@@ -1,0 +1,115 @@
+"""One attention run's settings (`AttentionSpec`): the one place they become a GAttANet, a checkpoint's
+meta and back, a parameter count; and `build_model`, every model kind a stage trains over a backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gattanet.models.attention import GlobalAttention
+from gattanet.models.backbone import Backbone
+from gattanet.models.gattanet import GAttANet
+from gattanet.models.taps import Tap
+
+META_KEYS = ("attn_dim", "dropout", "kq_norm", "score_norm", "iterations", "lesion")  # in a checkpoint's meta
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """The settings that make a GAttANet over a given backbone (training settings such as lr are not here).
+    `lesion` is "full" (every tap modulated) or a pattern such as "cc.dd" (see gattanet.models.lesion)."""
+    dim: int
+    dropout: float = 0.25
+    kq_norm: bool = False
+    score_norm: bool = False
+    iterations: int = 1
+    lesion: str = "full"
+
+    @property
+    def pattern(self) -> str | None:
+        """The lesion as GAttANet takes it: "full" means no lesion (None)."""
+        return None if self.lesion == "full" else self.lesion
+
+    @property
+    def label(self) -> str:
+        """A short readable name, e.g. "d=16,drop=0.25,lesion=cc.dd" (keys the cost plan's figures)."""
+        extra = "".join([",kq-norm" if self.kq_norm else "", ",score-norm" if self.score_norm else "",
+                         f",iter={self.iterations}" if self.iterations != 1 else "",
+                         f",lesion={self.lesion}" if self.pattern is not None else ""])
+        return f"d={self.dim},drop={self.dropout:g}{extra}"
+
+    def attention(self, taps: Sequence[Tap]) -> GlobalAttention:
+        """A fresh attention system on `taps` (α₀ = 0, so the GAttANet starts as its backbone)."""
+        return GlobalAttention(list(taps), self.dim, dropout=self.dropout, kq_norm=self.kq_norm,
+                               score_norm=self.score_norm)
+
+    def build(self, backbone: Backbone, lesion: str | None = None) -> GAttANet:
+        """A fresh GAttANet over `backbone` (on the attention's default device: the caller places it);
+        `lesion` overrides the spec's pattern."""
+        return GAttANet(backbone, self.attention(backbone.taps()), lesion=self.pattern if lesion is None else lesion,
+                        iterations=self.iterations)
+
+    def trainable_params(self, taps: Sequence[Tap]) -> int:
+        """Trainable parameters of the attention on `taps`, counted on the meta device (no memory, no RNG)."""
+        with torch.device("meta"):
+            return self.attention(taps).count_parameters()
+
+    def meta(self) -> dict:
+        """The settings as an attention checkpoint's meta records them (`from_meta` reads them back)."""
+        return {"attn_dim": self.dim, "dropout": self.dropout, "kq_norm": self.kq_norm,
+                "score_norm": self.score_norm, "iterations": self.iterations, "lesion": self.lesion}
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> AttentionSpec:
+        """The spec a checkpoint's meta records; KeyError names a missing key."""
+        return cls(meta["attn_dim"], meta["dropout"], meta["kq_norm"], meta["score_norm"], meta["iterations"],
+                   meta["lesion"])
+
+    @classmethod
+    def of(cls, model: GAttANet) -> AttentionSpec:
+        """The spec of a built model (its lesion spelt out as the full pattern when it has none)."""
+        att = model.attention
+        return cls(att.dim, att.dropout, att.kq_norm, att.score_norm, model.iterations, model.lesion)
+
+
+@dataclass
+class Built:
+    """A model `build_model` made: the module, what trains, and its size where it was matched
+    (an adapter's width, the wider toy's {"widths", "hidden"}; None for GAttANet and a backbone)."""
+    model: nn.Module
+    trainable: list[nn.Parameter]
+    width: int | dict | None = None
+
+
+def build_model(kind: str, backbone: Backbone, attn: AttentionSpec | None = None,
+                budget: int | None = None) -> Built:
+    """A model of `kind` as the stages train it (pretrain, train-attn, baselines), unplaced: "backbone"
+    (`backbone` itself), "gattanet" (`attn` over it), "wider-toy" (a fresh toy backbone whose total size is
+    `backbone` + `budget`) or a related-work adapter ("se", ...) on it matched to `budget` trainable
+    parameters; `budget` defaults to the GAttANet of `attn` on `backbone`."""
+    if kind == "backbone":
+        return Built(backbone, list(backbone.parameters()))
+    if attn is None:
+        raise ValueError(f"a {kind} model needs its attention settings (attn)")
+    if kind == "gattanet":
+        model = attn.build(backbone)
+        return Built(model, model.attention_parameters())
+    budget = attn.trainable_params(backbone.taps()) if budget is None else budget
+    if kind == "wider-toy":
+        from gattanet.adapters.budget import wider_toy_widths
+        from gattanet.models.registry import build_backbone
+
+        total = sum(p.numel() for p in backbone.parameters()) + budget
+        widths, hidden, _ = wider_toy_widths(total, backbone.in_channels, backbone.num_classes, backbone.input_size)
+        model = build_backbone("toy", backbone.num_classes, backbone.in_channels, widths=widths, hidden=hidden,
+                               input_size=backbone.input_size)
+        return Built(model, list(model.parameters()), {"widths": list(widths), "hidden": hidden})
+    from gattanet.adapters.budget import match_width
+    from gattanet.adapters.model import AdaptedModel
+
+    width, _ = match_width(kind, backbone.taps(), budget)
+    model = AdaptedModel(backbone, kind, width)
+    return Built(model, model.adapter_parameters(), width)

@@ -1,0 +1,120 @@
+"""controls@KEY: the trivial explanations of attention run KEY's gain, on its frozen backbone, at its budget,
+seeds and training images — the backbone trained on from its checkpoint, and heads recalibrated at no more
+parameters than GAttANet's — each compared with GAttANet seed by seed on the same test images."""
+
+import numpy as np
+
+from gattanet.analysis.stats import effect_ci
+from gattanet.engine import distributed
+from gattanet.engine.evaluate import correct_batched
+from gattanet.engine.fast_eval import shared_logits
+from gattanet.engine.placement import place
+from gattanet.engine.precision import autocast, autocast_dtype, precision_name
+from gattanet.engine.train import TrainConfig, fit
+from gattanet.io import write_json
+from gattanet.models.heads import HeadControl, trained_on
+from pipeline.config import entry
+from pipeline import outputs
+from pipeline.paths import RESUME
+from pipeline.runs import augment_of, open_run, resume_at, training_context, training_seed
+from pipeline.runtime import seeded, stopwatch
+
+
+def work(params, key: str) -> list:
+    """Per method and seed, training with a validation pass per epoch (at most the run's epochs): more training
+    is a backbone training step; a head's step is counted as a backbone forward (its own layers are tiny and
+    no gradient enters the backbone); then the test set once through the backbone, GAttANet's shared pass and
+    every control."""
+    from gattanet.cost.rates import Probe
+    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset
+
+    cfg = entry(params.controls, key, "controls")
+    att = params.attention[key]
+    bb = params.backbones[att.backbone]
+    s, seeds, ev = dataset_sizes(params, att.dataset), len(att.seeds), params.eval_batch_size
+    backbone, gattanet = model_spec(att.dataset, bb.arch), model_spec(att.dataset, bb.arch, "gattanet", att)
+    n, test, early = subset(s.train, att.train_subset), subset(s.test, cfg.test_subset), least(att.epochs, att.patience)
+    works = []
+    for method in cfg.methods:
+        step = (Probe("train", backbone, bb.batch_size) if method == "more-training"
+                else Probe("eval", backbone, att.batch_size))
+        works += [Work("controls", key, f"{method}: {seeds_text(seeds)} × {num(n)} × ≤{att.epochs} ep",
+                       seeds * n * att.epochs, step, least=early, sharded=True),
+                  Work("controls", key, f"val {seeds} × {num(s.val)} × ≤{att.epochs}", seeds * s.val * att.epochs,
+                       Probe("eval", backbone, ev), least=early)]
+    return works + [Work("controls", key, f"test {num(test)} × (1+{seeds})", test, Probe("shared", gattanet, ev, n=seeds)),
+                    Work("controls", key, f"test {num(test)} × {len(cfg.methods) * seeds} controls",
+                         test * len(cfg.methods) * seeds, Probe("eval", backbone, ev))]
+
+
+def run(params, key: str) -> None:
+    cfg = entry(params.controls, key, "controls")
+    att, device, source, gattanets = open_run(params, key)
+    bb = params.backbones[att.backbone]
+    backbone = gattanets[att.seeds[0]].backbone
+    budget = sum(p.numel() for p in gattanets[att.seeds[0]].attention_parameters())
+    dtype = autocast_dtype(device, params.amp)
+    trained, results = {}, {}
+    with stopwatch() as clock:
+        for method in cfg.methods:
+            for seed in att.seeds:  # GAttANet's seeds: same init draws, shuffling and training images
+                train_seed = training_seed(params, seed)
+                seeded(train_seed)
+                if method == "more-training":  # the backbone's own optimiser settings and augmentation
+                    model = place(trained_on(backbone), device)
+                    trainable, settings = list(model.parameters()), (bb.batch_size, bb.augment, bb.lr, 0.0)
+                else:
+                    model = place(HeadControl(backbone, method, budget), device)
+                    trainable, settings = model.head_parameters(), (att.batch_size, att.augment, att.lr, att.l2)
+                batch_size, augment, lr, l2 = settings
+                results[method, seed] = fit(
+                    model, trainable, source.train_loader(batch_size, augment_of(augment), att.train_subset, train_seed),
+                    source.loader("val"),
+                    TrainConfig(epochs=att.epochs, patience=att.patience, lr=lr, l2=l2, seed=train_seed, amp=params.amp),
+                    resume=resume_at(_resume(key, method, seed),
+                                     training_context(params, att, source) | {"control": method, "controls": repr(cfg)}),
+                    label=f"controls {key} {method} seed {seed}")
+                trained[method, seed] = model.eval()
+        if not distributed.training_done():
+            return  # under torchrun, rank 0 alone evaluates and writes
+        named = {str(s): m for s, m in gattanets.items()}
+        with autocast(device, dtype):
+            hits = correct_batched(lambda x: shared_logits(named, x) | {f"{m}:{s}": c(x) for (m, s), c in trained.items()},
+                                   source.loader("test", limit=cfg.test_subset))
+    base = hits["baseline"][:, 0].numpy().astype(float)
+
+    def acc(name) -> np.ndarray:  # (seeds, N): per seed, per test image
+        return np.stack([hits[f"{name}{s}"][:, 0].numpy().astype(float) for s in att.seeds])
+
+    full = acc("")
+    rows = []
+    for method in cfg.methods:
+        ctl, per = acc(f"{method}:"), [results[method, s] for s in att.seeds]
+        model = trained[method, att.seeds[0]]
+        rows.append({"method": method, "kind": "training" if method == "more-training" else "head",
+                     "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                     "rank": getattr(model, "rank", None) or None,
+                     "accuracy": float(ctl.mean()), "per_seed": ctl.mean(axis=1).tolist(),
+                     "gain": effect_ci([(1.0, ctl - base)]).as_dict(),
+                     "vs_gattanet": effect_ci([(1.0, full), (-1.0, ctl)], paired=True).as_dict(),  # seed s − seed s
+                     "epochs_run": [r.epochs_run for r in per], "best_epoch": [r.best_epoch for r in per],
+                     "val_acc": [r.best_val_acc for r in per]})
+    write_json(outputs.CONTROLS.path(key), outputs.CONTROLS.record({
+        "run": key, "backbone_run": att.backbone, "arch": bb.arch, "dataset": att.dataset, "attn_dim": att.attn_dim,
+        "seeds": list(att.seeds), "test_images": len(base), "gattanet_params": budget,
+        "epochs": att.epochs, "patience": att.patience, "train_subset": att.train_subset,
+        "baseline_acc": float(base.mean()), "gattanet_acc": float(full.mean()),
+        "gattanet_gain": effect_ci([(1.0, full - base)]).as_dict(), "controls": rows,
+        "precision": precision_name(dtype),
+        "seconds": round(clock["seconds"] + sum(r.resumed_seconds for r in results.values()), 3),
+        "device": str(device)}))
+    for method, seed in results:
+        _resume(key, method, seed).unlink(missing_ok=True)
+    for r in rows:
+        print(f"controls {key} {r['method']}: {r['trainable_params']:,} params, {r['accuracy']:.4f} "
+              f"(GAttANet {full.mean():.4f})")
+
+
+def _resume(key: str, method: str, seed: int):
+    """Where one control's training keeps its progress until the stage's outputs are written."""
+    return RESUME / f"controls-{key}-{method}-seed{seed}.pt"

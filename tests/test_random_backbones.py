@@ -1,0 +1,89 @@
+"""The backbone as a random factor (gattanet.analysis.stats.across_backbones): its interval covers the effect
+over the population of backbones at the stated rate, on synthetic backbones × seeds × images data with a known
+across-backbone variance, and the one-backbone interval does not."""
+
+import numpy as np
+import pytest
+
+from gattanet.analysis.stats import across_backbones, effect_ci, holm_adjusted
+
+REPS = 2000
+B, S, N = 3, 3, 300
+TRUE = 0.004
+
+
+def draw(rng, sd_backbone, sd_seed, sd_image, sd_resid, b=B):
+    """v[b][s, i] = TRUE + u_b + a_bs + c_i + e_bsi; the images c_i are shared by every backbone."""
+    u = rng.normal(0, sd_backbone, (b, 1, 1))
+    a = rng.normal(0, sd_seed, (b, S, 1))
+    c = rng.normal(0, sd_image, (1, 1, N))
+    e = rng.normal(0, sd_resid, (b, S, N))
+    return list(TRUE + u + a + c + e)
+
+
+SETTINGS = {  # sd of backbones, seeds within a backbone, images, residual
+    "backbone-dominated": (0.01, 0.001, 0.01, 0.02),
+    "image-dominated": (0.001, 0.001, 0.05, 0.05),
+    "no backbone variance": (0.0, 0.002, 0.02, 0.03),
+}
+
+
+def coverage(setting, interval, seed=0):
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(REPS):
+        est = interval(draw(rng, *SETTINGS[setting]))
+        hits += est.low <= TRUE <= est.high
+    return hits / REPS
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_the_across_backbone_interval_covers_the_recipes_effect_at_its_level(setting):
+    assert 0.93 <= coverage(setting, across_backbones) <= 0.97
+
+
+def test_the_one_backbone_interval_undercovers_the_recipes_effect_when_backbones_differ():
+    """The negative control: backbone 0's own seeds × images interval is about that backbone, not the recipe."""
+    assert coverage("backbone-dominated", lambda v: effect_ci([(1.0, v[0])])) < 0.8
+
+
+def test_its_variance_matches_the_monte_carlo_variance_and_backbones_dominate_the_df():
+    rng = np.random.default_rng(1)
+    ests = [across_backbones(draw(rng, *SETTINGS["backbone-dominated"])) for _ in range(REPS)]
+    means = np.array([e.mean for e in ests])
+    assert np.mean([e.se ** 2 for e in ests]) == pytest.approx(means.var(ddof=1), rel=0.1)
+    assert np.median([e.df for e in ests]) < 4  # ≈ B − 1 = 2: three backbones, not 300 images, set the width
+    assert ests[0].seeds == (B,) and len(ests[0].seed_means[0]) == B
+
+
+def test_bad_designs_are_refused_with_what_is_wrong():
+    rng = np.random.default_rng(2)
+    v = draw(rng, *SETTINGS["backbone-dominated"])
+    with pytest.raises(ValueError, match="at least 2 backbones"):
+        across_backbones(v[:1])
+    with pytest.raises(ValueError, match="share the test images"):
+        across_backbones([v[0], v[1][:, :10]])
+
+
+def test_holm_adjusts_in_step_down_order_and_never_below_the_raw_p():
+    raw = [0.01, 0.04, 0.03, 0.005]
+    adj = holm_adjusted(raw)
+    assert adj == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert all(a >= p for a, p in zip(adj, raw)) and holm_adjusted([0.02]) == [0.02]
+
+
+def test_the_backbones_profile_has_three_backbones_each_its_own_seed_and_a_bad_seed_is_refused():
+    import yaml
+
+    from pipeline.config import ParamsError, validate
+    from pipeline.profiles import PROFILES, available
+
+    assert "backbones" in available()
+    raw = yaml.safe_load((PROFILES / "backbones.yaml").read_text())
+    p = validate(raw)
+    seeds = {k: b.seed for k, b in p.backbones.items()}
+    assert len(set(seeds.values())) == len(seeds) >= 3
+    assert {a.backbone for a in p.attention.values()} == set(seeds) and all(a.attn_dim == 16 for a in p.attention.values())
+    raw["backbones"][next(iter(seeds))]["seed"] = -1
+    with pytest.raises(ParamsError, match=r"backbones\.toy-fmnist-b0\.seed"):
+        validate(raw)
