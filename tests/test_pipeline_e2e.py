@@ -258,4 +258,5 @@ def test_changing_one_dimension_touches_only_its_stages(repo):
     params["attention"]["toy-fmnist-d4"]["attn_dim"] = 8
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(sh(["dvc", "status", "--json"], repo).stdout)
-    assert set(status) == {"validate", "train-attn@toy-fmnist-d4", "dims", "summary"}
+    # the run's own stages (its lesions read its params entry) and the aggregates; d16's stay cached
+    assert set(status) == {"validate", "train-attn@toy-fmnist-d4", "lesions@toy-fmnist-d4", "dims", "summary"}
