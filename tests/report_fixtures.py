@@ -93,6 +93,19 @@ def add_resnet_run(params: dict) -> str:
     return f"{bb}-d16"
 
 
+def add_backbones(params: dict, n: int = 3) -> list[str]:
+    """Make the toy backbone one of `n` (the others pretrained from their own seeds 1 … n − 1), each with a
+    d = 16 attention run; return the n d = 16 runs' keys, the fixture's own first."""
+    dataset = next(iter(params["data"]))
+    bb = f"toy-{SHORT[dataset]}"
+    keys = [f"{bb}-d16"]
+    for i in range(1, n):
+        params["backbones"][f"{bb}-b{i}"] = {**_backbone("toy", dataset), "seed": i}
+        params["attention"][f"{bb}-b{i}-d16"] = _attention(f"{bb}-b{i}", dataset, 16)
+        keys.append(f"{bb}-b{i}-d16")
+    return keys
+
+
 # ---------------------------------------------------------------- synthetic per-image correctness
 
 

@@ -80,6 +80,7 @@ def test_more_training_trains_a_copy_of_the_whole_backbone():
         torch.testing.assert_close(v, before[k])
 
 
+@pytest.mark.slow
 def test_controls_stage_compares_each_control_with_gattanet_seed_by_seed(project):
     runner = CliRunner()
     for args in (["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d16"], ["controls", "toy-fmnist-d16"]):
@@ -243,6 +244,7 @@ def test_bad_controls_params_are_refused_in_one_line(tiny_params):
         validate(with_param(tiny_params, "controls.toy-fmnist-d16.backbone", "other"))
 
 
+@pytest.mark.slow
 def test_every_control_runs_through_dvc_repro_on_the_tiny_profile(tiny_run):
     """The shared tiny-profile `dvc repro` (tests/conftest.py) ran controls@KEY for every entry of `controls`,
     and the report shows their claim, table and the backbone's validation curve."""

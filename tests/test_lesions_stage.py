@@ -20,6 +20,7 @@ def stage(*args: str) -> None:
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.slow
 def test_eval_and_retrain_modes(project, monkeypatch):
     stage("pretrain", "toy-fmnist")
     stage("train-attn", "toy-fmnist-d16")
@@ -65,6 +66,7 @@ def as_json(obj):
     return json.loads(json.dumps(obj))
 
 
+@pytest.mark.slow
 def test_noise_lesions_and_embed_write_the_arrays_their_intervals_are_recomputed_from(project):
     """Each stage's per-image arrays (git-tracked .npz) give back exactly the intervals of its JSON, and the report
     loader reads those intervals from the arrays; the embed stage scores its two query-space controls."""

@@ -87,3 +87,79 @@ def test_the_backbones_profile_has_three_backbones_each_its_own_seed_and_a_bad_s
     raw["backbones"][next(iter(seeds))]["seed"] = -1
     with pytest.raises(ParamsError, match=r"backbones\.toy-fmnist-b0\.seed"):
         validate(raw)
+
+
+# ---------------------------------------------------------------- the report leads with it
+
+
+def _clean_gain(root, params, **kw):
+    from pipeline.report.claims import evaluate_claims
+    from pipeline.report.load import load_outputs, load_paper
+    from tests.report_fixtures import write_fake_outputs
+
+    arrays = write_fake_outputs(root, params, **kw)
+    claim = next(c for c in evaluate_claims(load_outputs(params, root), load_paper(), params) if c.id == "clean_gain")
+    return claim, arrays
+
+
+def test_the_clean_gain_claim_leads_with_the_across_backbone_interval_of_three_backbones(tmp_path):
+    from gattanet.analysis.stats import SUPPORTED
+    from tests.report_fixtures import add_backbones, fake_params
+
+    params = fake_params()
+    keys = add_backbones(params)
+    claim, arrays = _clean_gain(tmp_path, params, gain=dict(zip(keys, (0.025, 0.035, 0.03))))
+    first = claim.evidence[0]
+    assert first.row == "toy on fashion-mnist, d = 16: across 3 backbones"
+    want = across_backbones([arrays["gattanet"][k][:, 0] - arrays["baseline"][params["attention"][k]["backbone"]][0]
+                             for k in keys])
+    assert first.effect == want and first.verdict == SUPPORTED and first.family == "toy"
+    assert "backbones the top level" in first.numbers["interval from"]
+    assert [e.row for e in claim.evidence[1:]] == list(params["attention"])  # each backbone's own row second
+    own = [e.effect for e in claim.evidence if e.row in keys]
+    assert all(want.high - want.low > e.high - e.low for e in own)  # backbones that differ widen it
+    assert sum(e.row.endswith("backbones") for e in claim.evidence) == 1  # d = 64 has one backbone: no row
+
+
+def test_the_across_backbone_row_follows_holms_correction_and_the_same_rule(tmp_path):
+    from gattanet.analysis.stats import INCONCLUSIVE
+    from tests.report_fixtures import add_backbones, fake_params
+
+    params = fake_params()
+    keys = add_backbones(params)
+    claim, _ = _clean_gain(tmp_path, params, gain=dict(zip(keys, (-0.01, 0.03, 0.0))))
+    first = claim.evidence[0]
+    assert first.effect.low < 0 < first.effect.high and first.verdict == INCONCLUSIVE
+    assert "would detect an effect" in first.note and first.p is not None
+    assert "Holm" in claim.multiplicity and f"{len(claim.evidence)} tested rows" in claim.multiplicity
+
+
+def test_one_backbone_has_no_across_row_and_missing_arrays_say_how_to_get_them(tmp_path):
+    from gattanet.analysis.stats import NOT_RUN
+    from tests.report_fixtures import add_backbones, fake_params
+
+    params = fake_params()
+    claim, _ = _clean_gain(tmp_path / "one", params)
+    assert not any("across" in e.row for e in claim.evidence)
+    params = fake_params()
+    keys = add_backbones(params)
+    claim, _ = _clean_gain(tmp_path / "three", params, skip=("noise",))
+    first = claim.evidence[0]
+    assert first.verdict == NOT_RUN and first.row.endswith("across 3 backbones")
+    assert first.note == " && ".join(f"dvc repro noise@{k}" for k in keys)
+
+
+def test_the_report_shows_the_across_backbone_interval_before_the_per_backbone_rows(tmp_path):
+    from pipeline.report.build import build_report
+    from tests.report_fixtures import OPTIONAL, add_backbones, fake_params, write_fake_outputs
+    from tests.test_analysis_plan import PROVENANCE
+
+    params = fake_params()
+    add_backbones(params)
+    write_fake_outputs(tmp_path, params, skip=tuple(s for s in OPTIONAL if s != "noise"))
+    html = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE).read_text()
+    table1 = html[html.index('id="table1"'):]
+    assert table1.index("across 3 backbones") < table1.index('class="table1"')
+    detail = html[html.index('id="claim-clean_gain"'):]
+    assert detail.index("across 3 backbones") < detail.index("<code>toy-fmnist-d16</code>")
+    assert "lead with the across-backbone interval" in html

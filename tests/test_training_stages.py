@@ -13,6 +13,7 @@ from pipeline.stages import pretrain
 runner = CliRunner()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", [True, False])
 def test_training_stages_pass_their_settings_to_fit(project, monkeypatch, amp):
     seen = []

@@ -106,8 +106,10 @@ def backbone_scope(params: dict) -> str:
     """What the verdicts are about: one trained backbone (the default), or several of one recipe."""
     used = {a["backbone"] for a in (params.get("attention") or {}).values()}
     if len(used) >= 3:
-        return (f"The attention runs sit on {len(used)} backbones, each pretrained from its own seed: the "
-                "per-backbone intervals below are each about one trained network.")
+        return (f"The attention runs sit on {len(used)} backbones, each pretrained from its own seed. Where three or "
+                "more of one architecture and dataset carry a run at the same d, the clean-gain claim and Table 1 "
+                "lead with the across-backbone interval (random effects, backbones the top level), about the "
+                "recipe; the per-backbone intervals that follow are each about one trained network.")
     return (f"These verdicts hold for the one pretrained backbone{'s' * (len(used) > 1)} of this run "
             f"({', '.join(sorted(used))}): every interval spans attention seeds and test images, not backbones, so "
             "it says what GAttANet does on this network, not on the recipe that trained it. A profile with three "

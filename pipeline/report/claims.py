@@ -14,6 +14,8 @@ from gattanet.analysis.stats import (CONTRADICTED, INCONCLUSIVE, NOT_APPLICABLE,
                             DERIVED, at_most, equivalence, holm_adjusted, releveled, verdict)
 from gattanet.analysis.sweeps import relative_sigma
 
+from .across import AcrossGroup, across_groups
+from .across import spread_text as across_spread_text
 from .analysis_plan import load_plan
 from .load import Outputs, stage_command
 
@@ -155,8 +157,14 @@ def clean_gain(out: Outputs, paper: dict, params: dict) -> Claim:
                   paper["claims"]["clean_gain"],
                   "Effect: GAttANet − baseline accuracy on the whole test set (paired per image, mean over "
                   "training seeds). Supported when its CI lies above 0; contradicted when it lies below 0, or, "
-                  "on the paper's own dataset, below the gain the paper states.")
+                  "on the paper's own dataset, below the gain the paper states. Where ≥ 3 backbones of one arch "
+                  "and dataset each carry a run at the same d, a first row decides the gain across them: every "
+                  "backbone's clean per-image gains (its noise arrays at σ = 0) in a random-effects interval with "
+                  "backbones the top level (gattanet.analysis.stats.across_backbones), about the recipe that "
+                  "trains a backbone; each backbone's own interval, about one trained network, follows.")
     use_size = load_plan().get("claims", "clean_gain", "paper_size")
+    for group in across_groups(out):
+        claim.evidence.append(_across_row(group, paper, use_size))
     for key, m in out.train_attn.items():
         size = _paper_gain(paper, m["arch"], m["dataset"])
         claim.evidence.append(decided(key, m["arch"], estimate(m["gain"]), {
@@ -164,6 +172,25 @@ def clean_gain(out: Outputs, paper: dict, params: dict) -> Claim:
             "paper's gain here": pts(size) if size is not None else "none stated for this dataset"},
             paper_size=size if use_size else None))
     return claim
+
+
+def _across_row(group: AcrossGroup, paper: dict, use_size: bool) -> Evidence:
+    """The clean-gain row of one across-backbone group, decided by the same rule as a run's own row."""
+    runs = ", ".join(group.runs.values())
+    if group.effect is None:
+        if group.missing:
+            return Evidence(group.label, group.arch, NOT_RUN, {"runs": runs},
+                            " && ".join(f"dvc repro noise@{k}" for k in group.missing))
+        return Evidence(group.label, group.arch, NOT_APPLICABLE, {"runs": runs}, group.problem)
+    size = _paper_gain(paper, group.arch, group.dataset)
+    est = group.effect
+    row = decided(group.label, group.arch, est, {
+        "each backbone's gain": ", ".join(f"{b} {pts(g)}" for b, g in zip(group.runs, est.seed_means[0])),
+        "runs": runs, "paper's gain here": pts(size) if size is not None else "none stated for this dataset"},
+        paper_size=size if use_size else None,
+        note="about the recipe: its CI spans backbones (a random factor), their attention seeds and the test images")
+    row.numbers["interval from"] = across_spread_text(group)
+    return row
 
 
 def noise(out: Outputs, paper: dict, params: dict) -> Claim:

@@ -10,6 +10,8 @@ import pandas as pd
 
 from gattanet.analysis.stats import Estimate
 
+from .across import across_groups
+from .across import spread_text as across_spread_text
 from .claims import CONTROL_LABELS, FULL_PROFILE_COMMAND, ci_text, estimate, pct, pts
 from .load import Outputs
 
@@ -115,7 +117,22 @@ def table1(out: Outputs, paper: dict) -> dict:
     torchvision = [{"backbone": r["backbone"], "paper": pct(r["base_acc"]), "torchvision": pct(tv[r["arch"]]),
                     "diff": pts(tv[r["arch"]] - r["base_acc"])}
                    for r in prow if r["arch"] in tv and r["dataset"] == "imagenet"]
-    return {"rows": rows, "not_run": not_run, "torchvision": torchvision, "torchvision_source": tv["source"]}
+    return {"rows": rows, "not_run": not_run, "torchvision": torchvision, "torchvision_source": tv["source"],
+            "across": across_rows(out)}
+
+
+def across_rows(out: Outputs) -> list[dict]:
+    """The clean gain across ≥ 3 backbones of one recipe (pipeline/report/across.py), the lead of Table 1."""
+    rows = []
+    for g in across_groups(out):
+        row = {"label": g.label, "runs": ", ".join(g.runs.values()), "gain": None, "per_backbone": "",
+               "interval_from": "", "missing": " && ".join(f"dvc repro noise@{k}" for k in g.missing),
+               "problem": g.problem}
+        if g.effect is not None:
+            row.update(gain=ci_text(g.effect), interval_from=across_spread_text(g),
+                       per_backbone=", ".join(f"{b} {pts(v)}" for b, v in zip(g.runs, g.effect.seed_means[0])))
+        rows.append(row)
+    return rows
 
 
 def dims_table(out: Outputs) -> list[dict]:
