@@ -23,7 +23,6 @@ OVERALL_RULE = ("Per backbone family, over the rows in scope (rows not run or no
                 "scope): supported when every row is supported; contradicted when every row is contradicted; "
                 "inconclusive otherwise (mixed or undecided rows). The two outcomes need the same unanimity.")
 FULL_PROFILE_COMMAND = "gattanet-cli profile full && dvc repro"
-DIMENSIONS = (16, 64)  # the paper's comparison (§3.0.5)
 
 
 def pct(x: float | None) -> str:
