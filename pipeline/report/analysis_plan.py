@@ -1,4 +1,4 @@
-"""The analysis plan (analysis_plan.yaml at the repository root): the levels, thresholds, margins, bars and
+"""The analysis plan (analysis_plan.yaml in the project's root, read from the working directory like params.yaml): the levels, thresholds, margins, bars and
 overall rules the claims use, fixed before the run, with the sha256 the report prints.
 
 Every key the claims read is checked here (CHECKS), so a bad plan fails the report in one line naming the key and
@@ -16,7 +16,7 @@ import yaml
 from gattanet.errors import InputError
 
 PLAN_FILE = "analysis_plan.yaml"
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / PLAN_FILE
+DEFAULT_PATH = Path(PLAN_FILE)  # relative: the project the command runs in, also for a wheel install
 
 
 class PlanError(InputError, ValueError):
@@ -95,7 +95,7 @@ def parse_plan(text: str, path: str = PLAN_FILE) -> AnalysisPlan:
 
 
 def load_plan(path: Path | str | None = None) -> AnalysisPlan:
-    """The plan at `path` (default: DEFAULT_PATH, the repository's analysis_plan.yaml, looked up at each call)."""
+    """The plan at `path` (default: DEFAULT_PATH, the working directory's analysis_plan.yaml, looked up at each call)."""
     path = Path(DEFAULT_PATH if path is None else path)
     try:
         text = path.read_bytes().decode("utf-8")  # no newline translation: the hash is the file's
