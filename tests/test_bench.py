@@ -42,4 +42,7 @@ def test_cli_bench_prints_the_attention_table(monkeypatch):
     monkeypatch.setattr(bench, "_best_rates", lambda runs, n, *_: {k: float(n) for k in runs})
     r = CliRunner().invoke(app, ["bench", "--device", "cpu", "--n-images", "64"])
     assert r.exit_code == 0, r.output
-    assert "multiply-adds allow" in r.output and "eval_shared d64 / d16" in r.output
+    assert "MACs allow" in r.output and "eval_shared d64/d16" in r.output
+    # every rate equal: each ratio is 1, printed to three digits, and judged against its target
+    rows = [line for line in r.output.splitlines() if line.strip("│ ").startswith(("d16 ", "d64 ", "eval_shared d64"))]
+    assert len(rows) == 3 and all("1.000" in line and "yes" in line for line in rows), rows
