@@ -83,7 +83,7 @@ def test_build_model_makes_each_kind_over_the_backbone_at_the_gattanet_budget(ki
     elif kind == "gattanet":
         assert n == budget and built.width is None and built.model.backbone is backbone
     elif kind == "se":
-        assert isinstance(built.width, int) and within_budget(n, budget)
+        assert isinstance(built.width, float) and within_budget(n, budget)
         assert all(not p.requires_grad for p in backbone.parameters())
     else:
         base = sum(p.numel() for p in backbone.parameters())

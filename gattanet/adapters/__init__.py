@@ -1,10 +1,12 @@
-"""The related work's attention modules as identity-at-init adapters on a frozen backbone, with
-parameter budgets matched to GAttANet's (the baselines comparison)."""
+"""The related work's attention modules as identity-at-init add-ons on a frozen backbone, with
+parameter budgets matched to GAttANet's (the baselines comparison's add-on track)."""
 
-from gattanet.adapters.budget import (UNMATCHABLE, adapter_params, match_width, wider_toy_widths,
-                                      within_budget)
-from gattanet.adapters.model import AdaptedModel
-from gattanet.adapters.modules import ADAPTERS, build_adapter
+from gattanet.adapters.addons import ADDONS, DEVIATIONS, UNMATCHABLE, AddOn
+from gattanet.adapters.budget import (BUDGET_TOL, MATCHING_RULE, adapter_params, addon_rows, match_width,
+                                      wider_toy_widths, within_budget)
+from gattanet.adapters.model import AdaptedModel, build_addon
 
-__all__ = ["ADAPTERS", "UNMATCHABLE", "AdaptedModel", "adapter_params", "build_adapter", "match_width",
-           "wider_toy_widths", "within_budget"]
+ADAPTERS = ADDONS  # the name the stages and the report have used
+
+__all__ = ["ADAPTERS", "ADDONS", "BUDGET_TOL", "DEVIATIONS", "MATCHING_RULE", "UNMATCHABLE", "AdaptedModel", "AddOn",
+           "adapter_params", "addon_rows", "build_addon", "match_width", "wider_toy_widths", "within_budget"]

@@ -1,34 +1,21 @@
-"""The related work's attention modules as adapters on a frozen conv layer: (B, C, H, W) → same shape.
-
-Every adapter is the identity at initialisation, the fair counterpart of GAttANet's α₀ = 0:
-- SE, ECA, CBAM and Gather-Excite stay as their papers define them (multiplicative sigmoid gates,
-  which are not the identity at init) inside `GatedResidual`: x + γ·(module(x) − x), γ a learned
-  scalar per layer initialised to 0 (one extra parameter per tap, as GAttANet's α).
-- the non-local block is already residual, z = x + BN(W_z y), with the BN's scale and shift at 0
-  (timm, after Wang et al.); a γ on top would start both factors of γ·BN(…) at 0 and neither
-  would ever get a gradient, so it keeps its own zero-init BN as its gate.
-- attention-augmented convolution and GSA add a projection of their attention maps to x,
-  x + proj(attention(x)), with proj's weight and bias initialised to 0.
-
-`ADAPTERS[name](channels, width, size)` builds one adapter; `width` is its size knob and `size`
-the tap's (H, W) (the relative position embeddings of aa-conv and gsa need it; the others ignore it).
+"""The related-work attention modules that no well-kept library has (timm's are used where it has them,
+see gattanet.adapters.addons), each as its paper defines it, and the gate that makes a module the
+identity at initialisation. Feature-map modules map (B, C, H, W) → the same shape.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import EcaModule, NonLocalAttn, SEModule
-from timm.layers.cbam import CbamModule
+from timm.layers.bottleneck_attn import BottleneckAttn
 from torch import Tensor, nn
-
-AdapterFactory = Callable[[int, int, tuple[int, int]], nn.Module]
-HEADS = 4  # of aa-conv and gsa (their papers use 8; our widths are small): widths are multiples of it
 
 
 class GatedResidual(nn.Module):
-    """x + γ·(module(x) − x) with a learned scalar γ initialised to 0: the identity at init."""
+    """x + γ·(module(x) − x) with a learned scalar γ initialised to 0: the identity at init, the
+    counterpart of GAttANet's α₀ = 0 for the modules whose output is a gated x (SE, ECA, CBAM, BAM,
+    Gather-Excite, the Residual-Attention mask)."""
 
     def __init__(self, module: nn.Module):
         super().__init__()
@@ -39,15 +26,51 @@ class GatedResidual(nn.Module):
         return x + self.gamma * (self.module(x) - x)
 
 
-class GatherExcite(nn.Module):
-    """GE-θ+ (Hu et al., 2018): gather = log2(extent) depthwise 3×3 stride-2 convs with BN (ReLU
-    between), excite = 1×1-conv MLP C → width → C, nearest upsampling back to (H, W), sigmoid gate.
+def zero_(module: nn.Module) -> nn.Module:
+    """Every parameter of `module` set to 0 (a zero-init last layer or gate); returns it."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
 
-    Written here because timm 1.0.31's GatherExcite cannot be built with its MLP or its
-    parametric gather (it passes its device/dtype dict positionally: TypeError)."""
 
-    def __init__(self, channels: int, rd_channels: int, extent: int = 8):
+def _positive(name: str, **sizes: int) -> None:
+    for key, v in sizes.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}: {key} must be an integer >= 1, got {v!r}")
+
+
+class BAM(nn.Module):
+    """Bottleneck Attention Module (Park et al., 2018), as ../shared/papers/004 (§5) and the authors'
+    code define it: a' = W₂ δ(BN(W₁ z)) (z the channel means, W₁: C → C/r), A' = 1×1 (C/r → 1) of two
+    3×3 convs with dilation 4 after a 1×1 reduction C → C/r (BN + ReLU after every conv but the last);
+    A = σ(a' ⊗ A'), X̃ = X ⊙ (1 + A)."""
+
+    def __init__(self, channels: int, hidden: int, dilation: int = 4):
         super().__init__()
+        _positive("bam", channels=channels, hidden=hidden, dilation=dilation)
+        self.channel = nn.Sequential(nn.Linear(channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                     nn.Linear(hidden, channels))
+        layers: list[nn.Module] = [nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+        for _ in range(2):
+            layers += [nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation), nn.BatchNorm2d(hidden),
+                       nn.ReLU(inplace=True)]
+        self.spatial = nn.Sequential(*layers, nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.channel(x.mean((2, 3)))[:, :, None, None]  # a' (B, C, 1, 1)
+        return x * (1 + torch.sigmoid(a * self.spatial(x)))  # A' (B, 1, H, W)
+
+
+class GatherExcite(nn.Module):
+    """GE-θ+ (Hu et al., 2018; 004 §6): gather = log₂(extent) depthwise 3×3 stride-2 convs with BN (ReLU
+    between), excite = SE's MLP as 1×1 convs C → hidden → C, nearest upsampling back to (H, W), sigmoid gate.
+
+    Written here because timm 1.0.31's GatherExcite cannot be built with its MLP or its parametric
+    gather (it passes its device/dtype dict positionally: TypeError)."""
+
+    def __init__(self, channels: int, hidden: int, extent: int = 8):
+        super().__init__()
+        _positive("gather-excite", channels=channels, hidden=hidden)
         steps = round(math.log2(extent)) if extent >= 2 else 0
         if steps < 1 or 2 ** steps != extent:
             raise ValueError(f"gather-excite: extent must be a power of two >= 2, got {extent}")
@@ -58,12 +81,59 @@ class GatherExcite(nn.Module):
             if i < steps - 1:
                 layers.append(nn.ReLU(inplace=True))
         self.gather = nn.Sequential(*layers)
-        self.excite = nn.Sequential(nn.Conv2d(channels, rd_channels, 1), nn.ReLU(inplace=True),
-                                    nn.Conv2d(rd_channels, channels, 1))
+        self.excite = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                    nn.Conv2d(hidden, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         g = self.excite(self.gather(x))
         return x * torch.sigmoid(F.interpolate(g, size=x.shape[-2:], mode="nearest"))
+
+
+def _check_heads(name: str, width: int, heads: int) -> None:
+    _positive(name, width=width, heads=heads)
+    if width % heads:
+        raise ValueError(f"{name}: width (key/value channels) must be a positive multiple of heads={heads}, "
+                         f"got {width}")
+
+
+class AttentionAugmentation(nn.Module):
+    """Attention augmentation (Bello et al., 2019) on a frozen conv: x + W(MHA(x)), W zero-init.
+
+    MHA is timm's BottleneckAttn, which implements Bello et al.'s relative self-attention (qkv from one
+    1×1 conv, d_k = d_v = width over `heads` heads, logits (q·k + q·r^W + q·r^H)/√d_kh with the 2-D
+    relative embeddings shared by the heads). The paper concatenates MHA's d_v channels, mixed by its
+    W_O (1×1, d_v → d_v), with a conv narrowed to C − d_v channels; a frozen conv cannot be narrowed
+    and the frozen next layer reads C channels, so the d_v attention channels enter those C channels
+    through one learned 1×1 map W (d_v → C, W_O folded into it), added to the full conv's output."""
+
+    def __init__(self, channels: int, width: int, size: tuple[int, int], heads: int):
+        super().__init__()
+        _check_heads("aa-conv", width, heads)
+        self.attn = BottleneckAttn(channels, width, feat_size=tuple(size), num_heads=heads, dim_head=width // heads,
+                                   qkv_bias=True, scale_pos_embed=True)
+        self.proj = zero_(nn.Conv2d(width, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.proj(self.attn(x))
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Plain multi-head self-attention (Vaswani et al.; 004 §11) over the H·W positions of the tapped map,
+    no position information: x + W_O(Concat_h softmax(Q_h K_hᵀ/√d_h) V_h), Q, K, V from one 1×1 conv
+    (C → 3·width), W_O a 1×1 conv width → C, zero-init."""
+
+    def __init__(self, channels: int, width: int, heads: int):
+        super().__init__()
+        _check_heads("mhsa", width, heads)
+        self.width, self.heads = width, heads
+        self.qkv = nn.Conv2d(channels, 3 * width, 1)
+        self.proj = zero_(nn.Conv2d(width, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, _, H, W = x.shape
+        q, k, v = self.qkv(x).reshape(B, 3, self.heads, self.width // self.heads, H * W).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H·W, d_h)
+        return x + self.proj(out.transpose(-1, -2).reshape(B, self.width, H, W))
 
 
 def relative_index(n: int, max_n: int, device: torch.device | None = None) -> Tensor:
@@ -72,53 +142,6 @@ def relative_index(n: int, max_n: int, device: torch.device | None = None) -> Te
         raise ValueError(f"input side {n} exceeds the side {max_n} the relative embeddings were built for")
     r = torch.arange(n, device=device)
     return r[None, :] - r[:, None] + max_n - 1
-
-
-def relative_logits(q: Tensor, rel_h: Tensor, rel_w: Tensor) -> Tensor:
-    """Bello et al.'s 2-D relative logits q_i·r^W_{x_j−x_i} + q_i·r^H_{y_j−y_i}.
-    q: (B, heads, d, H, W); rel_h: (2·H_max − 1, d); rel_w: (2·W_max − 1, d) → (B, heads, H·W, H·W)."""
-    B, n, _, H, W = q.shape
-    rh = rel_h[relative_index(H, (rel_h.shape[0] + 1) // 2, q.device)]  # (H_i, H_j, d)
-    rw = rel_w[relative_index(W, (rel_w.shape[0] + 1) // 2, q.device)]  # (W_i, W_j, d)
-    lh = torch.einsum("bndhw,hud->bnhwu", q, rh)  # (B, n, H_i, W_i, H_j)
-    lw = torch.einsum("bndhw,wvd->bnhwv", q, rw)  # (B, n, H_i, W_i, W_j)
-    return (lh[..., :, None] + lw[..., None, :]).reshape(B, n, H * W, H * W)
-
-
-def _check_heads(name: str, width: int, heads: int) -> None:
-    if width < heads or width % heads:
-        raise ValueError(f"{name}: width (key/value channels) must be a positive multiple of "
-                         f"heads={heads}, got {width}")
-
-
-class AugmentedAttention(nn.Module):
-    """Attention-augmented convolution (Bello et al., 2019) as an adapter: x + proj(MHSA(x)).
-
-    Multi-head self-attention over all positions, keys/queries/values from one 1×1 conv (d_k = d_v =
-    width), logits q·k/√d_kh plus the paper's 2-D relative height/width logits (embeddings shared
-    by the heads). The paper concatenates the attention maps to the conv's output channels; a
-    frozen next layer cannot take extra channels, so proj (1×1, width → C, zero-init) maps them
-    into the C channels and adds them (W^O and the concat folded into one projection)."""
-
-    def __init__(self, channels: int, width: int, size: tuple[int, int], heads: int = HEADS):
-        super().__init__()
-        _check_heads("aa-conv", width, heads)
-        self.width, self.heads, self.head_dim = width, heads, width // heads
-        self.qkv = nn.Conv2d(channels, 3 * width, 1)
-        self.rel_h = nn.Parameter(torch.randn(2 * size[0] - 1, self.head_dim) * self.head_dim ** -0.5)
-        self.rel_w = nn.Parameter(torch.randn(2 * size[1] - 1, self.head_dim) * self.head_dim ** -0.5)
-        self.proj = nn.Conv2d(width, channels, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        B, _, H, W = x.shape
-        q, k, v = self.qkv(x).reshape(B, 3, self.heads, self.head_dim, H, W).unbind(1)
-        q = q * self.head_dim ** -0.5
-        logits = torch.einsum("bndi,bndj->bnij", q.flatten(3), k.flatten(3))
-        logits = logits + relative_logits(q, self.rel_h, self.rel_w)
-        out = torch.einsum("bnij,bndj->bndi", logits.softmax(-1), v.flatten(3))
-        return x + self.proj(out.reshape(B, self.width, H, W))
 
 
 def axial_positional(q: Tensor, v: Tensor, rel: Tensor, axis: int) -> Tensor:
@@ -136,96 +159,135 @@ def axial_positional(q: Tensor, v: Tensor, rel: Tensor, axis: int) -> Tensor:
 
 
 class GlobalSelfAttention(nn.Module):
-    """The GSA module (Shen et al.) as an adapter: x + proj(content + positional).
+    """The GSA module (Shen et al.) with its batch norms, as an adapter: x + BN_z(W_z ReLU(BN(GSA(x)))).
 
-    Kept: keys/queries/values from 1×1 convs (d_k = d_v = width, `heads` heads); the efficient
-    global content attention Q·(softmax_positions(K)ᵀ V), no softmax on Q; the global axial
-    positional attention (relative embeddings as keys, no softmax): column-only → BN → row-only,
-    embeddings shared by the heads. Left out: the BNs the paper puts after every 1×1 conv and after
-    the module (the convs' biases and the zero-init proj, 1×1 width → C, take their place)."""
+    GSA: K, Q, V from 1×1 convs (d_k = d_v = width, `heads` heads), each followed by BN ("all 1×1
+    convolutions and GSA modules are followed by batch normalization"); content attention
+    Q·(softmax_positions(K)ᵀ V), no softmax on Q; global axial positional attention (relative embeddings
+    as keys, no softmax, shared by the heads): column-only → BN → row-only; their sum. After it, the rest
+    of GSA-ResNet's bottleneck: BN → ReLU → 1×1 conv (width → C) → BN, the last BN zero-init (scale and
+    shift 0, as the non-local block's), which makes the module the identity at init."""
 
-    def __init__(self, channels: int, width: int, size: tuple[int, int], heads: int = HEADS):
+    def __init__(self, channels: int, width: int, size: tuple[int, int], heads: int):
         super().__init__()
         _check_heads("gsa", width, heads)
         self.width, self.heads, self.head_dim = width, heads, width // heads
-        self.qkv = nn.Conv2d(channels, 3 * width, 1)
+        self.qkv = nn.Conv2d(channels, 3 * width, 1, bias=False)
+        self.qkv_norm = nn.BatchNorm2d(3 * width)
         self.rel_col = nn.Parameter(torch.randn(2 * size[0] - 1, self.head_dim) * self.head_dim ** -0.5)
         self.rel_row = nn.Parameter(torch.randn(2 * size[1] - 1, self.head_dim) * self.head_dim ** -0.5)
         self.col_norm = nn.BatchNorm2d(width)
-        self.proj = nn.Conv2d(width, channels, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.out_norm = nn.BatchNorm2d(width)
+        self.proj = nn.Conv2d(width, channels, 1, bias=False)
+        self.proj_norm = zero_(nn.BatchNorm2d(channels))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def gsa(self, x: Tensor) -> Tensor:
+        """The GSA module's output (B, width, H, W), before its BN."""
         B, _, H, W = x.shape
-        q, k, v = self.qkv(x).reshape(B, 3, self.heads, self.head_dim, H, W).unbind(1)
+        q, k, v = self.qkv_norm(self.qkv(x)).reshape(B, 3, self.heads, self.head_dim, H, W).unbind(1)
         context = torch.einsum("bnki,bnvi->bnkv", k.flatten(3).softmax(-1), v.flatten(3))
         content = torch.einsum("bnki,bnkv->bnvi", q.flatten(3), context).reshape(B, self.width, H, W)
         col = axial_positional(q, v, self.rel_col, axis=3).reshape(B, self.width, H, W)
         col = self.col_norm(col).reshape(B, self.heads, self.head_dim, H, W)
         row = axial_positional(q, col, self.rel_row, axis=4).reshape(B, self.width, H, W)
-        return x + self.proj(content + row)
+        return content + row
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.proj_norm(self.proj(F.relu(self.out_norm(self.gsa(x)))))
 
 
-def _positive(name: str, width: int) -> None:
-    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-        raise ValueError(f"{name}: width must be an integer >= 1, got {width!r}")
+class PreActBottleneck(nn.Module):
+    """The Residual Attention Network's residual unit (pre-activation bottleneck, He et al. 2016):
+    x + 1×1(h → C) ∘ BN-ReLU ∘ 3×3(h → h) ∘ BN-ReLU ∘ 1×1(C → h) ∘ BN-ReLU (x), convs without bias."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
 
 
-def se(channels: int, width: int, size: tuple[int, int]) -> nn.Module:
-    """Squeeze-and-Excitation (Hu et al.), width = hidden channels of the MLP (timm SEModule)."""
-    _positive("se", width)
-    return GatedResidual(SEModule(channels, rd_channels=width))
+def mask_levels(height: int, width: int, deepest: int = 3) -> int:
+    """The mask branch's number of 2× max-poolings: halve while the smaller side stays >= 4, at most
+    `deepest` (the paper's stage-1 mask pools 3 times, 56 → 7), at least 1."""
+    side, levels = min(height, width), 0
+    while levels < deepest and (side + 1) // 2 >= 4:
+        side, levels = (side + 1) // 2, levels + 1
+    return max(levels, 1)
 
 
-def eca(channels: int, width: int, size: tuple[int, int]) -> nn.Module:
-    """ECA (Wang et al.), width = the odd kernel size k of the 1-D conv over channels (k weights, no
-    bias). Its budget cannot be matched: a kernel wider than 2C − 1 would only see zero padding."""
-    _positive("eca", width)
-    if width % 2 == 0 or width > 2 * channels - 1:
-        raise ValueError(f"eca: width (kernel size) must be odd and <= 2*channels-1 = {2 * channels - 1}, "
-                         f"got {width}")
-    return GatedResidual(EcaModule(kernel_size=width))
+class ResidualAttentionMask(nn.Module):
+    """The Residual Attention Network's attention module on a frozen trunk (Wang et al., 2017):
+    H(x) = (1 + M(x)) · x, the trunk T(x) being the frozen layer's own output x.
+
+    M is the bottom-up top-down soft mask: `levels` times (3×3 stride-2 max-pool, one residual unit),
+    a skip unit at every level but the deepest, two units at the bottom; then back up, at each level
+    bilinear upsampling + that level's features + its skip, then one unit; upsampled to (H, W) and
+    added to the trunk; BN-ReLU-1×1-BN-ReLU-1×1, sigmoid (r = 1 unit per step, as the paper's)."""
+
+    def __init__(self, channels: int, hidden: int, levels: int):
+        super().__init__()
+        _positive("ran-mask", channels=channels, hidden=hidden, levels=levels)
+        self.down = nn.ModuleList(PreActBottleneck(channels, hidden) for _ in range(levels))
+        self.skip = nn.ModuleList(PreActBottleneck(channels, hidden) for _ in range(levels - 1))
+        self.bottom = nn.Sequential(PreActBottleneck(channels, hidden), PreActBottleneck(channels, hidden))
+        self.up = nn.ModuleList(PreActBottleneck(channels, hidden) for _ in range(levels - 1))
+        self.head = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, hidden, 1, bias=False),
+                                  nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+                                  nn.Conv2d(hidden, channels, 1, bias=False))
+
+    def mask(self, x: Tensor) -> Tensor:
+        """M(x) in (0, 1), the shape of x."""
+        feats, y = [], x
+        for unit in self.down:
+            y = unit(F.max_pool2d(y, 3, stride=2, padding=1))
+            feats.append(y)
+        z = self.bottom(y)
+        for level in reversed(range(len(self.up))):
+            f = feats[level]
+            z = self.up[level](_resize(z, f) + f + self.skip[level](f))
+        return torch.sigmoid(self.head(_resize(z, x) + x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (1 + self.mask(x)) * x
 
 
-def cbam(channels: int, width: int, size: tuple[int, int]) -> nn.Module:
-    """CBAM (Woo et al.): channel MLP (width hidden channels, no bias) then a 7×7 spatial gate (timm)."""
-    _positive("cbam", width)
-    return GatedResidual(CbamModule(channels, rd_channels=width))
+def _resize(z: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(z, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def gather_excite(channels: int, width: int, size: tuple[int, int]) -> nn.Module:
-    """Gather-Excite θ+ with extent 8 (the largest fixed extent of the paper), width = MLP hidden channels."""
-    _positive("gather-excite", width)
-    return GatedResidual(GatherExcite(channels, width))
+class PayAttentionHead(nn.Module):
+    """Learn to Pay Attention (Jetley et al., 2018; ../shared/papers/003) on a frozen backbone: per conv tap
+    s the local features l_i and the global vector g (the frozen penultimate features) give the
+    parametrised compatibility c_i = ⟨u_s, l_i + ĝ_s⟩, a = softmax_i(c), g_a^s = Σ_i a_i l_i; the g_a^s
+    are concatenated into a classifier ("concat-pc", the paper's best). ĝ_s is g downscaled to the
+    layer's C_s by a single linear layer (as the paper), factored W_s·E through a shared rank-`rank`
+    embedding E (the budget knob). The classifier is zero-init and its output is added to the frozen
+    logits, so the model starts as the backbone."""
 
+    def __init__(self, local_channels: Sequence[int], global_dim: int, num_classes: int, rank: int):
+        super().__init__()
+        _positive("ltpa", global_dim=global_dim, num_classes=num_classes, rank=rank)
+        if not local_channels:
+            raise ValueError("ltpa: needs at least one conv tap of local features")
+        self.embed = nn.Linear(global_dim, rank, bias=False)
+        self.project = nn.ModuleList(nn.Linear(rank, c) for c in local_channels)
+        self.u = nn.ParameterList(nn.Parameter(torch.randn(c) * c ** -0.5) for c in local_channels)
+        self.classifier = zero_(nn.Linear(sum(local_channels), num_classes))
 
-def non_local(channels: int, width: int, size: tuple[int, int]) -> nn.Module:
-    """Non-local block (Wang et al., timm's NonLocalAttn), width = channels of θ, φ, g; zero-init BN gate."""
-    _positive("non-local", width)
-    return NonLocalAttn(channels, rd_channels=width)
+    def attended(self, local: Sequence[Tensor], g: Tensor) -> list[Tensor]:
+        """g_a^s (B, C_s) per layer."""
+        e = self.embed(g)
+        out = []
+        for l, project, u in zip(local, self.project, self.u, strict=True):
+            c = torch.einsum("c,bchw->bhw", u, l + project(e)[:, :, None, None]).flatten(1)
+            out.append(torch.einsum("bn,bcn->bc", c.softmax(-1), l.flatten(2)))
+        return out
 
-
-def aa_conv(channels: int, width: int, size: tuple[int, int]) -> nn.Module:
-    """Attention-augmented convolution branch, HEADS heads, width = d_k = d_v."""
-    _positive("aa-conv", width)
-    return AugmentedAttention(channels, width, size, heads=HEADS)
-
-
-def gsa(channels: int, width: int, size: tuple[int, int]) -> nn.Module:
-    """Global self-attention module, HEADS heads, width = d_k = d_v."""
-    _positive("gsa", width)
-    return GlobalSelfAttention(channels, width, size, heads=HEADS)
-
-
-ADAPTERS: dict[str, AdapterFactory] = {
-    "se": se, "eca": eca, "cbam": cbam, "gather-excite": gather_excite,
-    "non-local": non_local, "aa-conv": aa_conv, "gsa": gsa,
-}
-
-
-def build_adapter(method: str, channels: int, width: int, size: tuple[int, int]) -> nn.Module:
-    """One adapter by name, or a ValueError listing the methods."""
-    if method not in ADAPTERS:
-        raise ValueError(f"unknown adapter {method!r}; allowed: {', '.join(ADAPTERS)}")
-    return ADAPTERS[method](channels, width, size)
+    def forward(self, local: Sequence[Tensor], g: Tensor) -> Tensor:
+        """The logits' change (B, num_classes): 0 at init."""
+        return self.classifier(torch.cat(self.attended(local, g), 1))

@@ -8,6 +8,8 @@ import math
 
 import pandas as pd
 
+from gattanet.adapters.addons import ADDONS
+from gattanet.adapters.budget import BUDGET_TOL
 from gattanet.analysis.stats import Estimate
 
 from .across import across_groups
@@ -289,36 +291,21 @@ def stage_times(out: Outputs) -> list[dict]:
 
 
 # What each baselines method is and where its code comes from (gattanet/adapters/modules.py).
-ZERO_GATE = "inside a zero-init residual gate x + γ·(module(x) − x), γ = 0 at start"
 BASELINE_METHODS = {
     "gattanet": ("GAttANet", "global attention agreement: one global query pooled from every tapped layer "
                  "modulates each layer by its keys' agreement with it (Eq. 1-5); conv and dense taps",
                  "this repository (gattanet/models/attention.py), α = 0 at start; retrained under the budget below"),
-    "se": ("SE", "Squeeze-and-Excitation (Hu et al., 2018): channel gate from an MLP on globally pooled features",
-           f"timm SEModule, {ZERO_GATE}"),
-    "eca": ("ECA", "Efficient Channel Attention (Wang et al., 2020): channel gate from a 1-D conv (k taps) "
-            "across the pooled channels", f"timm EcaModule, {ZERO_GATE}"),
-    "cbam": ("CBAM", "Convolutional Block Attention Module (Woo et al., 2018): channel MLP gate, then a 7×7 "
-             "spatial gate", f"timm CbamModule, {ZERO_GATE}"),
-    "gather-excite": ("Gather-Excite θ+", "Gather-Excite (Hu et al., 2018), extent 8: depthwise strided "
-                      "gather, MLP excite, upsampled sigmoid gate",
-                      "compact re-implementation (timm 1.0.31's GatherExcite cannot be built with its MLP), "
-                      f"{ZERO_GATE}"),
-    "non-local": ("Non-local", "Non-local block (Wang et al., 2018): self-attention over all positions, "
-                  "added residually", "timm NonLocalAttn; its own zero-init BatchNorm is the gate"),
-    "aa-conv": ("AA-conv", "Attention-augmented convolution (Bello et al., 2019): multi-head self-attention "
-                "with 2-D relative position logits", "compact re-implementation, 4 heads; the attention maps "
-                "are added through a zero-init 1×1 projection, x + proj(MHSA(x)), instead of concatenated"),
-    "gsa": ("GSA", "Global Self-Attention (Shen et al.): efficient global content attention plus axial "
-            "(column, then row) positional attention", "compact re-implementation, 4 heads, without the "
-            "paper's per-conv BatchNorms; added through a zero-init 1×1 projection"),
     "wider-toy": ("wider toy CNN", "the paper's matched-parameter control: the toy model with wider layers, "
                   "total parameters ≈ toy + GAttANet, no attention",
                   "gattanet/models/toy.py scaled by one width factor, trained from scratch like the backbone"),
 }
 ECA_UNMATCHABLE = ("unmatchable: ECA's only weights are one k-tap 1-D kernel per layer (k odd, ≤ 2·C − 1) "
                    "and its gate γ, far below GAttANet's budget; its real count is shown")
-BUDGET_TOL = 0.10  # gattanet.adapters.budget.within_budget's default, which the stage applies
+# The add-ons' names, papers, code sources and identity rules: the adapters' registry, the one place they are stated.
+ADDON_LABELS = {"gather-excite": "Gather-Excite θ+", "non-local": "Non-local", "aa-conv": "AA-conv",
+                "ran-mask": "Residual-Attention mask"}
+BASELINE_METHODS.update({a.name: (ADDON_LABELS.get(a.name, a.name.upper()), a.title,
+                                  f"{a.source}; identity at init: {a.identity}") for a in ADDONS.values()})
 
 
 def baselines_section(out: Outputs, params: dict) -> dict:
@@ -326,7 +313,7 @@ def baselines_section(out: Outputs, params: dict) -> dict:
     the wider-toy control), the methods not run with their command, the budget and the computed leaders."""
     cfg = params.get("baselines")
     if not cfg or not cfg.get("methods"):
-        return {"missing": f"{FULL_PROFILE_COMMAND}   (the full CPU profile: all nine methods at GAttANet's budget "
+        return {"missing": f"{FULL_PROFILE_COMMAND}   (the full CPU profile: the add-on track's methods at GAttANet's budget "
                            "and seeds; or list methods under `baselines.methods` in params.yaml)"}
     ran = [m for m in cfg["methods"] if m in out.baselines]
     ran.sort(key=lambda m: (m != "gattanet", m == "wider-toy", -_or(out.baselines[m]["clean_acc"], -1.0)))
