@@ -1,15 +1,24 @@
-"""The intervals of the noise, lesions and embed outputs as functions of the per-image arrays those stages also
-write (git-tracked, compressed .npz): the stages compute their JSON's intervals with these functions, and the
-report recomputes them with the same functions from the arrays alone (`recompute_outputs`), so a reader of the
-repository can rebuild every verdict those outputs decide without rerunning a model.
+"""Every interval a claim's verdict rests on, as a function of the per-image arrays the stages also write
+(git-tracked, compressed .npz): the stages compute their JSON's intervals with these functions, and the report
+recomputes them with the same functions from the arrays alone (`recompute_outputs`), so a reader of the
+repository can rebuild every verdict without rerunning a model.
+
+Arrays per output: noise → results/noise/KEY/correct.npz (also the clean gain and the dims stage's intervals,
+which are differences of the noise gains on the same noisy images), lesions → results/lesions/KEY.npz,
+embed → results/embedding/KEY/correct.npz, maps → results/maps/KEY/hits.npz, controls →
+results/controls/KEY.npz. An output whose arrays are missing (a run from before they were written) keeps its
+JSON's intervals, and `Recomputed.missing` names it, the array it lacks and the command that writes it.
 """
 
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from gattanet.analysis.stats import effect_ci
 from gattanet.analysis.sweeps import gain_at, growth
+from pipeline import outputs
 
 
 def noise_estimates(baseline: np.ndarray, gattanet: np.ndarray) -> dict:
@@ -46,45 +55,127 @@ def embed_estimates(z: dict) -> dict:
 CONTROLS = ("random", "pca")  # the embed stage's query-space controls, in the order it writes them
 
 
-def _read(path: Path) -> dict | None:
+def maps_estimates(top1: np.ndarray, top3: np.ndarray) -> dict:
+    """The maps stage's stats.json intervals from hits.npz: the rates at which the true class is the unit attention
+    enhances most (`top1`) and among the 3 it enhances most (`top3`), each (seeds, N) per seed and test image."""
+    return {"top1_rate": effect_ci([(1.0, top1.astype(np.float64))]).as_dict(),
+            "top3_rate": effect_ci([(1.0, top3.astype(np.float64))]).as_dict()}
+
+
+def controls_estimates(baseline: np.ndarray, gattanet: np.ndarray, correct: np.ndarray) -> dict:
+    """The controls stage's intervals from KEY.npz: baseline (N,), gattanet (seeds, N), correct (methods, seeds, N),
+    top-1 correctness on the same test images. GAttANet's gain over the baseline; per control its own gain and
+    GAttANet − control, paired per seed (control seed s trained from GAttANet seed s's derived seed)."""
+    base, full = baseline.astype(np.float64), gattanet.astype(np.float64)
+    return {"gattanet_gain": effect_ci([(1.0, full - base)]).as_dict(),
+            "controls": [{"gain": effect_ci([(1.0, ctl - base)]).as_dict(),
+                          "vs_gattanet": effect_ci([(1.0, full), (-1.0, ctl)], paired=True).as_dict()}
+                         for ctl in correct.astype(np.float64)]}
+
+
+def _sigma_index(z: dict, sigma: float) -> int:
+    sigmas = [float(s) for s in z["sigmas"]]
+    if float(sigma) not in sigmas:
+        raise ValueError(f"σ = {sigma:g} is not in the noise arrays' sigmas {sigmas}")
+    return sigmas.index(float(sigma))
+
+
+def run_gain(z: dict, sigma: float) -> dict:
+    """A run's gain over its baseline at σ, from its noise correct.npz (`sigmas`, `baseline`, `gattanet`): the dims
+    rows' `gain` (σ = 0) and `gain_at_peak`."""
+    return gain_at(z["baseline"], z["gattanet"], _sigma_index(z, sigma)).as_dict()
+
+
+def dims_difference(small: dict, large: dict, sigma: float) -> dict:
+    """gain(large) − gain(small) at σ on the same noisy test images, from both runs' noise correct.npz; paired per
+    seed when both have the same seeds (seed s of both runs starts from the same derived seed)."""
+    def gain(z: dict) -> np.ndarray:  # (seeds, N)
+        i = _sigma_index(z, sigma)
+        return z["gattanet"][:, i].astype(np.float64) - z["baseline"][i].astype(np.float64)[None, :]
+
+    paired = np.array_equal(small["seeds"], large["seeds"])
+    return effect_ci([(1.0, gain(large)), (-1.0, gain(small))], paired=paired).as_dict()
+
+
+def read_arrays(path: Path, need: tuple[str, ...] = ()) -> dict | None:
+    """An .npz's arrays as a dict (None when the file is missing); ValueError naming the file when it lacks an array
+    of `need` or is not an .npz archive."""
     if not path.exists():
         return None
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable .npz archive ({e})") from None
+    lacking = [k for k in need if k not in arrays]
+    if lacking:
+        raise ValueError(f"{path}: lacks the array(s) {', '.join(lacking)} (it holds {', '.join(arrays) or 'none'})")
+    return arrays
 
 
-def recompute_outputs(out, params: dict) -> list[str]:
-    """Replace the intervals of the loaded noise, lesions and embed outputs (pipeline.report.load.Outputs) by
-    those recomputed from their arrays, and each run's clean gain by the noise arrays' at σ = 0 when the sweep
-    used the whole test set (the same images and models); returns the arrays used. Outputs without arrays keep
-    their JSON's."""
-    res, used = Path(out.root) / "results", []
+@dataclass
+class Recomputed:
+    """What `recompute_outputs` did: the arrays it recomputed intervals from, and each output whose intervals stayed
+    its JSON's, with why (its array missing, and the command that writes it)."""
+
+    arrays: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def recompute_outputs(out, params: dict) -> Recomputed:
+    """Replace every interval of the loaded outputs (pipeline.report.load.Outputs) a claim reads by the one
+    recomputed from its per-image arrays: the noise sweeps, each run's clean gain (the noise arrays at σ = 0 when the
+    sweep used the whole test set: the same images and models), the lesions, the embeddings, the maps' true-class
+    rates, the dims rows and comparisons (the noise arrays of both runs), and the controls. An output without its
+    arrays keeps its JSON's intervals and is listed in `missing`."""
+    root, done = Path(out.root), Recomputed()
+
+    def rel(path: Path) -> str:
+        return path.relative_to(root).as_posix()
+
+    def lacking(what: Path, array: Path, command: str) -> None:
+        done.missing.append(f"{rel(what)}: {rel(array)} missing (its intervals are the JSON's; {command} writes it)")
+
+    def matching(path: Path, name: str, arrays, listed) -> None:  # an archive left by another run is refused
+        if [str(a) for a in arrays] != [str(x) for x in listed]:
+            raise ValueError(f"{path}: {name} {[str(a) for a in arrays]} do not match its JSON's {list(listed)}")
+
     whole = not (params.get("noise") or {}).get("test_subset")
+    noise_arrays: dict[str, dict] = {}
     for key, sweep in out.noise.items():
-        z = _read(path := res / "noise" / key / "correct.npz")
+        z = read_arrays(path := outputs.NOISE_CORRECT.path(key, root), outputs.NOISE_CORRECT.names)
         if z is None:
+            lacking(outputs.NOISE_SWEEP.path(key, root), path, f"dvc repro noise@{key}")
             continue
+        matching(path, "seeds", z["seeds"], sweep["seeds"])
+        noise_arrays[key] = z
         est = noise_estimates(z["baseline"], z["gattanet"])
         sweep["gain"], sweep["growth_by_sigma"] = est["gain"], est["growth_by_sigma"]
-        sweep["growth"] = est["growth_by_sigma"][list(z["sigmas"]).index(sweep["peak_sigma"])]
-        metrics = out.train_attn.get(key)
-        if whole and metrics is not None and metrics.get("test_images") == z["baseline"].shape[1]:
-            metrics["gain"] = est["gain"][0]
-        used.append(str(path.relative_to(out.root)))
+        sweep["growth"] = est["growth_by_sigma"][_sigma_index(z, sweep["peak_sigma"])]
+        done.arrays.append(rel(path))
+    for key, metrics in out.train_attn.items():
+        z = noise_arrays.get(key)
+        if z is not None and whole and metrics.get("test_images") == z["baseline"].shape[1]:
+            metrics["gain"] = run_gain(z, 0.0)
+        else:
+            done.missing.append(f"{rel(outputs.TRAIN_ATTN_METRICS.path(key, root))}: clean gain read from the JSON ("
+                                + ("the noise sweep ran on a test subset, not the images train-attn measured on)"
+                                   if z is not None else f"no noise arrays; dvc repro noise@{key} writes them)"))
     for key, les in out.lesions.items():
-        z = _read(path := res / "lesions" / f"{key}.npz")
+        z = read_arrays(path := outputs.LESIONS_CORRECT.path(key, root), outputs.LESIONS_CORRECT.names)
         if z is None:
+            lacking(outputs.LESIONS.path(key, root), path, f"dvc repro lesions@{key}")
             continue
-        patterns = [str(p) for p in z["patterns"]]
+        matching(path, "patterns", z["patterns"], [p["pattern"] for p in les["patterns"]])
+        matching(path, "seeds", z["seeds"], les["seeds"])
         full = next(i for i, p in enumerate(les["patterns"]) if p["kind"] == "full")
         for row, est in zip(les["patterns"], lesion_estimates(z["baseline"], z["correct"], full)):
-            if row["pattern"] != patterns[les["patterns"].index(row)]:
-                raise ValueError(f"{path}: patterns {patterns} do not match {key}.json's")
             row.update(est)
-        used.append(str(path.relative_to(out.root)))
+        done.arrays.append(rel(path))
     for key, emb in out.embedding.items():
-        z = _read(path := res / "embedding" / key / "correct.npz")
+        z = read_arrays(path := outputs.EMBED_CORRECT.path(key, root), ("query",))
         if z is None:
+            lacking(outputs.EMBED_STATS.path(key, root), path, f"dvc repro embed@{key}")
             continue
         stats, est = emb["stats"], embed_estimates(z)
         for target, new in ((stats, est), (stats.get("groups"), est.get("groups"))):
@@ -93,5 +184,45 @@ def recompute_outputs(out, params: dict) -> list[str]:
             target["knn_query"] = new["knn_query"]
             for c, e in new["controls"].items():
                 target.setdefault("controls", {}).setdefault(c, {"what": c}).update(e)
-        used.append(str(path.relative_to(out.root)))
-    return used
+        done.arrays.append(rel(path))
+    for key, maps in out.maps.items():
+        z = read_arrays(path := outputs.MAPS_HITS.path(key, root), outputs.MAPS_HITS.names)
+        if z is None:
+            lacking(outputs.MAPS_STATS.path(key, root), path, f"dvc repro maps@{key}")
+            continue
+        matching(path, "seeds", z["seeds"], maps["stats"]["seeds"])
+        maps["stats"].update(maps_estimates(z["top1"], z["top3"]))
+        done.arrays.append(rel(path))
+    if out.dims is not None:
+        _recompute_dims(out.dims, noise_arrays, done, rel(outputs.DIMS.path(root=root)))
+    for key, res in out.controls.items():
+        z = read_arrays(path := outputs.CONTROLS_CORRECT.path(key, root), outputs.CONTROLS_CORRECT.names)
+        if z is None:
+            lacking(outputs.CONTROLS.path(key, root), path, f"dvc repro controls@{key}")
+            continue
+        matching(path, "methods", z["methods"], [r["method"] for r in res["controls"]])
+        matching(path, "seeds", z["seeds"], res["seeds"])
+        est = controls_estimates(z["baseline"], z["gattanet"], z["correct"])
+        res["gattanet_gain"] = est["gattanet_gain"]
+        for row, e in zip(res["controls"], est["controls"]):
+            row.update(e)
+        done.arrays.append(rel(path))
+    return done
+
+
+def _recompute_dims(dims: dict, noise_arrays: dict[str, dict], done: Recomputed, name: str) -> None:
+    """dims.json's rows and comparisons from the noise arrays of their runs (the dims stage's own inputs)."""
+    runs = {r["run"] for r in dims["rows"]} | {k for c in dims.get("comparisons", []) for k in (c["small"], c["large"])}
+    lacks = sorted(runs - set(noise_arrays))
+    for row in dims["rows"]:
+        z = noise_arrays.get(row["run"])
+        if z is not None:
+            row["gain"], row["gain_at_peak"] = run_gain(z, 0.0), run_gain(z, row["peak_sigma"])
+    for c in dims.get("comparisons", []):
+        small, large = noise_arrays.get(c["small"]), noise_arrays.get(c["large"])
+        if small is not None and large is not None:
+            c["difference"] = dims_difference(small, large, c["sigma"])
+    if lacks:
+        done.missing.append(f"{name}: the rows and comparisons of {', '.join(lacks)} read from the JSON (no noise "
+                            f"arrays; {' && '.join(f'dvc repro noise@{k}' for k in lacks)} && dvc repro dims writes "
+                            "them)")

@@ -17,9 +17,10 @@ from gattanet.io import write_csv, write_json
 from gattanet.models.lesion import ablation_patterns, full_pattern
 from gattanet.data.specs import get_spec
 from gattanet.analysis.stats import effect_ci
-from gattanet.analysis.sweeps import gain_at, gains, growth
+from gattanet.analysis.sweeps import gain_at, growth
 from gattanet.models.taps import Tap
-from pipeline.recompute import embed_estimates, lesion_estimates
+from pipeline.recompute import (controls_estimates, dims_difference, embed_estimates, lesion_estimates,
+                                maps_estimates, run_gain)
 
 SIGMAS = [0.0, 0.01, 0.02, 0.04, 0.1, 0.25]
 PEAK_SIGMA = 0.04               # σ* of the fixture params: the noise claim is decided here
@@ -170,11 +171,14 @@ def run_gains(params: dict, gain: float | dict[str, float]) -> dict[str, float]:
 
 
 def write_fake_outputs(root: Path, params: dict, gain: float | dict[str, float] = 0.02,
-                       skip: tuple[str, ...] = (), lesion_gains: dict[str, float] | None = None) -> dict:
+                       skip: tuple[str, ...] = (), lesion_gains: dict[str, float] | None = None,
+                       control_gains: dict[str, float] | None = None) -> dict:
     """Write every stage output the params call for under root/results, from synthetic per-image data with
     the clean gains of run_gains(params, gain) (negative: GAttANet worse); sections named in `skip` (see
-    OPTIONAL) are left out. `lesion_gains` overrides LESION_GAINS. Returns the per-image arrays:
-    {"baseline": {backbone: bool (σ, N)}, "gattanet": {run: float (seeds, σ, N)}, "gains": {run: gain}}."""
+    OPTIONAL) are left out. `lesion_gains` overrides LESION_GAINS. `control_gains` ({method: clean gain over the
+    baseline}) writes the controls output of every run under `controls:` (None: no controls output). Returns the
+    per-image arrays: {"baseline": {backbone: bool (σ, N)}, "gattanet": {run: float (seeds, σ, N)}, "gains":
+    {run: gain}}."""
     res = Path(root) / "results"
     rng = np.random.default_rng(0)
     per_run = run_gains(params, gain)
@@ -189,16 +193,15 @@ def write_fake_outputs(root: Path, params: dict, gain: float | dict[str, float] 
             "run": key, "arch": b["arch"], "dataset": b["dataset"], "params": PARAMS[b["arch"]],
             "val_acc": 0.86, "test_acc": float(baseline[key][0].mean()), "best_epoch": 1, "epochs_run": 1,
             "seconds": 12.5, "device": "cpu"})
-    rows, gain_of = [], {}
+    rows, noise_arrays = [], {}
     for key, a in params["attention"].items():
         arch = params["backbones"][a["backbone"]]["arch"]
         base, model = baseline[a["backbone"]], models[key]
-        g = gains(base, model)
-        gain_of[key] = g
+        z = noise_arrays[key] = {"sigmas": np.array(sigmas), "seeds": np.array(a["seeds"]),
+                                 "baseline": base.astype(bool), "gattanet": model.astype(bool)}
         _train_attn(res, key, a, arch, base[0], model[:, 0])
         if "noise" not in skip:
-            _npz(res / "noise" / key / "correct.npz", sigmas=np.array(sigmas), seeds=np.array(a["seeds"]),
-                 baseline=base.astype(bool), gattanet=model.astype(bool))
+            _npz(res / "noise" / key / "correct.npz", **z)
             write_json(res / "noise" / key / "sweep.json", {
                 "run": key, "arch": arch, "dataset": a["dataset"], "attn_dim": a["attn_dim"],
                 "clip": params["noise"]["clip"], "seeds": a["seeds"], "test_images": N_IMAGES,
@@ -212,9 +215,9 @@ def write_fake_outputs(root: Path, params: dict, gain: float | dict[str, float] 
         rows.append({"run": key, "backbone_run": a["backbone"], "arch": arch, "dataset": a["dataset"],
                      "attn_dim": a["attn_dim"], "seeds": len(a["seeds"]), "attention_params": _attn_params(a),
                      "baseline_acc": float(base[0].mean()), "gattanet_acc": float(model[:, 0].mean()),
-                     "gain": effect_ci([(1.0, g[:, 0])]).as_dict(), "peak_sigma": sigmas[peak],
+                     "gain": run_gain(z, 0.0), "peak_sigma": sigmas[peak],
                      "baseline_at_peak": float(base[peak].mean()), "gattanet_at_peak": float(model[:, peak].mean()),
-                     "gain_at_peak": effect_ci([(1.0, g[:, peak])]).as_dict()})
+                     "gain_at_peak": run_gain(z, sigmas[peak])})  # as pipeline/stages/dims.py computes them
         if "embedding" not in skip:
             _embedding(res / "embedding" / key, key, a, rng)
         if "maps" not in skip:
@@ -228,17 +231,22 @@ def write_fake_outputs(root: Path, params: dict, gain: float | dict[str, float] 
                     continue
                 others = [("sweep", j) for j in range(1, len(sigmas)) if j != peak]
                 for label, k in [("clean", 0), ("peak", peak), *others]:
-                    est = effect_ci([(1.0, gain_of[large["run"]][:, k]), (-1.0, gain_of[small["run"]][:, k])])
+                    est = dims_difference(noise_arrays[small["run"]], noise_arrays[large["run"]], float(sigmas[k]))
                     comparisons.append({"small": small["run"], "large": large["run"], "arch": small["arch"],
                                         "dataset": small["dataset"], "d_small": small["attn_dim"],
                                         "d_large": large["attn_dim"], "at": label, "sigma": float(sigmas[k]),
-                                        "difference": est.as_dict()})
+                                        "difference": est})
         write_json(res / "dims.json", {"rows": rows, "comparisons": comparisons})
     if "lesions" not in skip:
         for key in params.get("lesions") or {}:
             a = params["attention"][key]
             _lesions(res / "lesions" / f"{key}.json", key, a, baseline[a["backbone"]][0], models[key][:, 0],
                      per_run[key], {**LESION_GAINS, **(lesion_gains or {})}, rng)
+    if control_gains is not None and "controls" not in skip:
+        for key in params.get("controls") or {}:
+            a = params["attention"][key]
+            _controls(res / "controls" / f"{key}.json", key, a, baseline[a["backbone"]][0], models[key][:, 0],
+                      control_gains, rng)
     if "baselines" not in skip:
         cfg = params["baselines"]
         a = params["attention"][cfg["run"]]
@@ -299,6 +307,27 @@ def _lesions(path: Path, key: str, a: dict, base: np.ndarray, full: np.ndarray, 
                       "device": "cpu"})
 
 
+def _controls(path: Path, key: str, a: dict, base: np.ndarray, full: np.ndarray, control_gains: dict[str, float],
+              rng: np.random.Generator) -> None:
+    """results/controls/KEY.json and KEY.npz: per seed a control with the given clean gain over the baseline, on the
+    same test images as the run's models `full` (seeds, N), its intervals as pipeline/stages/controls.py computes
+    them."""
+    correct = np.stack([_seeds(rng, base, g, len(a["seeds"])) for g in control_gains.values()]).astype(bool)
+    est = controls_estimates(base, full.astype(bool), correct)
+    rows = [{"method": m, "kind": "training" if m == "more-training" else "head", "trainable_params": 20, "rank": None,
+             "accuracy": float(c.mean()), "per_seed": c.mean(axis=1).tolist(), **e,
+             "epochs_run": [1] * len(a["seeds"]), "best_epoch": [1] * len(a["seeds"]),
+             "val_acc": [0.9] * len(a["seeds"])} for m, c, e in zip(control_gains, correct, est["controls"])]
+    _npz(path.with_suffix(".npz"), seeds=np.array(a["seeds"]), methods=np.array(list(control_gains)),
+         baseline=base.astype(bool), gattanet=full.astype(bool), correct=correct)
+    write_json(path, {
+        "run": key, "backbone_run": a["backbone"], "arch": "toy", "dataset": a["dataset"], "attn_dim": a["attn_dim"],
+        "seeds": a["seeds"], "test_images": len(base), "gattanet_params": _attn_params(a), "epochs": 1, "patience": 1,
+        "train_subset": 0, "baseline_acc": float(base.mean()), "gattanet_acc": float(full.mean()),
+        "gattanet_gain": est["gattanet_gain"], "controls": rows, "precision": "fp32", "seconds": 3.0,
+        "device": "cpu"})
+
+
 def _hits(rng: np.random.Generator, rate: float, seeds: int) -> np.ndarray:
     """(seeds, N) float: per seed, round(rate · N) ± a few images right."""
     spread = np.linspace(-1, 1, seeds) if seeds > 1 else [0.0]
@@ -346,10 +375,10 @@ def _maps(out: Path, key: str, a: dict, arch: str, rng: np.random.Generator, n: 
                                    "taps": [t.as_dict() for t in taps], "alpha": [0.1] * len(taps),
                                    "samples": samples})
     seeds = len(a["seeds"])
+    top1, top3 = _hits(rng, TOP1, seeds).astype(bool), _hits(rng, TOP3, seeds).astype(bool)
+    _npz(out / "hits.npz", seeds=np.array(a["seeds"]), top1=top1, top3=top3)
     write_json(out / "stats.json", {
-        "run": key, "seeds": a["seeds"], "n": N_IMAGES,
-        "top1_rate": effect_ci([(1.0, _hits(rng, TOP1, seeds))]).as_dict(),
-        "top3_rate": effect_ci([(1.0, _hits(rng, TOP3, seeds))]).as_dict(),
+        "run": key, "seeds": a["seeds"], "n": N_IMAGES, **maps_estimates(top1, top3),  # as the maps stage does
         "chance_top1": 1 / spec.num_classes, "chance_top3": 3 / spec.num_classes, "precision": "fp32",
         "seconds": 2.0, "device": "cpu"})
 

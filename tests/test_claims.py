@@ -364,7 +364,8 @@ def test_dimension_claim_compares_the_gains_of_two_dimensions_on_the_same_images
 
 # ---------------------------------------------------------------- verdicts recomputable from the per-image arrays
 
-RECOMPUTED = ("clean_gain", "noise", "query_space", "lesions")  # claims whose intervals the arrays carry
+RECOMPUTED = ("clean_gain", "noise", "query_space", "true_class", "lesions", "dimension", "controls")  # all of them
+CONTROL_GAINS = {"more-training": 0.0, "vector-scaling": 0.0, "logits": -0.005, "residual-head": 0.005}
 
 
 def _scramble(obj):
@@ -378,27 +379,66 @@ def _scramble(obj):
     return obj
 
 
+def with_controls(params: dict) -> dict:
+    """The fixture params with the d = 16 run's controls (CONTROL_GAINS' methods)."""
+    params["controls"] = {D16: {"backbone": "toy-fmnist", "dataset": "fashion-mnist", "methods": list(CONTROL_GAINS),
+                                "test_subset": 0}}
+    return params
+
+
+def arrays_of(res) -> list:
+    """Every per-image archive the stages write (pipeline/outputs.py: the npz outputs)."""
+    return sorted(p for p in res.rglob("*.npz"))
+
+
 def test_the_report_rebuilds_every_verdict_from_the_per_image_arrays_alone(tmp_path):
-    params = fake_params()
-    write_fake_outputs(tmp_path, params)
+    """Every interval of every JSON output scrambled: each claim's rows, verdicts and effects are the same, rebuilt
+    from the arrays; with the arrays gone the report reads the scrambled JSON and says which arrays are missing."""
+    params = with_controls(fake_params())
+    write_fake_outputs(tmp_path, params, control_gains=CONTROL_GAINS)
     judged = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
+    assert tuple(judged) == RECOMPUTED  # every claim the report judges
     res = tmp_path / "results"
-    jsons = [*res.glob("noise/*/sweep.json"), *res.glob("lesions/*.json"), *res.glob("embedding/*/stats.json"),
-             *res.glob("train-attn/*/metrics.json")]
-    for path in jsons:
+    for path in res.rglob("*.json"):
         path.write_text(json.dumps(_scramble(json.loads(path.read_text()))))
     out = load_outputs(params, tmp_path)
-    assert sorted(out.from_arrays) == sorted(str(p.relative_to(tmp_path)) for p in (
-        *res.glob("noise/*/correct.npz"), *res.glob("lesions/*.npz"), *res.glob("embedding/*/correct.npz")))
+    arrays = [str(p.relative_to(tmp_path)) for p in arrays_of(res)]
+    assert sorted(out.from_arrays) == arrays and {a.split("/")[1] for a in arrays} == {
+        "noise", "lesions", "embedding", "maps", "controls"}  # dims: from the noise arrays
+    assert out.arrays_missing == []
     rebuilt = {c.id: c for c in evaluate_claims(out, load_paper(), params)}
     for cid in RECOMPUTED:
         assert [(e.row, e.verdict, e.effect) for e in rebuilt[cid].evidence] == \
                [(e.row, e.verdict, e.effect) for e in judged[cid].evidence], cid
-        assert {e.verdict for e in judged[cid].evidence} - {NOT_RUN} == {SUPPORTED} or cid == "lesions"
-    for path in (*res.glob("noise/*/correct.npz"), *res.glob("lesions/*.npz"), *res.glob("embedding/*/correct.npz")):
+        assert {e.verdict for e in judged[cid].evidence} - {NOT_RUN, NOT_APPLICABLE} == {SUPPORTED} or cid == "lesions"
+    for path in arrays_of(res):
         path.unlink()
-    blind = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
-    assert {e.verdict for e in blind["clean_gain"].evidence} == {CONTRADICTED}  # the scrambled JSON, now read
+    blind = load_outputs(params, tmp_path)
+    assert blind.from_arrays == []
+    missing = "\n".join(blind.arrays_missing)  # the report names every output left with its JSON's intervals
+    assert all(f"{a} missing" in missing for a in arrays) and "results/dims.json" in missing
+    assert all(f"results/train-attn/{k}/metrics.json: clean gain read from the JSON" in missing for k in (D16, D64))
+    blind_claims = {c.id: c for c in evaluate_claims(blind, load_paper(), params)}
+    for cid in RECOMPUTED:  # the scrambled JSON, now read: every tested row's effect is the wrong one (or below a bar)
+        effects = [e.effect for e in blind_claims[cid].evidence if e.effect is not None]
+        assert effects and all(e.mean <= -0.5 for e in effects), cid
+    assert {e.verdict for e in blind_claims["clean_gain"].evidence} == {CONTRADICTED}
+
+
+def test_an_archive_that_does_not_match_its_json_is_refused_naming_it(tmp_path):
+    from pipeline.report.load import ReportInputError
+
+    params = with_controls(fake_params())
+    write_fake_outputs(tmp_path, params, control_gains=CONTROL_GAINS)
+    path = tmp_path / f"results/controls/{D16}.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez_compressed(path, **{**arrays, "methods": arrays["methods"][::-1]})
+    with pytest.raises(ReportInputError, match=rf"{path}: methods .* do not match its JSON's"):
+        load_outputs(params, tmp_path)
+    np.savez_compressed(path, **{k: v for k, v in arrays.items() if k != "gattanet"})
+    with pytest.raises(ReportInputError, match=rf"{path}: lacks the array\(s\) gattanet"):
+        load_outputs(params, tmp_path)
 
 
 # ---------------------------------------------------------------- the helpers the rows are built with

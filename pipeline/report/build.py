@@ -90,6 +90,7 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
         "controls": draw_controls(params, out, out_dir),
         "deviations": deviations(paper, params),
         "backbone_scope": backbone_scope(params),
+        "arrays": {"used": out.from_arrays, "missing": out.arrays_missing},
         "plan": {"path": plan.path, "sha256": plan.sha256, "text": plan.text,
                  "multiplicity": plan.get("multiplicity"), "alpha": plan.alpha_one_sided,
                  "changed_after_results": plan.data.get("deviations") or []},

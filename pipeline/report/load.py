@@ -1,10 +1,11 @@
 """Read the stage outputs the report shows (paths and fields: pipeline/outputs.py).
 
-The report never reruns a model: everything it shows comes from these files, and the intervals of the noise,
-lesions and embed outputs (and the clean gain) are recomputed from their git-tracked per-image arrays where
-those exist (pipeline/recompute.py), so every verdict they decide is rebuilt from the arrays alone. A missing
-optional output is simply absent here (the report says "not run"); a missing required one,
-or a file that does not follow its schema, raises ReportInputError naming the file.
+The report never reruns a model: everything it shows comes from these files, and every interval a claim reads
+(noise, clean gain, lesions, embedding, maps, dims, controls) is recomputed from the git-tracked per-image arrays
+(pipeline/recompute.py), so every verdict is rebuilt from the arrays alone. Where an output's arrays are missing
+(a run from before they were written), its JSON's intervals stand and `Outputs.arrays_missing` says so; the
+report prints that list. A missing optional output is simply absent here (the report says "not run"); a missing
+required one, or a file that does not follow its schema, raises ReportInputError naming the file.
 """
 
 import csv
@@ -42,6 +43,7 @@ class Outputs:
     controls: dict[str, dict] = field(default_factory=dict)       # results/controls/KEY.json
     pretrain_history: dict[str, list[dict]] = field(default_factory=dict)  # results/pretrain/KEY/live (DVCLive)
     from_arrays: list[str] = field(default_factory=list)          # per-image arrays the intervals were recomputed from
+    arrays_missing: list[str] = field(default_factory=list)       # outputs whose intervals are their JSON's, and why
 
 
 # The fields the report needs of each output (pipeline/outputs.py declares every output's path and fields).
@@ -187,7 +189,6 @@ def load_outputs(params: dict, root: Path) -> Outputs:
         path = outputs.CONTROLS.path(key, root)
         if path.exists():
             out.controls[key] = _check_controls(path, read_json(path, CONTROLS_KEYS))
-    out.from_arrays = recompute_outputs(out, params)
     dims = outputs.DIMS.path(root=root)
     if dims.exists():
         out.dims = read_json(dims, ("rows",))
@@ -195,6 +196,11 @@ def load_outputs(params: dict, root: Path) -> Outputs:
             missing = [k for k in DIMS_ROW_KEYS if k not in row]
             if missing:
                 raise ReportInputError(f"{dims}: rows[{i}] misses key(s) {', '.join(missing)}")
+    try:
+        done = recompute_outputs(out, params)
+    except ValueError as e:  # an archive that is unreadable, lacks an array, or does not match its JSON
+        raise ReportInputError(str(e)) from None
+    out.from_arrays, out.arrays_missing = done.arrays, done.missing
     return out
 
 

@@ -1,21 +1,22 @@
 """controls@KEY: the trivial explanations of attention run KEY's gain, on its frozen backbone, at its budget,
 seeds and training images — the backbone trained on from its checkpoint, and heads recalibrated at no more
-parameters than GAttANet's — each compared with GAttANet seed by seed on the same test images."""
+parameters than GAttANet's — each compared with GAttANet seed by seed on the same test images. Every model's
+per-image correctness goes to KEY.npz (git-tracked), from which the report recomputes the intervals."""
 
 import numpy as np
 
-from gattanet.analysis.stats import effect_ci
 from gattanet.engine import distributed
 from gattanet.engine.evaluate import correct_batched
 from gattanet.engine.fast_eval import shared_logits
 from gattanet.engine.placement import place
 from gattanet.engine.precision import autocast, autocast_dtype, precision_name
 from gattanet.engine.train import TrainConfig, fit
-from gattanet.io import write_json
+from gattanet.io import atomic_path, write_json
 from gattanet.models.heads import HeadControl, trained_on
 from pipeline.config import entry
 from pipeline import outputs
 from pipeline.paths import RESUME
+from pipeline.recompute import controls_estimates
 from pipeline.runs import augment_of, open_run, resume_at, training_context, training_seed
 from pipeline.runtime import seeded, stopwatch
 
@@ -87,24 +88,29 @@ def run(params, key: str) -> None:
         return np.stack([hits[f"{name}{s}"][:, 0].numpy().astype(float) for s in att.seeds])
 
     full = acc("")
+    ctls = [acc(f"{method}:") for method in cfg.methods]
+    correct = np.stack(ctls).astype(bool)  # (methods, seeds, N)
+    est = controls_estimates(base.astype(bool), full.astype(bool), correct)  # as the report recomputes them
     rows = []
-    for method in cfg.methods:
-        ctl, per = acc(f"{method}:"), [results[method, s] for s in att.seeds]
+    for method, ctl, e in zip(cfg.methods, ctls, est["controls"]):
+        per = [results[method, s] for s in att.seeds]
         model = trained[method, att.seeds[0]]
         rows.append({"method": method, "kind": "training" if method == "more-training" else "head",
                      "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
                      "rank": getattr(model, "rank", None) or None,
                      "accuracy": float(ctl.mean()), "per_seed": ctl.mean(axis=1).tolist(),
-                     "gain": effect_ci([(1.0, ctl - base)]).as_dict(),
-                     "vs_gattanet": effect_ci([(1.0, full), (-1.0, ctl)], paired=True).as_dict(),  # seed s − seed s
+                     "gain": e["gain"], "vs_gattanet": e["vs_gattanet"],  # vs_gattanet: seed s − seed s
                      "epochs_run": [r.epochs_run for r in per], "best_epoch": [r.best_epoch for r in per],
                      "val_acc": [r.best_val_acc for r in per]})
+    with atomic_path(outputs.CONTROLS_CORRECT.path(key)) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, seeds=np.array(att.seeds), methods=np.array(list(cfg.methods)),
+                            baseline=base.astype(bool), gattanet=full.astype(bool), correct=correct)
     write_json(outputs.CONTROLS.path(key), outputs.CONTROLS.record({
         "run": key, "backbone_run": att.backbone, "arch": bb.arch, "dataset": att.dataset, "attn_dim": att.attn_dim,
         "seeds": list(att.seeds), "test_images": len(base), "gattanet_params": budget,
         "epochs": att.epochs, "patience": att.patience, "train_subset": att.train_subset,
         "baseline_acc": float(base.mean()), "gattanet_acc": float(full.mean()),
-        "gattanet_gain": effect_ci([(1.0, full - base)]).as_dict(), "controls": rows,
+        "gattanet_gain": est["gattanet_gain"], "controls": rows,
         "precision": precision_name(dtype),
         "seconds": round(clock["seconds"] + sum(r.resumed_seconds for r in results.values()), 3),
         "device": str(device)}))

@@ -1,21 +1,24 @@
 """dims: the attention-dimension comparison (Table 1, Fig. 4a-b): each run's gain per d, and for runs on one
 backbone the difference of gains between dimensions, clean, at σ* ("peak") and at every other σ of the sweep
-("sweep": the report reads it at the dataset-relative σ*), paired on the same noisy test images."""
+("sweep": the report reads it at the dataset-relative σ*), paired on the same noisy test images. Every interval
+is a function of the noise stages' per-image arrays (pipeline/recompute.py), from which the report recomputes them."""
 
 import itertools
 
-import numpy as np
 import pandas as pd
 
 from gattanet.io import read_json, write_json, write_text
-from gattanet.analysis.stats import effect_ci
-from gattanet.analysis.sweeps import gains
 from pipeline import outputs
+from pipeline.errors import MissingInputError
+from pipeline.recompute import dims_difference, read_arrays, run_gain
 
 
 def _load(key: str) -> dict:
-    with np.load(outputs.NOISE_CORRECT.path(key)) as z:
-        return {k: z[k] for k in z.files}
+    """Run `key`'s noise arrays, or MissingInputError naming the stage that writes them."""
+    arrays = read_arrays(path := outputs.NOISE_CORRECT.path(key), outputs.NOISE_CORRECT.names)
+    if arrays is None:
+        raise MissingInputError(f"{path} is missing: run `dvc repro noise@{key}` first")
+    return arrays
 
 
 def work(params, key=None) -> list:
@@ -26,21 +29,19 @@ def work(params, key=None) -> list:
 
 
 def run(params) -> None:
-    rows, gain_of = [], {}
+    rows, arrays = [], {}
     for key, run_cfg in params.attention.items():
         m = read_json(outputs.TRAIN_ATTN_METRICS.path(key))
-        z = _load(key)
-        g = gains(z["baseline"], z["gattanet"])  # (seed, σ, N)
-        gain_of[key] = g
+        z = arrays[key] = _load(key)
         k = list(z["sigmas"]).index(params.noise.peak_sigma)
         rows.append({"run": key, "backbone_run": run_cfg.backbone, "arch": m["arch"], "dataset": m["dataset"],
                      "attn_dim": run_cfg.attn_dim, "seeds": len(run_cfg.seeds),
                      "attention_params": m["attention_params"], "baseline_acc": float(z["baseline"][0].mean()),
                      "gattanet_acc": float(z["gattanet"][:, 0].mean()),
-                     "gain": effect_ci([(1.0, g[:, 0])]).as_dict(), "peak_sigma": params.noise.peak_sigma,
+                     "gain": run_gain(z, 0.0), "peak_sigma": params.noise.peak_sigma,
                      "baseline_at_peak": float(z["baseline"][k].mean()),
                      "gattanet_at_peak": float(z["gattanet"][:, k].mean()),
-                     "gain_at_peak": effect_ci([(1.0, g[:, k])]).as_dict()})
+                     "gain_at_peak": run_gain(z, params.noise.peak_sigma)})  # as the report recomputes them
     rows.sort(key=lambda r: (r["backbone_run"], r["attn_dim"], r["run"]))
     comparisons = []
     for small, large in itertools.combinations(rows, 2):
@@ -49,13 +50,11 @@ def run(params) -> None:
         k = list(params.noise.sigmas).index(params.noise.peak_sigma)
         others = [("sweep", j) for j in range(1, len(params.noise.sigmas)) if j != k]  # the report picks σ*_rel
         for label, i in [("clean", 0), ("peak", k), *others]:
-            # seed s of both runs starts from the same derived seed: paired per seed when the seed lists match
-            paired = list(params.attention[small["run"]].seeds) == list(params.attention[large["run"]].seeds)
-            est = effect_ci([(1.0, gain_of[large["run"]][:, i]), (-1.0, gain_of[small["run"]][:, i])], paired=paired)
+            sigma = float(params.noise.sigmas[i])  # paired per seed when both runs have the same seeds
             comparisons.append({"small": small["run"], "large": large["run"], "arch": small["arch"],
                                 "dataset": small["dataset"], "d_small": small["attn_dim"],
-                                "d_large": large["attn_dim"], "at": label,
-                                "sigma": float(params.noise.sigmas[i]), "difference": est.as_dict()})
+                                "d_large": large["attn_dim"], "at": label, "sigma": sigma,
+                                "difference": dims_difference(arrays[small["run"]], arrays[large["run"]], sigma)})
     write_json(outputs.DIMS.path(), outputs.DIMS.record({"rows": rows, "comparisons": comparisons}))
     table = pd.json_normalize(rows, sep="_")
     write_text(outputs.DIMS_CSV.path(), table.to_csv(index=False))

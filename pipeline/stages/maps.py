@@ -1,13 +1,15 @@
 """maps@KEY: agreement maps of one seeded test image per class (Fig. 3, first seed), and over the test set for
-every seed whether attention enhances the true class's logit most (top-1, top-3: ranked by α·a), with its CI."""
+every seed whether attention enhances the true class's logit most (top-1, top-3: ranked by α·a), with its CI;
+those per-image hits go to hits.npz (git-tracked), from which the report recomputes the rates."""
 
+import numpy as np
 import torch
 
 from gattanet.analysis.agreement import agreement_maps, sample_indices, true_class_hit_table
-from gattanet.io import write_json
+from gattanet.io import atomic_path, write_json
 from gattanet.engine.precision import autocast, autocast_dtype, precision_name
-from gattanet.analysis.stats import effect_ci
 from pipeline import outputs
+from pipeline.recompute import maps_estimates
 from pipeline.runs import open_run
 from pipeline.runtime import stopwatch
 
@@ -42,7 +44,6 @@ def run(params, key: str) -> None:
         with autocast(device, dtype):
             table = true_class_hit_table(named, source.loader("test", limit=params.maps.test_subset))
     num_classes = len(source.classes)
-    hits = {k: v.astype(float) for k, v in table.items()}
     for sample, i, image in zip(samples, idx.tolist(), images):
         sample["index"] = i
         sample["image"] = (image * 255).round().to(torch.uint8).squeeze(0).tolist()
@@ -50,10 +51,11 @@ def run(params, key: str) -> None:
                                    "taps": [t.as_dict() for t in model.taps],
                                    "alpha": [float(a) for a in model.attention.alpha.detach().cpu()],
                                    "samples": samples}))
-    stats = {"top1_rate": effect_ci([(1.0, hits["top1"])]).as_dict(),
-             "top3_rate": effect_ci([(1.0, hits["top3"])]).as_dict(),
+    with atomic_path(outputs.MAPS_HITS.path(key)) as tmp, open(tmp, "wb") as f:  # rows in the order of `named`
+        np.savez_compressed(f, seeds=np.array([int(s) for s in named]), top1=table["top1"], top3=table["top3"])
+    stats = {**maps_estimates(table["top1"], table["top3"]),  # as the report recomputes them from hits.npz
              "chance_top1": 1 / num_classes, "chance_top3": min(3, num_classes) / num_classes}
-    write_json(outputs.MAPS_STATS.path(key), outputs.MAPS_STATS.record({"run": key, "seeds": list(run_cfg.seeds), "n": int(hits["top1"].shape[1]),
+    write_json(outputs.MAPS_STATS.path(key), outputs.MAPS_STATS.record({"run": key, "seeds": list(run_cfg.seeds), "n": int(table["top1"].shape[1]),
                                     **stats, "precision": precision_name(dtype),
                                     "seconds": clock["seconds"], "device": str(device)}))
     print(f"maps {key}: true class on top {stats['top1_rate']['mean']:.3f} (chance {stats['chance_top1']:.3f}), "

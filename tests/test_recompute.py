@@ -1,0 +1,161 @@
+"""A report built from a run's per-image arrays gives that run's verdicts: every interval a claim reads is a
+function of the git-tracked arrays (pipeline/recompute.py), the stages write their JSON with those functions, and
+the report rebuilds every claim's rows, effects and verdicts from the arrays alone, its JSON intervals scrambled.
+
+Checked on a fresh tiny-profile run (every stage a claim reads, d = 16 and d = 64 on one backbone) and on the
+default run committed in results/ (per claim; a claim whose arrays that run lacks is skipped, naming them)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipeline import outputs
+from tests.helpers import ROOT
+
+CLAIMS = ("clean_gain", "noise", "query_space", "true_class", "lesions", "dimension", "controls")
+
+
+def claim_arrays(params: dict) -> dict[str, list[str]]:
+    """Per claim, the per-image archives its intervals are recomputed from (dims: the noise arrays of its runs)."""
+    runs, noise = list(params.get("attention") or {}), outputs.NOISE_CORRECT
+    return {"clean_gain": [noise.pattern.format(key=k) for k in runs],
+            "noise": [noise.pattern.format(key=k) for k in runs],
+            "query_space": [outputs.EMBED_CORRECT.pattern.format(key=k) for k in runs],
+            "true_class": [outputs.MAPS_HITS.pattern.format(key=k) for k in runs],
+            "lesions": [outputs.LESIONS_CORRECT.pattern.format(key=k) for k in params.get("lesions") or {}],
+            "dimension": [noise.pattern.format(key=k) for k in runs] + [outputs.DIMS.pattern],
+            "controls": [outputs.CONTROLS_CORRECT.pattern.format(key=k) for k in params.get("controls") or {}]}
+
+
+def _scramble(obj):
+    """Every interval in a JSON output replaced by a wrong one (a loss surely below zero)."""
+    if isinstance(obj, dict) and {"mean", "low", "high", "seed_means"} <= set(obj):
+        return {**obj, "mean": -0.5, "low": -0.6, "high": -0.4}
+    if isinstance(obj, dict):
+        return {k: _scramble(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scramble(v) for v in obj]
+    return obj
+
+
+def _rows(root, params) -> dict[str, list[tuple]]:
+    from pipeline.report.claims import evaluate_claims
+    from pipeline.report.load import load_outputs, load_paper
+
+    return {c.id: [(e.row, e.verdict, e.effect) for e in c.evidence]
+            for c in evaluate_claims(load_outputs(params, root), load_paper(), params)}
+
+
+def json_and_array_verdicts(results, params: dict, where) -> dict:
+    """The claims' rows judged twice, each from a copy of `results`: as its JSON outputs say (the arrays removed),
+    and from its arrays alone (every JSON interval scrambled); and the loaded outputs of the second."""
+    from pipeline.report.load import load_outputs
+
+    json_only, arrays_only = where / "json-only", where / "arrays-only"
+    shutil.copytree(results, json_only / "results", ignore=shutil.ignore_patterns("*.npz"))
+    shutil.copytree(results, arrays_only / "results")
+    for path in (arrays_only / "results").rglob("*.json"):
+        path.write_text(json.dumps(_scramble(json.loads(path.read_text()))))
+    return {"json": _rows(json_only, params), "arrays": _rows(arrays_only, params),
+            "loaded": load_outputs(params, arrays_only)}
+
+
+def as_json(obj):
+    """What a stage's JSON holds for obj (tuples become lists)."""
+    return json.loads(json.dumps(obj))
+
+
+# ---------------------------------------------------------------- a fresh tiny-profile run
+
+D16, D64 = "toy-fmnist-d16", "toy-fmnist-d64"
+
+
+@pytest.mark.slow
+def test_a_fresh_runs_arrays_give_its_json_intervals_and_its_verdicts(project, monkeypatch, tmp_path):
+    """The tiny profile with d = 64 beside d = 16 (the dimension claim's pair, seeds shared) and the noise sweep on
+    the whole test set (as the default): the maps, dims and controls arrays give back exactly their JSON's
+    intervals, and every claim's rows, effects and verdicts are the same from the arrays alone as from the JSON."""
+    import pipeline.stages.embed as embed
+    from pipeline.cli import app
+    from pipeline.recompute import controls_estimates, dims_difference, maps_estimates, read_arrays, run_gain
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    d16 = params["attention"][D16]
+    params["attention"] = {D16: d16, D64: {**d16, "attn_dim": 64}}
+    params["lesions"] = {D16: params["lesions"][D16]}
+    params["noise"]["test_subset"] = 0
+    params["report"]["figures"] = {"fig2": D16, "fig4a": D16, "fig4b": D64, "fig4c": D16}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(ROOT / "analysis_plan.yaml", project / "analysis_plan.yaml")
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(embed, "umap_2d", lambda q, seed, n_neighbors: rng.normal(size=(len(q), 2)))  # not judged
+    stages = [("pretrain", "toy-fmnist"), ("train-attn", D16), ("train-attn", D64), ("noise", D16), ("noise", D64),
+              ("dims",), ("lesions", D16), ("embed", D16), ("embed", D64), ("maps", D16), ("maps", D64),
+              ("controls", D16)]
+    for args in stages:
+        r = CliRunner().invoke(app, ["stage", *args])
+        assert r.exit_code == 0, (args, r.output)
+
+    res = project / "results"
+    for key in (D16, D64):  # maps: the rates from hits.npz
+        stats = json.loads(outputs.MAPS_STATS.path(key, project).read_text())
+        with np.load(outputs.MAPS_HITS.path(key, project)) as z:
+            assert list(z["seeds"]) == stats["seeds"] and z["top1"].dtype == bool
+            assert z["top1"].shape == z["top3"].shape == (len(stats["seeds"]), stats["n"])
+            assert as_json(maps_estimates(z["top1"], z["top3"])) == {k: stats[k] for k in ("top1_rate", "top3_rate")}
+    ctl = json.loads(outputs.CONTROLS.path(D16, project).read_text())
+    with np.load(outputs.CONTROLS_CORRECT.path(D16, project)) as z:  # controls: every model on the same images
+        assert list(z["methods"]) == [r["method"] for r in ctl["controls"]] and list(z["seeds"]) == ctl["seeds"]
+        assert z["correct"].shape == (len(ctl["controls"]), 2, ctl["test_images"]) and z["correct"].dtype == bool
+        est = as_json(controls_estimates(z["baseline"], z["gattanet"], z["correct"]))
+        assert [r["accuracy"] for r in ctl["controls"]] == [float(c.mean()) for c in z["correct"]]
+    assert est["gattanet_gain"] == ctl["gattanet_gain"]
+    assert est["controls"] == [{k: r[k] for k in ("gain", "vs_gattanet")} for r in ctl["controls"]]
+    dims = json.loads(outputs.DIMS.path(root=project).read_text())  # dims: from the noise arrays of both runs
+    noise = {k: read_arrays(outputs.NOISE_CORRECT.path(k, project)) for k in (D16, D64)}
+    for row in dims["rows"]:
+        assert row["gain"] == as_json(run_gain(noise[row["run"]], 0.0))
+        assert row["gain_at_peak"] == as_json(run_gain(noise[row["run"]], row["peak_sigma"]))
+    assert {c["at"] for c in dims["comparisons"]} == {"clean", "peak", "sweep"}
+    for c in dims["comparisons"]:
+        assert c["difference"] == as_json(dims_difference(noise[c["small"]], noise[c["large"]], c["sigma"]))
+        assert c["difference"]["paired"] and c["difference"]["seeds"] == [2, 2]  # seed s of both runs shared
+
+    judged = json_and_array_verdicts(res, params, tmp_path)
+    loaded = judged["loaded"]
+    assert sorted(loaded.from_arrays) == sorted(p.relative_to(project).as_posix() for p in res.rglob("*.npz"))
+    assert loaded.arrays_missing == []
+    assert tuple(judged["arrays"]) == CLAIMS
+    for cid in CLAIMS:
+        assert judged["arrays"][cid] == judged["json"][cid], cid
+        assert any(effect is not None for _, _, effect in judged["arrays"][cid]), cid  # something was judged
+
+
+# ---------------------------------------------------------------- the default run committed in results/
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory) -> dict:
+    """The committed default run's claims judged from its JSON and from its arrays alone (results/, params.yaml)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)  # the analysis plan is the project's
+        judged = json_and_array_verdicts(ROOT / "results", params, tmp_path_factory.mktemp("committed"))
+    return {"params": params, **judged}
+
+
+@pytest.mark.parametrize("claim", CLAIMS)
+def test_a_report_built_from_the_committed_arrays_gives_the_committed_verdicts(committed, claim):
+    """Per claim: its rows, effects and verdicts from the committed arrays alone (every JSON interval scrambled) are
+    those of the committed JSON. Skipped, naming them, only while the committed run lacks the claim's arrays."""
+    missing = [a for a in claim_arrays(committed["params"])[claim] if not (ROOT / a).exists()]
+    if missing:
+        pytest.skip(f"the committed run lacks {', '.join(missing)}: rerun the default (`dvc repro`) and commit them")
+    assert committed["arrays"][claim] == committed["json"][claim]
+    assert any(effect is not None for _, _, effect in committed["arrays"][claim])
+    used = set(committed["loaded"].from_arrays)
+    assert {a for a in claim_arrays(committed["params"])[claim] if a.endswith(".npz")} <= used
