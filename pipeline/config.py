@@ -26,11 +26,13 @@ DEVICES = "auto | cpu | cuda | cuda:N"
 LESION_MODES = ("eval", "retrain")
 FOLDER_DATASETS = ("imagenet",)  # read from JPEG folders; the others are materialised tensors
 FOLDER_KEYS = ("workers", "eval_cache", "cache_dir")
-BASELINE_METHODS = ("gattanet", "se", "eca", "cbam", "gather-excite", "non-local", "aa-conv", "gsa", "wider-toy")
+BASELINE_METHODS = ("gattanet", "se", "eca", "cbam", "bam", "gather-excite", "non-local", "aa-conv", "mhsa", "gsa",
+                    "ran-mask", "ltpa", "wider-toy")
 SEED_END = 2 ** 32  # seeds must be below it: numpy's and UMAP's random states take 32-bit seeds
 SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # entry keys name files, folders and DVC stages
 FIGURES = ("fig2", "fig4a", "fig4b", "fig4c")  # report.figures: the runs the paper's figures are drawn from
 CONTROL_METHODS = ("more-training", "vector-scaling", "logits", "residual-head")  # see gattanet.models.heads
+QUERIES = ("bottom-up", "top-down")  # attention.KEY.query: see gattanet.models.attention.QUERIES
 
 Check = Callable[[Any, str], Any]  # (value, dotted key) -> the checked, converted value
 
@@ -115,6 +117,11 @@ def list_of(item: Check, example: str, nonempty: bool = True) -> Check:
             raise ParamsError(f"{key}: expected a {'non-empty ' if nonempty else ''}list, e.g. {example}; got {v!r}")
         return tuple(item(x, f"{key}[{i}]") for i, x in enumerate(v))
     return check
+
+
+def optional(check: Check) -> Check:
+    """`check`, or None where the key is left out."""
+    return lambda v, key: None if v is None else check(v, key)
 
 
 def section(cls) -> Check:
@@ -250,6 +257,14 @@ class AttentionRun:
     train_subset: int = param(integer(0))
     augment: Augment = param(section(Augment))
     seeds: tuple[int, ...] = param(seeds)  # one model per training seed, all on the same backbone
+    # beyond the paper (optional, the paper's by default; equations in gattanet.models.gattanet/.attention)
+    heads: int = param(integer(1), default=1)  # H global queries of attn_dim / H features each
+    query: str = param(one_of(*QUERIES), default="bottom-up")  # top-down: from pass 1's class evidence
+    finetune: bool = param(boolean, default=False)  # the backbone trains too, at finetune_lr
+    finetune_lr: float | None = param(optional(number(0, lo_open=True)), default=None)  # needs finetune: true
+    attention: bool = param(boolean, default=True)  # false: the fine-tuning control (needs finetune: true):
+    # the backbone alone at finetune_lr, its entry otherwise a copy of the fine-tuning run's (attn_dim, lr, l2,
+    # dropout, kq_norm, score_norm are then not used; heads, query, iterations, lesion must be the paper's)
 
 
 @dataclass(frozen=True)
@@ -416,6 +431,12 @@ def validate(raw: dict) -> Params:
         one_of(*FIGURES)(fig, "report.figures (a figure)")
         one_of(*p.attention)(run, f"report.figures.{fig}")
     _check_baselines(p)
+    uses = [(f"lesions.{k}", k) for k in p.lesions] + [(f"controls.{k}", k) for k in p.controls] + \
+        [(f"report.figures.{f}", r) for f, r in p.report.figures.items()] + [("baselines.run", p.baselines.run)]
+    for where, k in uses:
+        if not p.attention[k].attention:
+            raise ParamsError(f"{where}: attention.{k} is a fine-tuning control (attention: false), with no "
+                              f"attention to study; name an attention run")
     return p
 
 
@@ -443,6 +464,30 @@ def _check_attention(k: str, run: AttentionRun, p: Params) -> None:
                           f"(backbones.{run.backbone}.dataset = {backbone.dataset!r})")
     if run.lesion != "full":
         check_lesion(run.lesion, backbone.arch, run.dataset, f"{key}.lesion")
+    _check_variant(key, run)
+
+
+def _check_variant(key: str, run: AttentionRun) -> None:
+    """The settings beyond the paper: heads divide d; finetune_lr goes with finetune; `attention: false` is
+    the fine-tuning control, so it needs finetune and refuses the settings of an attention it does not have."""
+    if run.attn_dim % run.heads:
+        raise ParamsError(f"{key}.heads: {run.heads} does not divide attn_dim = {run.attn_dim} (each head gets "
+                          f"attn_dim / heads features); allowed: a divisor of {run.attn_dim}")
+    if run.finetune and run.finetune_lr is None:
+        raise ParamsError(f"{key}.finetune_lr: missing; finetune: true trains the backbone at its own learning "
+                          f"rate, e.g. finetune_lr: 1.0e-4")
+    if not run.finetune and run.finetune_lr is not None:
+        raise ParamsError(f"{key}.finetune_lr: set without finetune: true (the backbone is frozen); "
+                          f"remove it or set finetune: true")
+    if not run.attention:
+        if not run.finetune:
+            raise ParamsError(f"{key}.attention: false is the fine-tuning control (the backbone fine-tuned "
+                              f"without attention); it needs finetune: true and finetune_lr")
+        paper = {"heads": 1, "query": "bottom-up", "iterations": 1, "lesion": "full"}
+        for name, default in paper.items():
+            if getattr(run, name) != default:
+                raise ParamsError(f"{key}.{name}: {getattr(run, name)!r} means nothing with attention: false "
+                                  f"(no attention is trained); allowed: {default!r}")
 
 
 def _same_as_run(cfg, run: AttentionRun, key: str) -> None:

@@ -80,7 +80,8 @@ PRETRAIN_CURVES = Output(
             "seconds")
 TRAIN_ATTN_METRICS = Output(
     "results/train-attn/{key}/metrics.json", "train-attn@KEY",
-    ("run", "backbone_run", "arch", "dataset", "attn_dim", "lesion", "iterations", "seeds", "test_images",
+    ("run", "backbone_run", "arch", "dataset", "attn_dim", "lesion", "iterations", "heads", "query", "finetune",
+     "attention (false: the fine-tuning control)", "seeds", "test_images",
      "backbone_params", "attention_params", "baseline_acc", "baseline_top5", "gattanet_acc (mean over seeds)",
      "gain: EST", "per_seed: [{seed, gattanet_acc, gattanet_top5, val_acc, best_epoch, epochs_run, alpha}]",
      "precision", "seconds", "device", "taps: [{name, kind, shape}]"),
@@ -111,7 +112,8 @@ DIMS = Output(
      "gain: EST, peak_sigma, baseline_at_peak, gattanet_at_peak, gain_at_peak: EST}]",
      "comparisons: [{small, large, arch, dataset, d_small, d_large, at: clean|peak|sweep, sigma, "
      "difference: EST}]"),
-    "(dims.csv: the rows flattened)", required=("rows",))
+    "(dims.csv: the rows flattened); every EST a function of the runs' `results/noise/KEY/correct.npz`, from which "
+    "the report recomputes them", required=("rows",))
 DIMS_ROW_REQUIRED = ("run", "arch", "dataset", "attn_dim", "seeds", "attention_params", "baseline_acc",
                      "gattanet_acc", "gain", "peak_sigma", "baseline_at_peak", "gattanet_at_peak", "gain_at_peak")
 DIMS_CSV = Output("results/dims.csv", "dims", kind="other",
@@ -153,6 +155,11 @@ MAPS_STATS = Output(
     ("run", "seeds", "n", "top1_rate: EST", "top3_rate: EST", "chance_top1", "chance_top3", "precision", "seconds",
      "device"),
     required=("run", "seeds", "n", "top1_rate", "top3_rate", "chance_top1", "chance_top3", "seconds"))
+MAPS_HITS = Output(
+    "results/maps/{key}/hits.npz", "maps@KEY", ("seeds", "top1", "top3"),
+    "per-image true-class hits of every seed's model, (seed, N) bool: the true class the unit of the logits layer "
+    "that attention enhances most (`top1`), or among the 3 it enhances most (`top3`), by α·a; the report "
+    "recomputes stats.json's rates from them", kind="npz")
 BASELINES = Output(
     "results/baselines/{key}.json", "baselines@KEY",
     ("method", "run", "arch", "dataset", "width", "seeds", "test_images", "trainable_params", "gattanet_params",
@@ -175,6 +182,10 @@ CONTROLS = Output(
     required=("run", "arch", "dataset", "attn_dim", "seeds", "test_images", "gattanet_params", "baseline_acc",
               "gattanet_acc", "gattanet_gain", "controls", "seconds", "device"))
 CONTROL_ROW_REQUIRED = ("method", "kind", "trainable_params", "accuracy", "gain", "vs_gattanet", "epochs_run")
+CONTROLS_CORRECT = Output(
+    "results/controls/{key}.npz", "controls@KEY", ("seeds", "methods", "baseline", "gattanet", "correct"),
+    "per-image top-1 correctness on the same test images: `baseline` (N,) bool, `gattanet` (seed, N) bool, "
+    "`correct` (method, seed, N) bool, from which the report recomputes the effects", kind="npz")
 SUMMARY = Output(
     "reports/summary.json", "summary",
     ("rows: [{run, backbone, dataset, attn_dim, seeds, backbone_params, attention_params, baseline_acc, "
@@ -183,7 +194,7 @@ REPORT = Output("reports/index.html", "report", kind="other", content="the repor
 
 OUTPUTS = (PRETRAIN_METRICS, PRETRAIN_CURVES, TRAIN_ATTN_METRICS, TRAIN_ATTN_CURVES, NOISE_SWEEP, NOISE_CORRECT,
            NOISE_CURVE, DIMS, DIMS_CSV, LESIONS, LESIONS_CORRECT, EMBED_STATS, EMBED_POINTS, EMBED_CORRECT, MAPS,
-           MAPS_STATS, BASELINES, CONTROLS, SUMMARY, REPORT)
+           MAPS_STATS, MAPS_HITS, BASELINES, CONTROLS, CONTROLS_CORRECT, SUMMARY, REPORT)
 # Written elsewhere, listed for the docs: the data and model files (pipeline/paths.py names them).
 FILES = (("data/DATASET.pt", "data@DATASET", "uint8 tensors, labels, classes, mean/std, sha256"),
          ("models/backbones/KEY.pt", "pretrain@KEY", "backbone checkpoint"),

@@ -1,14 +1,17 @@
 """A run's pieces as the stages want them: its params entry, its training seed and resume context, an
-attention run's spec, one attention model trained for one seed, and an attention run's trained models
-loaded onto one shared backbone."""
+attention run's spec, one attention model trained for one seed (its parameter groups when the backbone is
+fine-tuned, or the fine-tuning control without attention), its checkpoint, and an attention run's trained
+models loaded (onto one shared backbone, or each on its own fine-tuned one)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 
 from gattanet.data.augment import Augment
-from gattanet.engine.checkpoint import CheckpointError, load_backbone, load_gattanet, sha256_file
+from gattanet.engine.checkpoint import (CheckpointError, load_backbone, load_checkpoint, load_gattanet, save_backbone,
+                                        save_checkpoint, save_gattanet, sha256_file)
 from gattanet.data.noise import derive_seed
 from gattanet.engine.placement import place
 from gattanet.engine.resume import Resume, code_digest
@@ -18,6 +21,8 @@ from pipeline.data_source import DataSource
 from pipeline.config import entry
 from pipeline.paths import RESUME, attention_path, backbone_path
 from pipeline.runtime import resolve_device, seeded
+
+FINETUNED = "gattanet-finetuned"  # meta kind of a fine-tuned GAttANet's checkpoint: attention and backbone weights
 
 
 def training_seed(params, seed: int) -> int:
@@ -38,7 +43,7 @@ def training_context(params, run, source: DataSource) -> dict:
 
 def attention_spec(run) -> AttentionSpec:
     """The model settings of attention run `run` (its training settings go to TrainConfig)."""
-    return AttentionSpec(run.attn_dim, run.dropout, run.kq_norm, run.score_norm, run.iterations, run.lesion)
+    return AttentionSpec.from_settings(run)
 
 
 def resume_at(path, context: dict, keep: bool = True) -> Resume:
@@ -71,20 +76,74 @@ def load_run_backbone(run, device):
 def train_attention(params, run, source, device, backbone, seed: int, lesion: str | None = None,
                     resume_name: str | None = None, on_epoch=None):
     """(model, TrainResult): one GAttANet of attention run `run` trained for training seed `seed` on
-    `backbone` (optionally under another lesion pattern), in eval mode."""
+    `backbone` (optionally under another lesion pattern), in eval mode. A fine-tuning run trains its own copy
+    of `backbone` with it; its control (`attention: false`) trains that copy alone, and returns it."""
     train_seed = training_seed(params, seed)
     seeded(train_seed)
-    model = place(attention_spec(run).build(backbone, lesion), device)
+    model, groups = trained_model(run, copy.deepcopy(backbone) if run.finetune else backbone, lesion)
+    model = place(model, device)
     name = resume_name or f"train-attn-{run.key}"
-    result = fit(model, list(model.attention_parameters()),
+    result = fit(model, groups,
                  source.train_loader(run.batch_size, augment_of(run.augment), run.train_subset, train_seed),
                  source.loader("val"),
-                 TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr, l2=run.l2, seed=train_seed,
-                             amp=params.amp),
+                 TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr if run.attention else run.finetune_lr,
+                             l2=run.l2, seed=train_seed, amp=params.amp),
                  resume=resume_at(resume_file(name, seed), training_context(params, run, source)),
                  label=f"train-attn {run.key} seed {seed}" + (f" [{lesion}]" if lesion else ""), on_epoch=on_epoch)
     model.eval()
     return model, result
+
+
+def trained_model(run, backbone, lesion: str | None = None):
+    """(model, what fit trains) of attention run `run` on `backbone`: the GAttANet and its attention
+    parameters (the paper); with `finetune`, two parameter groups, the attention's at `lr` and the backbone's
+    at `finetune_lr`, the L2 penalty on the attention's weights only (the backbone was pretrained without);
+    with `attention: false` (the fine-tuning control), the backbone alone, at `finetune_lr` (fit's lr), no L2."""
+    if not run.attention:
+        return backbone, [{"params": list(backbone.parameters()), "l2": False}]
+    model = attention_spec(run).build(backbone, lesion)
+    if not run.finetune:
+        return model, list(model.attention_parameters())
+    return model, [{"params": model.attention_parameters()},
+                   {"params": model.backbone_parameters(), "lr": run.finetune_lr, "l2": False}]
+
+
+def save_run_model(path, run, model, backbone_file, meta_extra: dict) -> dict:
+    """Write one trained model of attention run `run` to `path`; returns its meta. The paper's GAttANet: its
+    attention state alone, tied to `backbone_file` (gattanet.engine.checkpoint.save_gattanet); a fine-tuned
+    one (kind FINETUNED): the attention's and the backbone's weights (`model.state_dict()`), with the sha256
+    of the backbone checkpoint it started from; the fine-tuning control: a backbone checkpoint (kind
+    "backbone", loadable as any) whose meta names the one it started from (`finetuned_from`)."""
+    if run.attention and not run.finetune:
+        return save_gattanet(path, model, backbone_file, meta_extra)
+    _, bmeta = load_checkpoint(backbone_file, {"kind": "backbone"})
+    started = {"finetuned_from": sha256_file(backbone_file)}
+    if not run.attention:
+        return save_backbone(path, model, bmeta["dataset"], bmeta["classes"], started | dict(meta_extra))
+    meta = {"kind": FINETUNED} | AttentionSpec.of(model).meta() | {
+        "taps": [t.as_dict() for t in model.attention.taps], "arch": bmeta["arch"], "dataset": bmeta["dataset"],
+        "num_classes": bmeta["num_classes"], "input_size": bmeta["input_size"],
+        "backbone_sha256": started["finetuned_from"]} | dict(meta_extra)
+    save_checkpoint(path, model.state_dict(), meta)
+    return meta
+
+
+def load_run_model(path, run, backbone_file, device, loaded):
+    """(model, meta) that `save_run_model` wrote for attention run `run`; `loaded`: (backbone, meta) of
+    `backbone_file`, the one the paper's GAttANets share (a fine-tuned model gets its own copy)."""
+    if run.attention and not run.finetune:
+        return load_gattanet(path, backbone_file, device=str(device), loaded=loaded)
+    sha = sha256_file(backbone_file)
+    if not run.attention:
+        model, meta = load_backbone(path, device=str(device), expect={"finetuned_from": sha})
+        return model, meta
+    state, meta = load_checkpoint(path, {"kind": FINETUNED, "backbone_sha256": sha})
+    try:
+        model = AttentionSpec.from_meta(meta).build(copy.deepcopy(loaded[0]))
+        model.load_state_dict(state, strict=True)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild the fine-tuned GAttANet from it ({type(e).__name__}: {e})") from e
+    return model, meta
 
 
 def augment_of(cfg) -> Augment | None:
@@ -95,17 +154,19 @@ def augment_of(cfg) -> Augment | None:
 
 
 def load_run_models(params, key: str, device) -> dict:
-    """{seed: trained GAttANet} of attention run `key`, every seed on one shared backbone (checked
-    against the run's params), in eval mode on the device."""
+    """{seed: trained model} of attention run `key` (a GAttANet, every seed on one shared backbone, unless
+    fine-tuned: each on its own; the backbone itself for the fine-tuning control), checked against the run's
+    params, in eval mode on the device."""
     run = params.attention[key]
     backbone = backbone_path(run.backbone)
     loaded = load_backbone(backbone, device=str(device))
     place(loaded[0], device)
     models = {}
+    checked = (("dataset", "dataset"), ("backbone_run", "backbone")) + ((("attn_dim", "attn_dim"),) if run.attention else ())
     for seed in run.seeds:
         path = attention_path(key, seed)
-        model, meta = load_gattanet(path, backbone, device=str(device), loaded=loaded)
-        for meta_key, param in (("dataset", "dataset"), ("backbone_run", "backbone"), ("attn_dim", "attn_dim")):
+        model, meta = load_run_model(path, run, backbone, device, loaded)
+        for meta_key, param in checked:
             if meta.get(meta_key) != getattr(run, param):
                 raise CheckpointError(f"{path} was trained with {param} {meta.get(meta_key)!r}, but "
                                       f"attention.{key}.{param} is {getattr(run, param)!r}: "

@@ -85,8 +85,7 @@ def seeds_text(k: int) -> str:
 def model_spec(dataset: str, arch: str, kind: str = "backbone", run=None) -> ModelSpec:
     """The cost model's description of a backbone (or of a GAttANet/adapter of attention run `run`)."""
     spec = get_spec(dataset)
-    attn = None if run is None else AttnSpec(run.attn_dim, run.dropout, run.kq_norm, run.score_norm,
-                                             run.iterations, run.lesion)
+    attn = None if run is None else AttnSpec.from_settings(run)
     return ModelSpec(arch, spec.channels, spec.size, spec.num_classes, kind, attn)
 
 

@@ -68,14 +68,18 @@ class Step:
     """One optimisation step as fit takes it: forward (autocast with cfg.amp where the device has a
     native half type, see gattanet.engine.precision), cross-entropy plus l2 * sum(w**2) over the weight
     tensors (dim >= 2), NaN guard, backward (loss-scaled in fp16 only), Adam step.
-    `model` may be the DistributedDataParallel wrapper of the model whose `params` are trained."""
+    `model` may be the DistributedDataParallel wrapper of the model whose `params` are trained.
+    `params`: parameters, or parameter groups as torch's optimizers take them ({"params": [...], "lr": ...}),
+    where a group may also say "l2": False to keep its weights out of the penalty (a fine-tuned backbone's)."""
 
-    def __init__(self, model: nn.Module, params: Iterable[nn.Parameter], cfg: TrainConfig) -> None:
-        self.model, self.params, self.cfg = model, list(params), cfg
+    def __init__(self, model: nn.Module, params: Iterable[nn.Parameter] | Iterable[dict], cfg: TrainConfig) -> None:
+        groups = param_groups(params)
+        self.model, self.params, self.cfg = model, [p for g in groups for p in g["params"]], cfg
         if not self.params:
             raise ValueError("no parameters to train")
-        self.decayed = [p for p in self.params if p.dim() >= 2] if cfg.l2 > 0 else []
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.decayed = [p for g in groups if g.get("l2", True) for p in g["params"] if p.dim() >= 2] \
+            if cfg.l2 > 0 else []
+        self.optimizer = torch.optim.Adam([{k: v for k, v in g.items() if k != "l2"} for g in groups], lr=cfg.lr)
         self.device = self.params[0].device
         self.amp_dtype = precision.autocast_dtype(self.device, cfg.amp)
         self.precision = precision.precision_name(self.amp_dtype)
@@ -103,6 +107,16 @@ class Step:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return ce.item(), int((logits.argmax(1) == y).sum())
+
+
+def param_groups(params: Iterable[nn.Parameter] | Iterable[dict]) -> list[dict]:
+    """`params` as a list of parameter groups: plain parameters make one group ({"params": [...]})."""
+    params = list(params)
+    if all(isinstance(g, dict) for g in params) and params:
+        return [dict(g, params=list(g["params"])) for g in params]
+    if any(isinstance(g, dict) for g in params):
+        raise ValueError("pass either parameters or parameter groups (dicts), not both")
+    return [{"params": params}]
 
 
 def _n_batches(loader: Loader, cfg: TrainConfig) -> int:
@@ -160,10 +174,10 @@ def _progress(enabled: bool) -> Progress:
 EpochCallback = Callable[[dict], None]
 
 
-def fit(model: nn.Module, params: Iterable[nn.Parameter], train: Loader, val: Loader,
+def fit(model: nn.Module, params: Iterable[nn.Parameter] | Iterable[dict], train: Loader, val: Loader,
         cfg: TrainConfig, *, resume: Resume | None = None, label: str = "train", progress: bool = True,
         on_epoch: EpochCallback | None = None) -> TrainResult:
-    """Train `params` of `model` on `train`, early-stopping on `val` accuracy (patience
+    """Train `params` (or parameter groups, see Step) of `model` on `train`, early-stopping on `val` accuracy (patience
     epochs, at most cfg.epochs); the model ends with its best weights. Epochs count from 1.
     With `resume` (see gattanet.engine.resume.Resume), progress is saved after every epoch and a file
     written by the same code under the same fingerprint (cfg, model, loaders, the caller's context) is
@@ -182,10 +196,10 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train: Loader, val: Lo
     if getattr(train, "world", SINGLE) != world:
         raise ValueError(f"the training loader is sharded for {getattr(train, 'world', SINGLE)}, but this process "
                          f"is rank {world.rank} of {world.size}: build it with world=gattanet.engine.distributed.current()")
-    params = list(params)
-    if not params:
+    params = param_groups(params)
+    if not any(g["params"] for g in params):
         raise ValueError("no parameters to train")
-    device = params[0].device
+    device = next(p for g in params for p in g["params"]).device
     if precision.autocast_dtype(device, cfg.amp) is not None:  # NHWC is what half-precision kernels want,
         model.to(memory_format=torch.channels_last)             # tensor cores and oneDNN alike
     step = Step(distributed.data_parallel(model, world, device), params, cfg)  # DDP wraps after the layout change

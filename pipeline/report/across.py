@@ -1,5 +1,5 @@
 """The clean gain across backbones: where ≥ 3 backbones of one arch and dataset each carry an attention run of
-the same kind (d, lesion, iterations), their clean per-image gains (the noise arrays at σ = 0) combine into one
+the same kind (d, lesion, iterations, heads, query, finetune), their clean per-image gains (the noise arrays at σ = 0) combine into one
 random-effects interval with backbones as the top level (gattanet.analysis.stats.across_backbones), so the
 verdict is about the recipe that trains a backbone, not one trained network.
 """
@@ -38,7 +38,8 @@ def across_groups(out: Outputs) -> list[AcrossGroup]:
     the same lesion and iterations; a backbone's first such run), in the order of the attention runs."""
     groups: dict[tuple, dict[str, str]] = {}
     for key, m in out.train_attn.items():
-        kind = (m["arch"], m["dataset"], m["attn_dim"], m.get("lesion"), m.get("iterations"))
+        kind = (m["arch"], m["dataset"], m["attn_dim"], m.get("lesion"), m.get("iterations"), m.get("heads", 1),
+                m.get("query", "bottom-up"), m.get("finetune", False), m.get("attention", True))
         groups.setdefault(kind, {}).setdefault(m["backbone_run"], key)
     found = []
     for (arch, dataset, d, *_), runs in groups.items():
