@@ -21,6 +21,7 @@ from pipeline.report.claims import (OVERALL_RULE, ci_text, decided, estimate, ev
 from pipeline.report.load import load_outputs, load_paper
 from tests import report_fixtures
 from tests.report_fixtures import OPTIONAL, add_resnet_run, fake_params, write_fake_outputs
+from tests.helpers import scrambled
 
 D16, D64 = "toy-fmnist-d16", "toy-fmnist-d64"
 
@@ -368,17 +369,6 @@ RECOMPUTED = ("clean_gain", "noise", "query_space", "true_class", "lesions", "di
 CONTROL_GAINS = {"more-training": 0.0, "vector-scaling": 0.0, "logits": -0.005, "residual-head": 0.005}
 
 
-def _scramble(obj):
-    """Every interval in a stage output replaced by a wrong one (a loss surely below zero)."""
-    if isinstance(obj, dict) and {"mean", "low", "high", "seed_means"} <= set(obj):
-        return {**obj, "mean": -0.5, "low": -0.6, "high": -0.4}
-    if isinstance(obj, dict):
-        return {k: _scramble(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_scramble(v) for v in obj]
-    return obj
-
-
 def with_controls(params: dict) -> dict:
     """The fixture params with the d = 16 run's controls (CONTROL_GAINS' methods)."""
     params["controls"] = {D16: {"backbone": "toy-fmnist", "dataset": "fashion-mnist", "methods": list(CONTROL_GAINS),
@@ -400,7 +390,7 @@ def test_the_report_rebuilds_every_verdict_from_the_per_image_arrays_alone(tmp_p
     assert tuple(judged) == RECOMPUTED  # every claim the report judges
     res = tmp_path / "results"
     for path in res.rglob("*.json"):
-        path.write_text(json.dumps(_scramble(json.loads(path.read_text()))))
+        path.write_text(json.dumps(scrambled(json.loads(path.read_text()))))
     out = load_outputs(params, tmp_path)
     arrays = [str(p.relative_to(tmp_path)) for p in arrays_of(res)]
     assert sorted(out.from_arrays) == arrays and {a.split("/")[1] for a in arrays} == {

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline import outputs
-from tests.helpers import ROOT
+from tests.helpers import ROOT, scrambled
 
 CLAIMS = ("clean_gain", "noise", "query_space", "true_class", "lesions", "dimension", "controls")
 
@@ -29,17 +29,6 @@ def claim_arrays(params: dict) -> dict[str, list[str]]:
             "lesions": [outputs.LESIONS_CORRECT.pattern.format(key=k) for k in params.get("lesions") or {}],
             "dimension": [noise.pattern.format(key=k) for k in runs] + [outputs.DIMS.pattern],
             "controls": [outputs.CONTROLS_CORRECT.pattern.format(key=k) for k in params.get("controls") or {}]}
-
-
-def _scramble(obj):
-    """Every interval in a JSON output replaced by a wrong one (a loss surely below zero)."""
-    if isinstance(obj, dict) and {"mean", "low", "high", "seed_means"} <= set(obj):
-        return {**obj, "mean": -0.5, "low": -0.6, "high": -0.4}
-    if isinstance(obj, dict):
-        return {k: _scramble(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_scramble(v) for v in obj]
-    return obj
 
 
 def _rows(root, params) -> dict[str, list[tuple]]:
@@ -59,7 +48,7 @@ def json_and_array_verdicts(results, params: dict, where) -> dict:
     shutil.copytree(results, json_only / "results", ignore=shutil.ignore_patterns("*.npz"))
     shutil.copytree(results, arrays_only / "results")
     for path in (arrays_only / "results").rglob("*.json"):
-        path.write_text(json.dumps(_scramble(json.loads(path.read_text()))))
+        path.write_text(json.dumps(scrambled(json.loads(path.read_text()))))
     return {"json": _rows(json_only, params), "arrays": _rows(arrays_only, params),
             "loaded": load_outputs(params, arrays_only)}
 
