@@ -255,7 +255,7 @@ def plan(params: Path = PARAMS_OPT,
 
 
 @app.command()
-def profile(name: str = typer.Argument(..., help="backbones | default | full | paper | tiny (the files in pipeline/profiles/)"),
+def profile(name: str = typer.Argument(..., help="backbones | default | extensions | full | paper | tiny (the files in pipeline/profiles/)"),
             params: Path = PARAMS_OPT) -> None:
     """Replace params.yaml with a named profile and print what changed."""
     from pipeline.profiles import switch_profile

@@ -257,7 +257,8 @@ class AttentionRun:
     train_subset: int = param(integer(0))
     augment: Augment = param(section(Augment))
     seeds: tuple[int, ...] = param(seeds)  # one model per training seed, all on the same backbone
-    # beyond the paper (optional, the paper's by default; equations in gattanet.models.gattanet/.attention)
+    # beyond the paper (equations in gattanet.models.gattanet/.attention): an attention run keeps the paper's values
+    # (checked in validate); an extension (ExtensionRun) changes them in the run it trains
     heads: int = param(integer(1), default=1)  # H global queries of attn_dim / H features each
     query: str = param(one_of(*QUERIES), default="bottom-up")  # top-down: from pass 1's class evidence
     finetune: bool = param(boolean, default=False)  # the backbone trains too, at finetune_lr
@@ -292,6 +293,34 @@ class ControlRun:
     dataset: str = param(text)
     methods: tuple[str, ...] = param(list_of(one_of(*CONTROL_METHODS), "[more-training, logits]"))
     test_subset: int = param(integer(0))
+
+
+VARIANT_KEYS = ("iterations", "heads", "query", "finetune", "finetune_lr", "attention")  # what an extension may change
+
+
+@dataclass(frozen=True)
+class ExtensionRun:
+    """A variant of an attention run (the paper's open questions): the run's entry with the settings given here
+    changed, trained on its backbone with its seeds, images and training settings, and compared with it."""
+    key: str  # names the variant's models and outputs
+    run: str = param(text)  # the attention run it varies (single-pass GAttANet, the paper's)
+    backbone: str = param(text)  # the run's (DVC reads it to wire the data dependency)
+    dataset: str = param(text)
+    iterations: int | None = param(optional(integer(1)), default=None)  # each left out: the run's value
+    heads: int | None = param(optional(integer(1)), default=None)
+    query: str | None = param(optional(one_of(*QUERIES)), default=None)
+    finetune: bool | None = param(optional(boolean), default=None)
+    finetune_lr: float | None = param(optional(number(0, lo_open=True)), default=None)
+    attention: bool | None = param(optional(boolean), default=None)
+
+    @property
+    def changes(self) -> dict:
+        """The settings this variant changes, as written."""
+        return {k: getattr(self, k) for k in VARIANT_KEYS if getattr(self, k) is not None}
+
+    def variant_of(self, run: "AttentionRun") -> "AttentionRun":
+        """The attention run this variant trains: `run`'s entry with `changes`, under this entry's key."""
+        return dataclasses.replace(run, key=self.key, **self.changes)
 
 
 @dataclass(frozen=True)
@@ -339,6 +368,7 @@ class Params:
     noise: NoiseCfg = param(section(NoiseCfg))
     lesions: dict[str, LesionRun] = param(entries(LesionRun, optional=True))
     controls: dict[str, ControlRun] = param(entries(ControlRun, optional=True), default=None)
+    extensions: dict[str, ExtensionRun] = param(entries(ExtensionRun, optional=True), default=None)
     embedding: EmbeddingCfg = param(section(EmbeddingCfg))
     maps: MapsCfg = param(section(MapsCfg))
     report: ReportCfg = param(section(ReportCfg))
@@ -427,16 +457,12 @@ def validate(raw: dict) -> Params:
         _same_as_run(les, p.attention[k], f"lesions.{k}")
     for k, ctl in p.controls.items():
         _check_controls(k, ctl, p)
+    for k, ext in p.extensions.items():
+        _check_extension(k, ext, p)
     for fig, run in p.report.figures.items():
         one_of(*FIGURES)(fig, "report.figures (a figure)")
         one_of(*p.attention)(run, f"report.figures.{fig}")
     _check_baselines(p)
-    uses = [(f"lesions.{k}", k) for k in p.lesions] + [(f"controls.{k}", k) for k in p.controls] + \
-        [(f"report.figures.{f}", r) for f, r in p.report.figures.items()] + [("baselines.run", p.baselines.run)]
-    for where, k in uses:
-        if not p.attention[k].attention:
-            raise ParamsError(f"{where}: attention.{k} is a fine-tuning control (attention: false), with no "
-                              f"attention to study; name an attention run")
     return p
 
 
@@ -464,7 +490,31 @@ def _check_attention(k: str, run: AttentionRun, p: Params) -> None:
                           f"(backbones.{run.backbone}.dataset = {backbone.dataset!r})")
     if run.lesion != "full":
         check_lesion(run.lesion, backbone.arch, run.dataset, f"{key}.lesion")
+    paper = {"heads": 1, "query": "bottom-up", "iterations": 1, "finetune": False, "attention": True}
+    for name, default in paper.items():
+        if getattr(run, name) != default:
+            raise ParamsError(f"{key}.{name}: {getattr(run, name)!r}: an attention run is the paper's GAttANet, which "
+                              f"every analysis stage (noise, embed, maps, lesions, controls) studies; allowed: {default!r}. "
+                              f"A variant goes under `extensions:` (extend@KEY trains it and compares it with its run)")
     _check_variant(key, run)
+
+
+def _check_extension(k: str, ext: ExtensionRun, p: Params) -> None:
+    """An extension varies an attention run in at least one setting; the variant passes the run's checks."""
+    key = f"extensions.{k}"
+    one_of(*p.attention)(ext.run, f"{key}.run (an attention run)")
+    run = p.attention[ext.run]
+    _same_as_run(ext, run, key)
+    if k in p.attention:
+        raise ParamsError(f"{key}: the name is an attention run's too; allowed: a name of its own (it names the "
+                          f"variant's models and outputs)")
+    if ext.finetune is False and ext.finetune_lr is not None:
+        raise ParamsError(f"{key}.finetune_lr: set with finetune: false; remove it or set finetune: true")
+    variant = ext.variant_of(run)
+    if all(getattr(variant, name) == getattr(run, name) for name in VARIANT_KEYS):
+        raise ParamsError(f"{key}: changes nothing of attention.{ext.run}; set at least one of "
+                          f"{', '.join(VARIANT_KEYS)} to a value other than the run's")
+    _check_variant(key, variant)
 
 
 def _check_variant(key: str, run: AttentionRun) -> None:

@@ -186,6 +186,28 @@ CONTROLS_CORRECT = Output(
     "results/controls/{key}.npz", "controls@KEY", ("seeds", "methods", "baseline", "gattanet", "correct"),
     "per-image top-1 correctness on the same test images: `baseline` (N,) bool, `gattanet` (seed, N) bool, "
     "`correct` (method, seed, N) bool, from which the report recomputes the effects", kind="npz")
+EXTENSION_METRICS = Output(
+    "results/extensions/{key}/metrics.json", "extend@KEY",
+    ("key", "run (the attention run it varies)", "changes: {setting: value}", "arch", "dataset", "attn_dim",
+     "iterations", "heads", "query", "finetune", "finetune_lr", "attention (false: the fine-tuning control)",
+     "seeds", "test_images", "sigmas: [0, σ*]", "trainable_params", "reference_params",
+     "macs_per_image", "reference_macs_per_image", "infer_img_per_s", "reference_infer_img_per_s",
+     "baseline_acc: [per σ]", "reference_acc: [per σ, mean over seeds]", "variant_acc: [per σ, mean over seeds]",
+     "variant_per_seed: [[per σ]]", "gain: [EST per σ] (variant − backbone)",
+     "vs_gattanet: [EST per σ] (variant − the run's GAttANet, paired per seed)",
+     "per_seed: [{seed, val_acc, best_epoch, epochs_run}]", "precision", "seconds", "device"),
+    required=("key", "run", "changes", "dataset", "attn_dim", "seeds", "test_images", "sigmas", "trainable_params",
+              "reference_params", "macs_per_image", "reference_macs_per_image", "infer_img_per_s",
+              "reference_infer_img_per_s", "baseline_acc", "reference_acc", "variant_acc", "gain", "vs_gattanet",
+              "per_seed", "seconds", "device"))
+EXTENSION_CORRECT = Output(
+    "results/extensions/{key}/correct.npz", "extend@KEY", ("sigmas", "seeds", "baseline", "gattanet", "variant"),
+    "per-image top-1 correctness on the noise sweep's test images at σ = 0 and σ*: `baseline` (σ, N) bool, "
+    "`gattanet` (seed, σ, N) bool (the run's models), `variant` (seed, σ, N) bool, from which the report "
+    "recomputes the effects", kind="npz")
+EXTENSION_CURVES = Output(
+    "results/extensions/{key}/live", "extend@KEY", kind="other",
+    content="DVCLive's folder, as train-attn's (`plots/metrics/seed-S/NAME.tsv`)")
 SUMMARY = Output(
     "reports/summary.json", "summary",
     ("rows: [{run, backbone, dataset, attn_dim, seeds, backbone_params, attention_params, baseline_acc, "
@@ -194,12 +216,15 @@ REPORT = Output("reports/index.html", "report", kind="other", content="the repor
 
 OUTPUTS = (PRETRAIN_METRICS, PRETRAIN_CURVES, TRAIN_ATTN_METRICS, TRAIN_ATTN_CURVES, NOISE_SWEEP, NOISE_CORRECT,
            NOISE_CURVE, DIMS, DIMS_CSV, LESIONS, LESIONS_CORRECT, EMBED_STATS, EMBED_POINTS, EMBED_CORRECT, MAPS,
-           MAPS_STATS, MAPS_HITS, BASELINES, CONTROLS, CONTROLS_CORRECT, SUMMARY, REPORT)
+           MAPS_STATS, MAPS_HITS, BASELINES, CONTROLS, CONTROLS_CORRECT, EXTENSION_METRICS, EXTENSION_CORRECT,
+           EXTENSION_CURVES, SUMMARY, REPORT)
 # Written elsewhere, listed for the docs: the data and model files (pipeline/paths.py names them).
 FILES = (("data/DATASET.pt", "data@DATASET", "uint8 tensors, labels, classes, mean/std, sha256"),
          ("models/backbones/KEY.pt", "pretrain@KEY", "backbone checkpoint"),
          ("models/attention/KEY/seed-S.pt", "train-attn@KEY", "one attention checkpoint per entry S of "
-          "`attention.KEY.seeds` (needs its backbone checkpoint)"))
+          "`attention.KEY.seeds` (needs its backbone checkpoint)"),
+         ("models/extensions/KEY/seed-S.pt", "extend@KEY", "one checkpoint per seed of the variant, as train-attn's "
+          "(a fine-tuned one holds its backbone's weights too)"))
 
 HEADER = "| path | written by | content |\n|---|---|---|\n"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 DATA = Path("data")
 BACKBONES = Path("models/backbones")
 ATTENTION = Path("models/attention")
+EXTENSIONS = Path("models/extensions")
 RESULTS = Path("results")
 REPORTS = Path("reports")
 RESUME = Path(".gattanet/resume")  # not a DVC output, so `dvc repro` keeps it across a kill
@@ -25,3 +26,8 @@ def backbone_path(key: str) -> Path:
 def attention_path(key: str, seed: int) -> Path:
     """The checkpoint of training seed `seed` of attention run `key`."""
     return ATTENTION / key / f"seed-{seed}.pt"
+
+
+def extension_path(key: str, seed: int) -> Path:
+    """The checkpoint of training seed `seed` of extension `key` (a variant of an attention run)."""
+    return EXTENSIONS / key / f"seed-{seed}.pt"

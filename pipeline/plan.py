@@ -44,7 +44,8 @@ def entries(params, name: str) -> list[str | None]:
     """The entries `dvc repro` runs of stage `name`: its foreach keys in params (None for a single stage)."""
     keyed = {"data": params.data, "pretrain": params.backbones, "train-attn": params.attention,
              "noise": params.attention, "lesions": params.lesions, "embed": params.attention,
-             "maps": params.attention, "baselines": params.baselines.methods, "controls": params.controls or {}}
+             "maps": params.attention, "baselines": params.baselines.methods, "controls": params.controls or {},
+             "extend": params.extensions or {}}
     if not STAGES[name][1]:
         return [None]
     if name not in keyed:

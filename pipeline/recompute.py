@@ -6,7 +6,7 @@ repository can rebuild every verdict without rerunning a model.
 Arrays per output: noise → results/noise/KEY/correct.npz (also the clean gain and the dims stage's intervals,
 which are differences of the noise gains on the same noisy images), lesions → results/lesions/KEY.npz,
 embed → results/embedding/KEY/correct.npz, maps → results/maps/KEY/hits.npz, controls →
-results/controls/KEY.npz. An output whose arrays are missing (a run from before they were written) keeps its
+results/controls/KEY.npz, extensions → results/extensions/KEY/correct.npz. An output whose arrays are missing (a run from before they were written) keeps its
 JSON's intervals, and `Recomputed.missing` names it, the array it lacks and the command that writes it.
 """
 
@@ -71,6 +71,26 @@ def controls_estimates(baseline: np.ndarray, gattanet: np.ndarray, correct: np.n
             "controls": [{"gain": effect_ci([(1.0, ctl - base)]).as_dict(),
                           "vs_gattanet": effect_ci([(1.0, full), (-1.0, ctl)], paired=True).as_dict()}
                          for ctl in correct.astype(np.float64)]}
+
+
+def extension_estimates(baseline: np.ndarray, gattanet: np.ndarray, variant: np.ndarray) -> dict:
+    """An extension's intervals from its correct.npz, per σ: baseline (σ, N), gattanet and variant (seeds, σ, N) on
+    the same images. The variant's gain over the backbone, and variant − GAttANet paired per seed (variant seed s is
+    trained from GAttANet seed s's derived seed)."""
+    base, ref, var = (a.astype(np.float64) for a in (baseline, gattanet, variant))
+    return {"gain": [effect_ci([(1.0, var[:, i] - base[i][None, :])]).as_dict() for i in range(len(base))],
+            "vs_gattanet": [effect_ci([(1.0, var[:, i]), (-1.0, ref[:, i])], paired=True).as_dict()
+                            for i in range(len(base))]}
+
+
+def extension_difference(a: dict, b: dict) -> list[dict]:
+    """Variant a − variant b per σ, paired per seed, from both extensions' correct.npz (the same run, so the same
+    seeds and images): fine-tuning with attention against the fine-tuning control."""
+    if not (np.array_equal(a["seeds"], b["seeds"]) and a["variant"].shape == b["variant"].shape):
+        raise ValueError(f"extensions compared seed by seed need the same seeds and images; got seeds "
+                         f"{list(a['seeds'])} {a['variant'].shape} and {list(b['seeds'])} {b['variant'].shape}")
+    va, vb = a["variant"].astype(np.float64), b["variant"].astype(np.float64)
+    return [effect_ci([(1.0, va[:, i]), (-1.0, vb[:, i])], paired=True).as_dict() for i in range(va.shape[1])]
 
 
 def _sigma_index(z: dict, sigma: float) -> int:
@@ -206,6 +226,16 @@ def recompute_outputs(out, params: dict) -> Recomputed:
         res["gattanet_gain"] = est["gattanet_gain"]
         for row, e in zip(res["controls"], est["controls"]):
             row.update(e)
+        done.arrays.append(rel(path))
+    for key, res in out.extensions.items():
+        z = read_arrays(path := outputs.EXTENSION_CORRECT.path(key, root), outputs.EXTENSION_CORRECT.names)
+        if z is None:
+            lacking(outputs.EXTENSION_METRICS.path(key, root), path, f"dvc repro extend@{key}")
+            continue
+        matching(path, "seeds", z["seeds"], res["seeds"])
+        matching(path, "sigmas", [float(x) for x in z["sigmas"]], [float(x) for x in res["sigmas"]])
+        res.update(extension_estimates(z["baseline"], z["gattanet"], z["variant"]))
+        out.extension_arrays[key] = z
         done.arrays.append(rel(path))
     return done
 

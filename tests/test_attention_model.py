@@ -261,7 +261,9 @@ def test_training_fast_path_agrees_with_the_equations_forward_and_gradients(dim)
     for dtype in (torch.float32, torch.bfloat16):
         plain = relative_errors(training_outputs(model, x, y, masks, False, dtype), exact)
         fast = relative_errors(training_outputs(model, x, y, masks, True, dtype), exact)
-        assert max(plain) < (1e-3 if dtype == torch.float32 else 0.5)  # guard: the precision is what it says
+        # guard: the precision is what it says. fp32 against fp64 reaches 5e-3 here at d = 16 on an AVX2-only CPU
+        # (oneDNN's fp32 conv gradients; 2e-5 on AVX-512 ones), bf16 0.13 and more: 1e-2 tells them apart on both
+        assert max(plain) < (1e-2 if dtype == torch.float32 else 0.5)
         for name, f, p in zip(["logits"] + [n for n, _ in model.attention.named_parameters()], fast, plain):
             assert f <= ROUNDING_FACTOR * p + (1e-7 if dtype == torch.float32 else 1e-3), (dtype, name, f, p)
 

@@ -117,7 +117,7 @@ def test_every_stage_entry_counts_the_images_its_run_passes(counted_run):
         got = counted_run["counts"][entry]
         assert +got == +want, f"{entry}: ran {dict(got)}, work() says {dict(want)}"
     model_stages = {s for s, _ in counted_run["works"] if any(w.probe for w in counted_run["works"][s, _])}
-    assert {"pretrain", "train-attn", "noise", "lesions", "embed", "maps", "baselines"} <= model_stages
+    assert {"pretrain", "train-attn", "noise", "lesions", "embed", "maps", "baselines", "extend"} <= model_stages
 
 
 def test_the_plan_is_the_stages_work(counted_run, monkeypatch):
@@ -144,7 +144,8 @@ def test_every_output_of_the_run_has_its_declared_fields(counted_run):
 
     root, p = counted_run["where"], counted_run["params"]
     keys = {"pretrain": p.backbones, "train-attn": p.attention, "noise": p.attention, "embed": p.attention,
-            "maps": p.attention, "lesions": p.lesions, "baselines": p.baselines.methods, "controls": p.controls or {}}
+            "maps": p.attention, "lesions": p.lesions, "baselines": p.baselines.methods, "controls": p.controls or {},
+            "extend": p.extensions}
     seen = 0
     for o in outputs.OUTPUTS:
         stage = o.stage.split("@")[0]

@@ -320,44 +320,74 @@ def test_finetuned_checkpoint_keeps_the_backbone_weights(tmp_path):
 # --- params validation -----------------------------------------------------------------------------
 
 RUN = "attention.toy-fmnist-d16"
+EXT = "extensions.v"
+
+
+def with_extension(params: dict, **changes) -> dict:
+    """The tiny params with one extension `v` of the d = 16 run, changing `changes`."""
+    params = copy.deepcopy(params)
+    params["extensions"] = {"v": {"run": "toy-fmnist-d16", "backbone": "toy-fmnist", "dataset": "fashion-mnist",
+                                  **changes}}
+    return params
 
 
 @pytest.mark.parametrize("changes, expect", [
-    ({"heads": 0}, f"{RUN}.heads: must be ≥ 1"),
-    ({"heads": 3}, f"{RUN}.heads: 3 does not divide attn_dim = 16"),
-    ({"heads": 2.0}, f"{RUN}.heads: expected an integer"),
-    ({"query": "sideways"}, f"{RUN}.query: 'sideways' is not allowed; allowed: bottom-up, top-down"),
-    ({"finetune": "yes"}, f"{RUN}.finetune: expected true or false"),
-    ({"finetune": True}, f"{RUN}.finetune_lr: missing"),
-    ({"finetune_lr": 1e-4}, f"{RUN}.finetune_lr: set without finetune: true"),
-    ({"finetune": True, "finetune_lr": 0}, f"{RUN}.finetune_lr: must be > 0"),
-    ({"attention": "no"}, f"{RUN}.attention: expected true or false"),
-    ({"attention": False}, f"{RUN}.attention: false is the fine-tuning control"),
+    ({"heads": 0}, f"{EXT}.heads: must be ≥ 1"),
+    ({"heads": 3}, f"{EXT}.heads: 3 does not divide attn_dim = 16"),
+    ({"heads": 2.0}, f"{EXT}.heads: expected an integer"),
+    ({"query": "sideways"}, f"{EXT}.query: 'sideways' is not allowed; allowed: bottom-up, top-down"),
+    ({"finetune": "yes"}, f"{EXT}.finetune: expected true or false"),
+    ({"finetune": True}, f"{EXT}.finetune_lr: missing"),
+    ({"finetune_lr": 1e-4}, f"{EXT}.finetune_lr: set without finetune: true"),
+    ({"finetune": False, "finetune_lr": 1e-4, "heads": 2}, f"{EXT}.finetune_lr: set with finetune: false"),
+    ({"finetune": True, "finetune_lr": 0}, f"{EXT}.finetune_lr: must be > 0"),
+    ({"attention": "no"}, f"{EXT}.attention: expected true or false"),
+    ({"attention": False}, f"{EXT}.attention: false is the fine-tuning control"),
     ({"attention": False, "finetune": True, "finetune_lr": 1e-4, "heads": 2},
-     f"{RUN}.heads: 2 means nothing with attention: false"),
+     f"{EXT}.heads: 2 means nothing with attention: false"),
     ({"attention": False, "finetune": True, "finetune_lr": 1e-4, "iterations": 2},
-     f"{RUN}.iterations: 2 means nothing with attention: false"),
-    ({"attention": False, "finetune": True, "finetune_lr": 1e-4},  # the tiny profile's lesions name this run
-     "lesions.toy-fmnist-d16: attention.toy-fmnist-d16 is a fine-tuning control"),
+     f"{EXT}.iterations: 2 means nothing with attention: false"),
+    ({}, f"{EXT}: changes nothing of attention.toy-fmnist-d16"),
+    ({"iterations": 1, "query": "bottom-up"}, f"{EXT}: changes nothing of attention.toy-fmnist-d16"),
+    ({"run": "nope", "heads": 2}, f"{EXT}.run (an attention run): 'nope' is not allowed"),
+    ({"backbone": "other", "heads": 2}, f"{EXT}.backbone: 'other' must match attention.toy-fmnist-d16.backbone"),
+    ({"heads": 2, "colour": "red"}, f"{EXT}.colour: unknown key"),
 ])
-def test_bad_variant_settings_name_the_key(tiny_params, changes, expect):
-    params = tiny_params
-    for key, value in changes.items():
-        params = with_param(params, f"{RUN}.{key}", value)
+def test_bad_extension_settings_name_the_key(tiny_params, changes, expect):
     with pytest.raises(ParamsError) as e:
-        validate(params)
+        validate(with_extension(tiny_params, **changes))
     assert expect in str(e.value)
+
+
+def test_an_extension_may_not_reuse_an_attention_runs_name(tiny_params):
+    params = with_extension(tiny_params, heads=2)
+    params["extensions"] = {"toy-fmnist-d4": params["extensions"]["v"]}
+    with pytest.raises(ParamsError, match="extensions.toy-fmnist-d4: the name is an attention run's too"):
+        validate(params)
+
+
+@pytest.mark.parametrize("name, value", [("heads", 2), ("query", "top-down"), ("iterations", 2), ("finetune", True),
+                                         ("attention", False)])
+def test_an_attention_run_keeps_the_papers_settings(tiny_params, name, value):
+    """Every analysis stage runs on every attention run, so a variant there is refused and pointed to extensions."""
+    with pytest.raises(ParamsError) as e:
+        validate(with_param(tiny_params, f"{RUN}.{name}", value))
+    assert f"{RUN}.{name}: {value!r}: an attention run is the paper's GAttANet" in str(e.value)
+    assert "`extensions:`" in str(e.value)
 
 
 def test_variant_keys_are_optional_with_the_papers_defaults(tiny_params):
     run = validate(tiny_params).attention["toy-fmnist-d16"]
     assert (run.heads, run.query, run.finetune, run.finetune_lr, run.attention) == (1, "bottom-up", False, None, True)
     assert runs.attention_spec(run) == AttentionSpec(16, 0.25, False, False, 1, "full")
-    good = tiny_params
-    for key, value in {"heads": 4, "query": "top-down", "iterations": 3, "finetune": True, "finetune_lr": 1e-4}.items():
-        good = with_param(good, f"{RUN}.{key}", value)
-    spec = runs.attention_spec(validate(good).attention["toy-fmnist-d16"])
+    changes = {"heads": 4, "query": "top-down", "iterations": 3, "finetune": True, "finetune_lr": 1e-4}
+    p = validate(with_extension(tiny_params, **changes))
+    ext = p.extensions["v"]
+    assert ext.changes == changes
+    variant = ext.variant_of(p.attention["toy-fmnist-d16"])
+    spec = runs.attention_spec(variant)
     assert (spec.heads, spec.query, spec.iterations, spec.finetune) == (4, "top-down", 3, True)
+    assert (variant.key, variant.seeds, variant.train_subset, variant.lr) == ("v", run.seeds, run.train_subset, run.lr)
 
 
 # --- each variant through the stage ----------------------------------------------------------------
@@ -372,42 +402,57 @@ VARIANTS = {
 
 
 @pytest.mark.slow
-def test_each_variant_trains_through_the_stage(project):
-    """One tiny epoch of each variant through `gattanet-cli stage train-attn` on the tiny profile; the
-    checkpoints it writes load back (pipeline.runs.load_run_models) and give the accuracy it reported."""
+def test_each_variant_trains_through_the_extend_stage(project):
+    """One tiny epoch of each variant through `gattanet-cli stage extend` on the tiny profile: the parameter count
+    it reports is the spec's, its checkpoints load back and give the clean accuracy it reported, its intervals are
+    the ones recomputed from its arrays, and fine-tuning moved the backbone's weights."""
     from typer.testing import CliRunner
 
-    from gattanet.engine.evaluate import correct_batched, topk_accuracy
+    from gattanet.engine.checkpoint import load_backbone
+    from gattanet.engine.evaluate import correct_batched
     from gattanet.engine.precision import autocast, autocast_dtype
+    from pipeline import outputs
     from pipeline.cli import app
     from pipeline.config import load_params
     from pipeline.data_source import DataSource
-    from pipeline.paths import attention_path
+    from pipeline.paths import backbone_path, extension_path
+    from pipeline.recompute import extension_estimates, read_arrays
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    base = params["attention"]["toy-fmnist-d16"]
-    for key, changes in VARIANTS.items():
-        params["attention"][key] = dict(base, seeds=[0], train_subset=128, **changes)
+    params["attention"]["toy-fmnist-d16"].update(seeds=[0, 1], train_subset=128)
+    params["extensions"] = {k: {"run": "toy-fmnist-d16", "backbone": "toy-fmnist", "dataset": "fashion-mnist", **c}
+                            for k, c in VARIANTS.items()}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     runner = CliRunner()
-    r = runner.invoke(app, ["stage", "pretrain", "toy-fmnist"])
-    assert r.exit_code == 0, r.output
+    for args in (["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d16"]):
+        r = runner.invoke(app, ["stage", *args])
+        assert r.exit_code == 0, r.output
     p = load_params(project / "params.yaml")
-    for key, changes in VARIANTS.items():
-        r = runner.invoke(app, ["stage", "train-attn", key])
+    cpu = torch.device("cpu")
+    source = DataSource(p, "fashion-mnist", cpu)
+    loaded = load_backbone(backbone_path("toy-fmnist"), device="cpu")
+    for key in VARIANTS:
+        r = runner.invoke(app, ["stage", "extend", key])
         assert r.exit_code == 0, (key, r.output)
-        metrics = json.loads((project / "results" / "train-attn" / key / "metrics.json").read_text())
-        assert attention_path(key, 0).exists()
-        run = p.attention[key]
+        metrics = json.loads(outputs.EXTENSION_METRICS.path(key).read_text())
+        variant = p.extensions[key].variant_of(p.attention["toy-fmnist-d16"])
         taps = ToyCNN(1, 10).taps()
-        want = runs.attention_spec(run).trainable_params(taps) if run.attention else 0
-        assert metrics["attention_params"] == want, key
-        model = runs.load_run_models(p, key, "cpu")[0]
-        source = DataSource(p, run.dataset, torch.device("cpu"))
-        cpu = torch.device("cpu")
-        with torch.no_grad(), autocast(cpu, autocast_dtype(cpu, p.amp)):  # as the stage evaluates
-            hits = correct_batched(lambda x: {"m": model(x)}, source.loader("test"), topk=source.topk)
-        assert topk_accuracy(hits["m"], source.topk)["top1"] == metrics["per_seed"][0]["gattanet_acc"], key
-        if run.finetune:  # the backbone moved
-            assert not torch.equal(model.backbone.convs[0].weight if run.attention else model.convs[0].weight,
-                                   runs.load_run_backbone(run, "cpu").convs[0].weight), key
+        want = (runs.attention_spec(variant).trainable_params(taps) if variant.attention else 0) + \
+            (sum(t.numel() for t in loaded[0].parameters()) if variant.finetune else 0)
+        assert metrics["trainable_params"] == want, key
+        assert metrics["changes"] == VARIANTS[key] and metrics["seeds"] == [0, 1]
+        z = read_arrays(outputs.EXTENSION_CORRECT.path(key), outputs.EXTENSION_CORRECT.names)
+        assert z["variant"].shape == z["gattanet"].shape == (2, 2, metrics["test_images"])
+        again = extension_estimates(z["baseline"], z["gattanet"], z["variant"])
+        assert json.loads(json.dumps(again["vs_gattanet"])) == metrics["vs_gattanet"]
+        for seed in (0, 1):
+            model, _ = runs.load_run_model(extension_path(key, seed), variant, backbone_path("toy-fmnist"), cpu, loaded)
+            model.eval()
+            loader = source.loader("test", p.noise.batch_size, sigma=0.0, noise_seed=p.seed, clip=p.noise.clip,
+                                   limit=p.noise.test_subset)
+            with torch.no_grad(), autocast(cpu, autocast_dtype(cpu, p.amp)):  # as the stage evaluates
+                hits = correct_batched(lambda x: {"m": model(x)}, loader)
+            assert hits["m"][:, 0].numpy().tolist() == z["variant"][seed, 0].tolist(), (key, seed)
+            if variant.finetune:  # the backbone moved
+                net = model.backbone if variant.attention else model
+                assert not torch.equal(net.convs[0].weight, loaded[0].convs[0].weight), key

@@ -49,7 +49,7 @@ def adapter_params(method: str, taps: Sequence[Tap], knob) -> int:
         return sum(p.numel() for p in build_addon(method, list(taps), knob).parameters())
 
 
-def _closest(candidates: Sequence, count: Callable[[object], int], target: int) -> tuple:
+def closest(candidates: Sequence, count: Callable[[object], int], target: int) -> tuple:
     """The candidate whose (non-decreasing) count is closest to target, ties to the smaller: bisection."""
     lo, hi = 0, len(candidates) - 1
     while lo < hi:
@@ -64,7 +64,7 @@ def _closest(candidates: Sequence, count: Callable[[object], int], target: int) 
     return best, count(best)
 
 
-def _check_target(target: int) -> None:
+def check_target(target: int) -> None:
     if not isinstance(target, int) or isinstance(target, bool) or target < 1:
         raise ValueError(f"target parameter count must be an integer >= 1, got {target!r}")
 
@@ -105,7 +105,7 @@ def shortest_between(lo: float, hi: float) -> float:
 def match_width(method: str, taps: Sequence[Tap], target: int) -> tuple:
     """(knob, params): the knob value whose add-on's count is closest to `target` (see MATCHING_RULE);
     a method without a knob (UNMATCHABLE) gives (None, its own count)."""
-    _check_target(target)
+    check_target(target)
     _check_method(method)
     if method in UNMATCHABLE:
         return None, adapter_params(method, taps, None)
@@ -113,12 +113,12 @@ def match_width(method: str, taps: Sequence[Tap], target: int) -> tuple:
     max_width = 8 * ADDONS[method].step
     while count(knob_candidates(method, taps, max_width)[-1]) < target and max_width < MAX_WIDTH:
         max_width *= 2
-    return _closest(knob_candidates(method, taps, max_width), count, target)
+    return closest(knob_candidates(method, taps, max_width), count, target)
 
 
 def within_budget(params: int, target: int, tol: float = BUDGET_TOL) -> bool:
     """Whether params is within ±tol (a fraction) of target."""
-    _check_target(target)
+    check_target(target)
     if not 0 <= tol < 1:
         raise ValueError(f"tol must be a fraction in [0, 1), got {tol!r}")
     return abs(params - target) <= tol * target
@@ -133,7 +133,7 @@ def wider_toy_widths(target_total: int, in_channels: int, num_classes: int,
                      input_size: int = 32) -> tuple[tuple[int, ...], int, int]:
     """(widths, hidden, params) of the toy scaled by one common factor (on a 1/256 grid, each size
     rounded) whose total parameter count is closest to `target_total` (= toy + GAttANet at the same d)."""
-    _check_target(target_total)
+    check_target(target_total)
 
     @cache
     def count(n: int) -> int:
@@ -145,7 +145,7 @@ def wider_toy_widths(target_total: int, in_channels: int, num_classes: int,
     upper = TOY_HIDDEN
     while count(upper) < target_total:
         upper *= 2
-    n, params = _closest(range(1, upper + 1), count, target_total)
+    n, params = closest(range(1, upper + 1), count, target_total)
     widths, hidden = _toy_config(n)
     return widths, hidden, params
 

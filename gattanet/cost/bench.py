@@ -43,6 +43,28 @@ def step_macs(model: torch.nn.Module, x: Tensor, y: Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
+def forward_macs(model: torch.nn.Module, x: Tensor) -> float:
+    """Multiply-adds per image of one inference forward of `model` on batch `x` (FlopCounterMode; FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / 2 / len(x)
+
+
+def inference_rates(models: dict[Hashable, torch.nn.Module], x: Tensor, repeats: int = 5,
+                    warmup: int = 1) -> dict[Hashable, float]:
+    """Inference images/s of each model on batch `x`, its best of `repeats`, the models interleaved (a load spike
+    from other processes hurts them alike): what the report's speed columns compare, measured in one run."""
+    def run(model):
+        def forward(_: int) -> None:
+            with torch.no_grad():
+                model(x)
+        return forward
+
+    return _best_rates({name: run(m) for name, m in models.items()}, len(x), warmup, repeats, x.device)
+
+
 def allowed_ratios(in_channels: int, batch_size: int = 128) -> dict[str, float]:
     """{"d16": r, ...}: the backbone step's multiply-adds over a GAttANet step's at each dimension of
     ATTENTION_DIMS, counted on the equations' plain path (`fast` off): the speed the arithmetic allows."""

@@ -20,6 +20,7 @@ from gattanet.io import write_text
 
 from . import figures as figs
 from .analysis_plan import load_plan
+from .extensions import extensions_section
 from .claims import CAPACITY_COMMAND, NOT_RUN, OVERALL_RULE, Claim, ci_text, estimate, evaluate_claims, pct, pts
 from .load import Outputs, load_outputs, load_paper, stage_command
 from .tables import (backbone_convergence, baselines_section, controls_tables, dataset_label, deviations,
@@ -88,6 +89,7 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
         "lesions": lesion_tables(out),
         "baselines": draw_baselines(params, out, out_dir),
         "controls": draw_controls(params, out, out_dir),
+        "extensions": extensions_section(out, params, plan.alpha_one_sided, plan.get("multiplicity") == "holm"),
         "deviations": deviations(paper, params),
         "backbone_scope": backbone_scope(params),
         "arrays": {"used": out.from_arrays, "missing": out.arrays_missing},

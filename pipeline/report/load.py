@@ -41,6 +41,8 @@ class Outputs:
     dims: dict | None = None
     baselines: dict[str, dict] = field(default_factory=dict)      # results/baselines/METHOD.json
     controls: dict[str, dict] = field(default_factory=dict)       # results/controls/KEY.json
+    extensions: dict[str, dict] = field(default_factory=dict)     # results/extensions/KEY/metrics.json
+    extension_arrays: dict[str, dict] = field(default_factory=dict)  # their correct.npz (pairs of extensions)
     pretrain_history: dict[str, list[dict]] = field(default_factory=dict)  # results/pretrain/KEY/live (DVCLive)
     from_arrays: list[str] = field(default_factory=list)          # per-image arrays the intervals were recomputed from
     arrays_missing: list[str] = field(default_factory=list)       # outputs whose intervals are their JSON's, and why
@@ -57,6 +59,7 @@ MAPS_STATS_KEYS = outputs.MAPS_STATS.required
 BASELINE_KEYS = outputs.BASELINES.required
 CONTROLS_KEYS = outputs.CONTROLS.required
 CONTROL_ROW_KEYS = outputs.CONTROL_ROW_REQUIRED
+EXTENSION_KEYS = outputs.EXTENSION_METRICS.required
 HISTORY_KEYS = ("epoch", "train_acc", "val_acc")
 DIMS_ROW_KEYS = outputs.DIMS_ROW_REQUIRED
 
@@ -189,6 +192,10 @@ def load_outputs(params: dict, root: Path) -> Outputs:
         path = outputs.CONTROLS.path(key, root)
         if path.exists():
             out.controls[key] = _check_controls(path, read_json(path, CONTROLS_KEYS))
+    for key in params.get("extensions") or {}:
+        path = outputs.EXTENSION_METRICS.path(key, root)
+        if path.exists():
+            out.extensions[key] = read_json(path, EXTENSION_KEYS)
     dims = outputs.DIMS.path(root=root)
     if dims.exists():
         out.dims = read_json(dims, ("rows",))

@@ -22,12 +22,15 @@ STAGES = {  # CLI name -> (module in pipeline.stages, takes a KEY, help)
     "baselines": ("baselines", True, "Related-work attention adapters on the frozen backbone: results/baselines/KEY.json."),
     "controls": ("controls", True, "More training and head recalibration at GAttANet's budget, vs GAttANet: "
                                    "results/controls/KEY.json (KEY in params `controls`)."),
+    "extend": ("extend", True, "A variant of an attention run (iterations, heads, top-down query, fine-tuning) trained "
+                               "and compared with it: results/extensions/KEY/ (KEY in params `extensions`)."),
     "summary": ("summary", False, "Table 1 of this run as a DVC metric: reports/summary.json."),
     "report": ("report", False, "Render the HTML report from the stage outputs: reports/index.html."),
 }
 
 
-FOLDER_OUTPUTS = {"train-attn": "models/attention/{key}", "report": "reports/figures"}  # dvc.yaml's folder outs
+FOLDER_OUTPUTS = {"train-attn": "models/attention/{key}", "extend": "models/extensions/{key}",
+                  "report": "reports/figures"}  # dvc.yaml's folder outs
 
 
 def clear_folder_outputs(name: str, key: str | None) -> None:
@@ -47,7 +50,7 @@ def trains(params, name: str, key: str | None) -> bool:
         return key in params.backbones and params.backbones[key].weights == "scratch"
     if name == "lesions":
         return key in params.lesions and params.lesions[key].mode == "retrain"
-    return name in ("train-attn", "baselines", "controls")
+    return name in ("train-attn", "baselines", "controls", "extend")
 
 
 def run_stage(name: str, key: str | None, params_path: Path, overrides: list[str] | None) -> None:
