@@ -26,8 +26,11 @@ DEVICES = "auto | cpu | cuda | cuda:N"
 LESION_MODES = ("eval", "retrain")
 FOLDER_DATASETS = ("imagenet",)  # read from JPEG folders; the others are materialised tensors
 FOLDER_KEYS = ("workers", "eval_cache", "cache_dir")
-BASELINE_METHODS = ("gattanet", "se", "eca", "cbam", "bam", "gather-excite", "non-local", "aa-conv", "mhsa", "gsa",
-                    "ran-mask", "ltpa", "wider-toy")
+ADDON_TRACK = ("gattanet", "se", "eca", "cbam", "bam", "gather-excite", "non-local", "aa-conv", "mhsa", "gsa",
+               "ran-mask", "ltpa")  # on the frozen backbone, at GAttANet's budget (gattanet.adapters.addons)
+SCRATCH_TRACK = ("toy-scratch", "wider-toy", "gattanet-scratch", "sk", "splat", "condconv", "dynconv")  # trained
+# from scratch in the toy's place (gattanet.models.spec.FROM_SCRATCH; the wider toy at toy + GAttANet's size)
+BASELINE_METHODS = ADDON_TRACK + SCRATCH_TRACK
 SEED_END = 2 ** 32  # seeds must be below it: numpy's and UMAP's random states take 32-bit seeds
 SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # entry keys name files, folders and DVC stages
 FIGURES = ("fig2", "fig4a", "fig4b", "fig4c")  # report.figures: the runs the paper's figures are drawn from
@@ -551,8 +554,10 @@ def _check_baselines(p: Params) -> None:
     run = p.attention[one_of(*p.attention)(b.run, "baselines.run")]
     _same_as_run(b, run, "baselines")
     arch = p.backbones[run.backbone].arch
-    if "wider-toy" in b.methods and arch != "toy":
-        raise ParamsError(f"baselines.methods: wider-toy needs a toy backbone; backbones.{run.backbone}.arch is {arch!r}")
+    scratch = [m for m in b.methods if m in SCRATCH_TRACK]
+    if scratch and arch != "toy":
+        raise ParamsError(f"baselines.methods: {scratch[0]} is trained from scratch in the toy CNN's place and needs a "
+                          f"toy backbone; backbones.{run.backbone}.arch is {arch!r}")
 
 
 def _check_controls(k: str, ctl: ControlRun, p: Params) -> None:

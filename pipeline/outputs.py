@@ -172,6 +172,11 @@ BASELINES = Output(
               "within_budget", "clean_acc", "baseline_acc", "clean_gain", "peak_sigma", "acc_at_peak",
               "baseline_at_peak", "gain_at_peak", "sigmas", "acc", "baseline", "rel_infer", "rel_train",
               "epochs_run", "seconds", "device"))
+BASELINES_CORRECT = Output(
+    "results/baselines/{key}.npz", "baselines@KEY", ("sigmas", "seeds", "baseline", "correct"),
+    "per-image top-1 correctness on the noise sweep's σ: `baseline` (σ, N) bool (the frozen backbone), `correct` "
+    "(seed, σ, N) bool (the method), from which the report pairs each method with GAttANet seed by seed",
+    kind="npz")
 CONTROLS = Output(
     "results/controls/{key}.json", "controls@KEY",
     ("run", "backbone_run", "arch", "dataset", "attn_dim", "seeds", "test_images", "gattanet_params", "epochs",
@@ -216,7 +221,7 @@ REPORT = Output("reports/index.html", "report", kind="other", content="the repor
 
 OUTPUTS = (PRETRAIN_METRICS, PRETRAIN_CURVES, TRAIN_ATTN_METRICS, TRAIN_ATTN_CURVES, NOISE_SWEEP, NOISE_CORRECT,
            NOISE_CURVE, DIMS, DIMS_CSV, LESIONS, LESIONS_CORRECT, EMBED_STATS, EMBED_POINTS, EMBED_CORRECT, MAPS,
-           MAPS_STATS, MAPS_HITS, BASELINES, CONTROLS, CONTROLS_CORRECT, EXTENSION_METRICS, EXTENSION_CORRECT,
+           MAPS_STATS, MAPS_HITS, BASELINES, BASELINES_CORRECT, CONTROLS, CONTROLS_CORRECT, EXTENSION_METRICS, EXTENSION_CORRECT,
            EXTENSION_CURVES, SUMMARY, REPORT)
 # Written elsewhere, listed for the docs: the data and model files (pipeline/paths.py names them).
 FILES = (("data/DATASET.pt", "data@DATASET", "uint8 tensors, labels, classes, mean/std, sha256"),

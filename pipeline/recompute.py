@@ -227,6 +227,16 @@ def recompute_outputs(out, params: dict) -> Recomputed:
         for row, e in zip(res["controls"], est["controls"]):
             row.update(e)
         done.arrays.append(rel(path))
+    for method, res in out.baselines.items():
+        z = read_arrays(path := outputs.BASELINES_CORRECT.path(method, root), outputs.BASELINES_CORRECT.names)
+        if z is None:
+            lacking(outputs.BASELINES.path(method, root), path, f"dvc repro baselines@{method}")
+            continue
+        matching(path, "seeds", z["seeds"], res["seeds"])
+        k = _sigma_index(z, res["peak_sigma"])
+        res["clean_gain"], res["gain_at_peak"] = (gain_at(z["baseline"], z["correct"], i).as_dict() for i in (0, k))
+        out.baseline_arrays[method] = z
+        done.arrays.append(rel(path))
     for key, res in out.extensions.items():
         z = read_arrays(path := outputs.EXTENSION_CORRECT.path(key, root), outputs.EXTENSION_CORRECT.names)
         if z is None:

@@ -81,11 +81,14 @@ def test_unknown_top_level_key_is_refused(tiny_params):
         validate(tiny_params)
 
 
-def test_wider_toy_needs_a_toy_backbone(tiny_params):
+@pytest.mark.parametrize("method", ["wider-toy", "sk", "gattanet-scratch"])
+def test_the_from_scratch_track_needs_a_toy_backbone(tiny_params, method):
     tiny_params["backbones"]["toy-fmnist"]["arch"] = "resnet18"
     tiny_params["attention"]["toy-fmnist-d16"]["lesion"] = "full"
     tiny_params["attention"]["toy-fmnist-d4"]["lesion"] = "full"
-    with pytest.raises(ParamsError, match="baselines.methods: wider-toy needs a toy backbone"):
+    tiny_params["baselines"]["methods"] = ["gattanet", method]
+    with pytest.raises(ParamsError, match=f"baselines.methods: {method} is trained from scratch in the toy CNN's "
+                                          "place and needs a toy backbone"):
         validate(tiny_params)
 
 

@@ -11,7 +11,7 @@ heads of d/H; one α per tap and head); top-down query: P - P_q + K·d, P_q = Σ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -115,8 +115,9 @@ def build_model(kind: str, backbone: Backbone, attn: AttentionSpec | None = None
                 budget: int | None = None) -> Built:
     """A model of `kind` as the stages train it (pretrain, train-attn, baselines), unplaced: "backbone"
     (`backbone` itself), "gattanet" (`attn` over it), "wider-toy" (a fresh toy backbone whose total size is
-    `backbone` + `budget`) or a related-work adapter ("se", ...) on it matched to `budget` trainable
-    parameters; `budget` defaults to the GAttANet of `attn` on `backbone`."""
+    `backbone` + `budget`), a related-work adapter ("se", ...) on it matched to `budget` trainable
+    parameters (`budget` defaults to the GAttANet of `attn` on `backbone`), or a from-scratch model of
+    FROM_SCRATCH at the toy `backbone`'s total size (its weights unused: only its shape)."""
     if kind == "backbone":
         return Built(backbone, list(backbone.parameters()))
     if attn is None:
@@ -124,6 +125,8 @@ def build_model(kind: str, backbone: Backbone, attn: AttentionSpec | None = None
     if kind == "gattanet":
         model = attn.build(backbone)
         return Built(model, model.attention_parameters() + model.backbone_parameters())
+    if kind in FROM_SCRATCH:
+        return _from_scratch(kind, backbone, attn)
     budget = attn.trainable_params(backbone.taps()) if budget is None else budget
     if kind == "wider-toy":
         from gattanet.adapters.budget import wider_toy_widths
@@ -140,3 +143,28 @@ def build_model(kind: str, backbone: Backbone, attn: AttentionSpec | None = None
     width, _ = match_width(kind, backbone.taps(), budget)
     model = AdaptedModel(backbone, kind, width)
     return Built(model, model.adapter_parameters(), width)
+
+
+FROM_SCRATCH = ("toy-scratch", "gattanet-scratch", "sk", "splat", "condconv", "dynconv")  # the from-scratch track
+
+
+def _from_scratch(kind: str, backbone: Backbone, attn: AttentionSpec) -> Built:
+    """A fresh network in the toy backbone's place, every weight trained: the plain toy ("toy-scratch"), the toy
+    with GAttANet trained jointly with it ("gattanet-scratch"), or the toy with its convs replaced by a
+    related-work layer (gattanet.adapters.scratch.SCRATCH) at the plain toy's total parameter count."""
+    from gattanet.models.registry import build_backbone
+
+    if backbone.arch != "toy":
+        raise ValueError(f"the from-scratch track replaces the toy CNN; got a {backbone.arch} backbone")
+    shape = (backbone.num_classes, backbone.in_channels)
+    if kind in ("toy-scratch", "gattanet-scratch"):
+        toy = build_backbone("toy", *shape, input_size=backbone.input_size)
+        if kind == "toy-scratch":
+            return Built(toy, list(toy.parameters()))
+        model = replace(attn, finetune=True).build(toy)  # finetune: the backbone trains (in train mode) too
+        return Built(model, model.attention_parameters() + model.backbone_parameters())
+    from gattanet.adapters.scratch import build_scratch, toy_total
+
+    total = toy_total(backbone.in_channels, backbone.num_classes, backbone.input_size)
+    model = build_scratch(kind, backbone.in_channels, backbone.num_classes, backbone.input_size, total)
+    return Built(model, list(model.parameters()), {"widths": list(model.widths), "hidden": model.hidden})

@@ -43,6 +43,7 @@ class Outputs:
     controls: dict[str, dict] = field(default_factory=dict)       # results/controls/KEY.json
     extensions: dict[str, dict] = field(default_factory=dict)     # results/extensions/KEY/metrics.json
     extension_arrays: dict[str, dict] = field(default_factory=dict)  # their correct.npz (pairs of extensions)
+    baseline_arrays: dict[str, dict] = field(default_factory=dict)  # results/baselines/METHOD.npz (pairs with GAttANet)
     pretrain_history: dict[str, list[dict]] = field(default_factory=dict)  # results/pretrain/KEY/live (DVCLive)
     from_arrays: list[str] = field(default_factory=list)          # per-image arrays the intervals were recomputed from
     arrays_missing: list[str] = field(default_factory=list)       # outputs whose intervals are their JSON's, and why

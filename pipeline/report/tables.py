@@ -6,10 +6,13 @@ Rows are plain dicts of display strings (and a few flags) so the template only l
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from gattanet.adapters.addons import ADDONS
 from gattanet.adapters.budget import BUDGET_TOL
+from gattanet.adapters.scratch import SCRATCH
+from pipeline.config import SCRATCH_TRACK
 from gattanet.analysis.stats import Estimate
 
 from .across import across_groups
@@ -299,6 +302,18 @@ BASELINE_METHODS = {
                   "total parameters ≈ toy + GAttANet, no attention",
                   "gattanet/models/toy.py scaled by one width factor, trained from scratch like the backbone"),
 }
+BASELINE_METHODS.update({
+    "toy-scratch": ("toy CNN (from scratch)", "the plain toy CNN retrained at each seed: the from-scratch track's "
+                    "reference without attention", "gattanet/models/toy.py, trained like the backbone"),
+    "gattanet-scratch": ("GAttANet (joint, from scratch)", "the toy CNN and GAttANet trained together from scratch, "
+                         "every weight at the backbone's learning rate",
+                         "gattanet/models/spec.py (fine-tuning mode on a fresh toy), trained like the backbone"),
+})
+SCRATCH_LABELS = {"sk": "Selective Kernel", "splat": "Split Attention", "condconv": "CondConv",
+                  "dynconv": "Dynamic Convolution"}
+BASELINE_METHODS.update({m.name: (SCRATCH_LABELS.get(m.name, m.name), m.title,
+                                  f"{m.source}; in place of the toy's 3×3 convs: {m.layer_text}")
+                         for m in SCRATCH.values()})
 ECA_UNMATCHABLE = ("unmatchable: ECA's only weights are one k-tap 1-D kernel per layer (k odd, ≤ 2·C − 1) "
                    "and its gate γ, far below GAttANet's budget; its real count is shown")
 # The add-ons' names, papers, code sources and identity rules: the adapters' registry, the one place they are stated.
@@ -316,18 +331,56 @@ def baselines_section(out: Outputs, params: dict) -> dict:
         return {"missing": f"{FULL_PROFILE_COMMAND}   (the full CPU profile: the add-on track's methods at GAttANet's budget "
                            "and seeds; or list methods under `baselines.methods` in params.yaml)"}
     ran = [m for m in cfg["methods"] if m in out.baselines]
-    ran.sort(key=lambda m: (m != "gattanet", m == "wider-toy", -_or(out.baselines[m]["clean_acc"], -1.0)))
+    ran.sort(key=lambda m: (m in SCRATCH_TRACK, m not in TRACK_REFERENCES.values(), m in ("toy-scratch", "wider-toy"),
+                            -_or(out.baselines[m]["clean_acc"], -1.0)))
     sigmas = sorted({out.baselines[m]["peak_sigma"] for m in ran})
     rows = [_baseline_row(m, out.baselines[m], out, len(sigmas) > 1) for m in ran]
+    _paired_with_gattanet(rows, out)
+    for r in rows:
+        r["track"] = "scratch" if r["method"] in SCRATCH_TRACK else "addon"
     not_run = [{"method": m, "label": _method(m)[0], "description": _method(m)[1],
                 "command": f"dvc repro baselines@{m}"} for m in cfg["methods"] if m not in out.baselines]
     reference = out.baselines[ran[0]] if ran else None
     return {"missing": None, "rows": rows, "not_run": not_run, "budget": _budget(cfg, params),
+            "protocols": TRACK_PROTOCOLS,
             "peak_header": f"σ = {sigmas[0]:g}" if len(sigmas) == 1 else "the peak σ (per row)",
             "backbone": None if reference is None else {
                 "source": f"{ran[0]}.json", "clean": pct(reference["baseline_acc"]),
                 "peak": pct(reference["baseline_at_peak"])},
             "leaders": _leaders([(m, out.baselines[m]) for m in ran], sigmas)}
+
+
+TRACK_REFERENCES = {"addon": "gattanet", "scratch": "gattanet-scratch"}  # the GAttANet each track is paired with
+TRACK_PROTOCOLS = {
+    "addon": "Add-on track: the same frozen pretrained backbone; only the module trains, at GAttANet's budget, seeds "
+             "and training images; each row paired with GAttANet seed by seed on the same test images.",
+    "scratch": "From-scratch track: each network in the toy CNN's place, every weight trained from scratch with the "
+               "backbone's protocol (its epochs cap, patience, learning rate, batch and augmentation) at the GAttANet "
+               "run's seeds, at the plain toy's parameter count (widths scaled by one factor; the wider toy at toy + "
+               "GAttANet's); each row paired with GAttANet trained jointly with its toy from scratch."}
+
+
+def _paired_with_gattanet(rows: list[dict], out: Outputs) -> None:
+    """Each row's difference from its track's GAttANet (method − GAttANet, paired per seed, on the same images) at
+    σ = 0 and at the row's σ*, from both methods' per-image arrays; '—' where either archive is missing."""
+    from gattanet.analysis.stats import effect_ci, verdict
+
+    from pipeline.report.extensions import WORDS
+
+    for r in rows:
+        ref = TRACK_REFERENCES["scratch" if r["method"] in SCRATCH_TRACK else "addon"]
+        a, b = out.baseline_arrays.get(r["method"]), out.baseline_arrays.get(ref)
+        r["vs_gattanet"] = r["vs_gattanet_peak"] = "—" if r["method"] != ref else "the reference"
+        r["vs_verdict"] = r["vs_verdict_peak"] = ""
+        if r["method"] == ref or a is None or b is None or a["correct"].shape != b["correct"].shape \
+                or not np.array_equal(a["seeds"], b["seeds"]):
+            continue
+        peak = list(map(float, a["sigmas"])).index(float(out.baselines[r["method"]]["peak_sigma"]))
+        for i, suffix in ((0, ""), (peak, "_peak")):
+            e = effect_ci([(1.0, a["correct"][:, i].astype(float)), (-1.0, b["correct"][:, i].astype(float))],
+                          paired=True)
+            r["vs_gattanet" + suffix] = ci_text(e)
+            r["vs_verdict" + suffix] = WORDS[verdict(e)]
 
 
 def _method(m: str) -> tuple[str, str, str]:
@@ -362,11 +415,17 @@ def _budget_note(m: str, r: dict, out: Outputs) -> str:
     if not r["matchable"]:
         return ECA_UNMATCHABLE if m == "eca" else "unmatchable: its real count is shown"
     target, what = r["gattanet_params"], "GAttANet"
-    if r["within_budget"] is None:  # wider-toy: its total is matched to the backbone plus GAttANet
+    if m == "toy-scratch":
+        return "the plain toy itself, retrained"
+    if m == "gattanet-scratch":
+        return "the plain toy + GAttANet, trained together"
+    if r["within_budget"] is None:  # the from-scratch track: matched on the whole network
         backbone = out.train_attn.get(r["run"], {}).get("backbone_params")
+        plus = r["gattanet_params"] if m == "wider-toy" else 0  # the wider toy: backbone + GAttANet; others: the toy
         if backbone is None:
-            return "total matched to backbone + GAttANet (backbone count not available)"
-        target, what = backbone + r["gattanet_params"], f"backbone + GAttANet = {count(backbone + r['gattanet_params'])}"
+            return "total matched to the toy's (count not available)"
+        target = backbone + plus
+        what = f"backbone + GAttANet = {count(target)}" if plus else f"the plain toy's {count(target)}"
     dev = (r["trainable_params"] - target) / target
     inside = r["within_budget"] if r["within_budget"] is not None else abs(dev) <= BUDGET_TOL
     return f"{'within' if inside else 'outside'} ±{100 * BUDGET_TOL:.0f} % of {what} ({100 * dev:+.1f} %)"
@@ -394,10 +453,12 @@ def _budget(cfg: dict, params: dict) -> str:
             f"learning rate {run.get('lr', '?')}, early-stopping patience {run.get('patience', '?')}), "
             f"on its frozen {cfg['backbone']} backbone, once per training seed of that run "
             f"({len(run.get('seeds', []))} seeds).")
-    if "wider-toy" in cfg["methods"]:
+    if any(m in SCRATCH_TRACK for m in cfg["methods"]):
         bb = (params.get("backbones") or {}).get(cfg["backbone"], {})
-        text += (f" The wider-toy control has no frozen part and is trained from scratch like the backbone: at most "
-                 f"{_epochs(bb.get('epochs', '?'))} on {_subset(bb.get('train_subset', 0))}.")
+        text += (f" The from-scratch track (the wider toy among it) has no frozen part and is trained like the "
+                 f"backbone: at most {_epochs(bb.get('epochs', '?'))} (patience {bb.get('patience', '?')}) on "
+                 f"{_subset(bb.get('train_subset', 0))}, learning rate {bb.get('lr', '?')}, batch "
+                 f"{bb.get('batch_size', '?')}.")
     return text
 
 

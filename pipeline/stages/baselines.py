@@ -10,11 +10,12 @@ from gattanet.engine import distributed
 from gattanet.adapters.budget import UNMATCHABLE, within_budget
 from gattanet.models.spec import build_model
 from gattanet.cost.bench import timed  # synchronises CUDA: queued kernels are counted, not just launched
-from gattanet.io import write_json
+from gattanet.io import atomic_path, write_json
 from gattanet.engine.placement import place
 from gattanet.engine.precision import autocast, autocast_dtype, precision_name
 from gattanet.analysis.sweeps import gain_at, sweep_correct
 from gattanet.engine.train import TrainConfig, fit
+from pipeline.config import SCRATCH_TRACK
 from pipeline.data_source import DataSource
 from pipeline.errors import UsageError
 from pipeline import outputs
@@ -28,11 +29,11 @@ THROUGHPUT_RATES = 4  # the method's and the backbone's inference and training r
 
 
 def training_settings(params, method: str):
-    """(the params block a method trains with, its train subset, its epoch limit): wider-toy trains from scratch
-    like the backbone; every other method like the GAttANet run, for `baselines.epochs`."""
+    """(the params block a method trains with, its train subset, its epoch limit): the from-scratch track (the
+    wider toy among it) trains like the backbone; every add-on like the GAttANet run, for `baselines.epochs`."""
     b = params.baselines
     run = params.attention[b.run]
-    if method == "wider-toy":
+    if method in SCRATCH_TRACK:
         bb = params.backbones[run.backbone]
         return bb, bb.train_subset, bb.epochs
     return run, b.train_subset, b.epochs
@@ -118,7 +119,7 @@ def run(params, method: str) -> None:
         "seeds": list(att_run.seeds), "test_images": int(acc.shape[2]),
         "trainable_params": n_trainable, "gattanet_params": gattanet_params,
         "matchable": method not in UNMATCHABLE, "within_budget": within_budget(n_trainable, gattanet_params)
-        if method != "wider-toy" else None,
+        if method not in SCRATCH_TRACK else None,  # the from-scratch track is matched on the whole network
         "clean_acc": float(acc[:, 0].mean()), "baseline_acc": float(hits["baseline"][0].mean()),
         "clean_gain": gain_at(hits["baseline"], acc, 0).as_dict(),
         "peak_sigma": noise.peak_sigma, "acc_at_peak": float(acc[:, k].mean()),
@@ -127,6 +128,9 @@ def run(params, method: str) -> None:
         "baseline": hits["baseline"].mean(axis=1).tolist(),
         **speed, "epochs_run": epochs_run, "precision": precision_name(dtype),
         "seconds": round(clock["seconds"] + resumed, 3), "device": str(device)}))  # + time before a kill
+    with atomic_path(outputs.BASELINES_CORRECT.path(method)) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, sigmas=np.array(list(noise.sigmas)), seeds=np.array(att_run.seeds),
+                            baseline=hits["baseline"], correct=acc)
     for seed in att_run.seeds:
         resume_file(f"baselines-{method}", seed).unlink(missing_ok=True)
     print(f"baselines {method}: {n_trainable:,} params (GAttANet {gattanet_params:,}), "
@@ -138,7 +142,7 @@ def _method(params, method: str, backbone, att_run, bb_run, gattanet_params: int
     seeded(training_seed(params, seed))
     built = build_model(method, backbone, attention_spec(att_run), gattanet_params)
     place(built.model, backbone_device(backbone))
-    # wider-toy (validated: the backbone is a toy one) trains from scratch like the backbone
+    # the from-scratch track (validated: the backbone is a toy one) trains like the backbone
     return (built.model, built.trainable, built.width, *training_settings(params, method)[:2])
 
 

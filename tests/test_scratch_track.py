@@ -1,0 +1,75 @@
+"""The related work's from-scratch track as the stages build and train it: each network in the toy's place at the
+toy's parameter count, every weight trained; GAttANet trained jointly with a fresh toy as its reference; the
+baselines stage writing the per-image arrays from which the report pairs each method with its track's GAttANet."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from gattanet.adapters.budget import BUDGET_TOL
+from gattanet.adapters.scratch import toy_total
+from gattanet.models.registry import build_backbone
+from gattanet.models.spec import FROM_SCRATCH, AttentionSpec, build_model
+
+ATTN = AttentionSpec(16, 0.25, False, False, 1, "full")
+
+
+@pytest.mark.parametrize("kind", FROM_SCRATCH)
+def test_each_from_scratch_model_is_fresh_at_the_toys_size_and_trains_whole(kind):
+    torch.manual_seed(0)
+    backbone = build_backbone("toy", 10, 1)
+    built = build_model(kind, backbone, ATTN)
+    total = toy_total(1, 10)
+    n = sum(p.numel() for p in built.trainable)
+    assert n == sum(p.numel() for p in built.model.parameters())  # nothing frozen
+    if kind == "gattanet-scratch":
+        assert n == total + ATTN.trainable_params(backbone.taps())
+        assert built.model.backbone is not backbone
+    else:
+        assert abs(n - total) <= BUDGET_TOL * total, (kind, n, total)
+    assert not any(p is q for p in built.trainable for q in backbone.parameters())
+    assert built.model(torch.rand(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_the_from_scratch_track_refuses_a_resnet():
+    with pytest.raises(ValueError, match="the from-scratch track replaces the toy CNN; got a resnet18 backbone"):
+        build_model("sk", build_backbone("resnet18", 10, 1), ATTN)
+
+
+@pytest.mark.slow
+def test_baselines_stage_pairs_a_from_scratch_method_with_joint_gattanet(project):
+    """sk and gattanet-scratch through `gattanet-cli stage baselines`: their arrays load, the JSON's gains are the
+    arrays', and the report's row of sk carries its paired difference from the jointly trained GAttANet."""
+    from typer.testing import CliRunner
+
+    from pipeline import outputs
+    from pipeline.cli import app
+    from pipeline.recompute import read_arrays
+    from pipeline.report.load import load_outputs
+    from pipeline.report.tables import baselines_section
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["baselines"].update(methods=["gattanet", "gattanet-scratch", "sk"], train_subset=64)
+    params["backbones"]["toy-fmnist"]["train_subset"] = 64
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    runner = CliRunner()
+    for args in (["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d16"], ["train-attn", "toy-fmnist-d4"],
+                 ["baselines", "gattanet-scratch"], ["baselines", "sk"]):
+        r = runner.invoke(app, ["stage", *args])
+        assert r.exit_code == 0, (args, r.output)
+    for m in ("gattanet-scratch", "sk"):
+        res = json.loads(outputs.BASELINES.path(m).read_text())
+        z = read_arrays(outputs.BASELINES_CORRECT.path(m), outputs.BASELINES_CORRECT.names)
+        assert z["correct"].shape == (len(res["seeds"]), len(res["sigmas"]), res["test_images"])
+        assert res["clean_acc"] == pytest.approx(z["correct"][:, 0].mean())
+        assert res["within_budget"] is None
+    out = load_outputs(params, project)
+    rows = {r["method"]: r for r in baselines_section(out, params)["rows"]}
+    assert rows["gattanet-scratch"]["vs_gattanet"] == "the reference" and rows["gattanet-scratch"]["track"] == "scratch"
+    a, b = out.baseline_arrays["sk"]["correct"][:, 0], out.baseline_arrays["gattanet-scratch"]["correct"][:, 0]
+    assert rows["sk"]["vs_gattanet"].startswith(f"{100 * (a.mean() - b.mean()):+.2f} pts")
+    assert rows["sk"]["vs_verdict"] in ("better", "worse", "inconclusive")
+    assert np.array_equal(out.baseline_arrays["sk"]["seeds"], params["attention"]["toy-fmnist-d16"]["seeds"])
