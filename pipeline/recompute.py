@@ -160,14 +160,22 @@ def recompute_outputs(out, params: dict) -> Recomputed:
         if [str(a) for a in arrays] != [str(x) for x in listed]:
             raise ValueError(f"{path}: {name} {[str(a) for a in arrays]} do not match its JSON's {list(listed)}")
 
+    def archive(array, json_output, key: str, stage: str, seeds=None, need=None):
+        """(arrays, path) of `array` for `key` (`need`: the arrays it must hold, by default all; checked against the
+        JSON's `seeds`), or (None, path) when it is missing, then listed in `missing`."""
+        z = read_arrays(path := array.path(key, root), array.names if need is None else need)
+        if z is None:
+            lacking(json_output.path(key, root), path, f"dvc repro {stage}@{key}")
+        elif seeds is not None:
+            matching(path, "seeds", z["seeds"], seeds)
+        return z, path
+
     whole = not (params.get("noise") or {}).get("test_subset")
     noise_arrays: dict[str, dict] = {}
     for key, sweep in out.noise.items():
-        z = read_arrays(path := outputs.NOISE_CORRECT.path(key, root), outputs.NOISE_CORRECT.names)
+        z, path = archive(outputs.NOISE_CORRECT, outputs.NOISE_SWEEP, key, "noise", sweep["seeds"])
         if z is None:
-            lacking(outputs.NOISE_SWEEP.path(key, root), path, f"dvc repro noise@{key}")
             continue
-        matching(path, "seeds", z["seeds"], sweep["seeds"])
         noise_arrays[key] = z
         est = noise_estimates(z["baseline"], z["gattanet"])
         sweep["gain"], sweep["growth_by_sigma"] = est["gain"], est["growth_by_sigma"]
@@ -182,20 +190,17 @@ def recompute_outputs(out, params: dict) -> Recomputed:
                                 + ("the noise sweep ran on a test subset, not the images train-attn measured on)"
                                    if z is not None else f"no noise arrays; dvc repro noise@{key} writes them)"))
     for key, les in out.lesions.items():
-        z = read_arrays(path := outputs.LESIONS_CORRECT.path(key, root), outputs.LESIONS_CORRECT.names)
+        z, path = archive(outputs.LESIONS_CORRECT, outputs.LESIONS, key, "lesions", les["seeds"])
         if z is None:
-            lacking(outputs.LESIONS.path(key, root), path, f"dvc repro lesions@{key}")
             continue
         matching(path, "patterns", z["patterns"], [p["pattern"] for p in les["patterns"]])
-        matching(path, "seeds", z["seeds"], les["seeds"])
         full = next(i for i, p in enumerate(les["patterns"]) if p["kind"] == "full")
         for row, est in zip(les["patterns"], lesion_estimates(z["baseline"], z["correct"], full)):
             row.update(est)
         done.arrays.append(rel(path))
     for key, emb in out.embedding.items():
-        z = read_arrays(path := outputs.EMBED_CORRECT.path(key, root), ("query",))
+        z, path = archive(outputs.EMBED_CORRECT, outputs.EMBED_STATS, key, "embed", need=("query",))
         if z is None:
-            lacking(outputs.EMBED_STATS.path(key, root), path, f"dvc repro embed@{key}")
             continue
         stats, est = emb["stats"], embed_estimates(z)
         for target, new in ((stats, est), (stats.get("groups"), est.get("groups"))):
@@ -206,43 +211,35 @@ def recompute_outputs(out, params: dict) -> Recomputed:
                 target.setdefault("controls", {}).setdefault(c, {"what": c}).update(e)
         done.arrays.append(rel(path))
     for key, maps in out.maps.items():
-        z = read_arrays(path := outputs.MAPS_HITS.path(key, root), outputs.MAPS_HITS.names)
+        z, path = archive(outputs.MAPS_HITS, outputs.MAPS_STATS, key, "maps", maps["stats"]["seeds"])
         if z is None:
-            lacking(outputs.MAPS_STATS.path(key, root), path, f"dvc repro maps@{key}")
             continue
-        matching(path, "seeds", z["seeds"], maps["stats"]["seeds"])
         maps["stats"].update(maps_estimates(z["top1"], z["top3"]))
         done.arrays.append(rel(path))
     if out.dims is not None:
         _recompute_dims(out.dims, noise_arrays, done, rel(outputs.DIMS.path(root=root)))
     for key, res in out.controls.items():
-        z = read_arrays(path := outputs.CONTROLS_CORRECT.path(key, root), outputs.CONTROLS_CORRECT.names)
+        z, path = archive(outputs.CONTROLS_CORRECT, outputs.CONTROLS, key, "controls", res["seeds"])
         if z is None:
-            lacking(outputs.CONTROLS.path(key, root), path, f"dvc repro controls@{key}")
             continue
         matching(path, "methods", z["methods"], [r["method"] for r in res["controls"]])
-        matching(path, "seeds", z["seeds"], res["seeds"])
         est = controls_estimates(z["baseline"], z["gattanet"], z["correct"])
         res["gattanet_gain"] = est["gattanet_gain"]
         for row, e in zip(res["controls"], est["controls"]):
             row.update(e)
         done.arrays.append(rel(path))
     for method, res in out.baselines.items():
-        z = read_arrays(path := outputs.BASELINES_CORRECT.path(method, root), outputs.BASELINES_CORRECT.names)
+        z, path = archive(outputs.BASELINES_CORRECT, outputs.BASELINES, method, "baselines", res["seeds"])
         if z is None:
-            lacking(outputs.BASELINES.path(method, root), path, f"dvc repro baselines@{method}")
             continue
-        matching(path, "seeds", z["seeds"], res["seeds"])
         k = _sigma_index(z, res["peak_sigma"])
         res["clean_gain"], res["gain_at_peak"] = (gain_at(z["baseline"], z["correct"], i).as_dict() for i in (0, k))
         out.baseline_arrays[method] = z
         done.arrays.append(rel(path))
     for key, res in out.extensions.items():
-        z = read_arrays(path := outputs.EXTENSION_CORRECT.path(key, root), outputs.EXTENSION_CORRECT.names)
+        z, path = archive(outputs.EXTENSION_CORRECT, outputs.EXTENSION_METRICS, key, "extend", res["seeds"])
         if z is None:
-            lacking(outputs.EXTENSION_METRICS.path(key, root), path, f"dvc repro extend@{key}")
             continue
-        matching(path, "seeds", z["seeds"], res["seeds"])
         matching(path, "sigmas", [float(x) for x in z["sigmas"]], [float(x) for x in res["sigmas"]])
         res.update(extension_estimates(z["baseline"], z["gattanet"], z["variant"]))
         out.extension_arrays[key] = z

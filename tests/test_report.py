@@ -364,7 +364,11 @@ def test_baselines_section_compares_every_method_gattanet_first(built):
     files = _baseline_files(root, params)
     modules = sorted((m for m in files if m not in ("gattanet", "wider-toy")), key=lambda m: -files[m]["clean_acc"])
     order = ["gattanet", *modules, "wider-toy"]
-    rows = Rows(html, "baselines").rows
+    every = Rows(html, "baselines").rows
+    headers = [r[0] for r in every if r[0].startswith(("Add-on track:", "From-scratch track:"))]
+    assert [h.split(":")[0] for h in headers] == ["Add-on track", "From-scratch track"]  # wider-toy: from scratch
+    assert every.index([headers[1]]) == len(order)  # the from-scratch block starts after the add-ons
+    rows = [r for r in every if r[0] not in headers]
     assert [r[0] for r in rows] == [BASELINE_METHODS[m][0] for m in order] + ["frozen backbone"]
     for m, row in zip(order, rows):
         r = files[m]
@@ -374,8 +378,10 @@ def test_baselines_section_compares_every_method_gattanet_first(built):
         # the Δ with its CI is the method's accuracy minus the backbone's, on the same images
         assert row[5].startswith(pts(r["clean_acc"] - r["baseline_acc"]) + " [")
         assert row[7].startswith(pts(r["acc_at_peak"] - r["baseline_at_peak"]) + " [")
-        assert row[8] == f"{1 / r['rel_train']:.2f}×" and row[9] == f"{1 / r['rel_infer']:.2f}×"
-        assert row[10] == ", ".join(map(str, r["epochs_run"])) + " (per seed)"
+        reference = "the reference" if m == "gattanet" else "—"  # fake outputs: no per-image arrays to pair
+        assert row[8:10] == [reference, reference], m
+        assert row[10] == f"{1 / r['rel_train']:.2f}×" and row[11] == f"{1 / r['rel_infer']:.2f}×"
+        assert row[12] == ", ".join(map(str, r["epochs_run"])) + " (per seed)"
     budget = {m: row[3] for m, row in zip(order, rows)}
     tol = f"±{100 * BUDGET_TOL:.0f} %"  # the adapters' tolerance, the one the stage applies
     assert "unmatchable" in budget["eca"] and f"within {tol}" in budget["se"] and f"outside {tol}" in budget["cbam"]
@@ -417,7 +423,7 @@ def test_a_missing_baselines_method_shows_not_run_with_its_command(tmp_path):
     (tmp_path / "results/baselines/cbam.json").unlink()
     index = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
     html, page = _html_of(index)
-    rows = {r[0]: r for r in Rows(html, "baselines").rows}
+    rows = {r[0]: r for r in Rows(html, "baselines").rows if not r[0].startswith(("Add-on track", "From-scratch track"))}
     assert rows["CBAM"][2] == "not run dvc repro baselines@cbam"
     assert all("not run" not in " ".join(r) for label, r in rows.items() if label != "CBAM")
     assert len(rows) == len(params["baselines"]["methods"]) + 1  # and the frozen backbone
