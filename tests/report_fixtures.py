@@ -385,7 +385,7 @@ def _maps(out: Path, key: str, a: dict, arch: str, rng: np.random.Generator, n: 
 
 def _baseline(path: Path, method: str, params: dict, baseline: np.ndarray, gain: float,
               rng: np.random.Generator) -> None:
-    """results/baselines/METHOD.json: the run's backbone and per seed a method with a method-specific gain."""
+    """results/baselines/METHOD.json and .npz: the run's backbone and per seed a method with a method-specific gain."""
     cfg, noise = params["baselines"], params["noise"]
     a = params["attention"][cfg["run"]]
     scale, budget = FAKE_BASELINES[method]
@@ -408,3 +408,5 @@ def _baseline(path: Path, method: str, params: dict, baseline: np.ndarray, gain:
         "infer_img_per_s": 800.0, "backbone_infer_img_per_s": 800.0 / rel_infer, "rel_infer": rel_infer,
         "train_img_per_s": 500.0, "backbone_train_img_per_s": 500.0 / rel_train, "rel_train": rel_train,
         "epochs_run": [cfg["epochs"]] * len(a["seeds"]), "precision": "fp32", "seconds": 20.0, "device": "cpu"})
+    _npz(path.with_suffix(".npz"), sigmas=np.array(noise["sigmas"]), seeds=np.array(a["seeds"]), baseline=baseline,
+         correct=acc)

@@ -394,7 +394,7 @@ def test_the_report_rebuilds_every_verdict_from_the_per_image_arrays_alone(tmp_p
     out = load_outputs(params, tmp_path)
     arrays = [str(p.relative_to(tmp_path)) for p in arrays_of(res)]
     assert sorted(out.from_arrays) == arrays and {a.split("/")[1] for a in arrays} == {
-        "noise", "lesions", "embedding", "maps", "controls"}  # dims: from the noise arrays
+        "noise", "lesions", "embedding", "maps", "controls", "baselines"}  # dims: from the noise arrays
     assert out.arrays_missing == []
     rebuilt = {c.id: c for c in evaluate_claims(out, load_paper(), params)}
     for cid in RECOMPUTED:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from gattanet.cost import rates as cost
 from gattanet.cost.rates import AttnSpec, ModelSpec, Probe
 from pipeline.cli import app
-from pipeline.config import load_params
+from pipeline.config import SCRATCH_TRACK, load_params
 from pipeline.plan import STANDARD_SIZES, build_works, entries, make_plan
 from pipeline.stages import STAGES
 
@@ -80,8 +80,9 @@ def test_tiny_profile_work_matches_a_hand_count(tmp_path, monkeypatch, tiny_para
     seeds = len(run["seeds"])
     for method in b["methods"]:
         train, val, sweep, *check = _items(works, "baselines", method)
-        epochs = bb["epochs"] if method == "wider-toy" else b["epochs"]
-        subset = bb["train_subset"] if method == "wider-toy" else b["train_subset"]
+        scratch = method in SCRATCH_TRACK  # trained like the backbone
+        epochs = bb["epochs"] if scratch else b["epochs"]
+        subset = bb["train_subset"] if scratch else b["train_subset"]
         assert train.images == seeds * sub(subset, n_train) * epochs
         assert val.images == seeds * n_val * epochs
         assert sweep.images == len(raw["noise"]["sigmas"]) * sub(b["test_subset"], n_test)
