@@ -157,14 +157,16 @@ def _from_scratch(kind: str, backbone: Backbone, attn: AttentionSpec) -> Built:
     if backbone.arch != "toy":
         raise ValueError(f"the from-scratch track replaces the toy CNN; got a {backbone.arch} backbone")
     shape = (backbone.num_classes, backbone.in_channels)
-    if kind in ("toy-scratch", "gattanet-scratch"):
-        toy = build_backbone("toy", *shape, input_size=backbone.input_size)
+    if kind in ("toy-scratch", "gattanet-scratch"):  # the backbone's own shape, fresh weights
+        toy = build_backbone("toy", *shape, input_size=backbone.input_size, widths=backbone.widths,
+                             hidden=backbone.hidden, dropout=backbone.dropout)
         if kind == "toy-scratch":
             return Built(toy, list(toy.parameters()))
         model = replace(attn, finetune=True).build(toy)  # finetune: the backbone trains (in train mode) too
         return Built(model, model.attention_parameters() + model.backbone_parameters())
-    from gattanet.adapters.scratch import build_scratch, toy_total
+    from gattanet.adapters.scratch import build_scratch
 
-    total = toy_total(backbone.in_channels, backbone.num_classes, backbone.input_size)
-    model = build_scratch(kind, backbone.in_channels, backbone.num_classes, backbone.input_size, total)
+    total = sum(p.numel() for p in backbone.parameters())  # the toy it replaces, counted
+    model = build_scratch(kind, backbone.in_channels, backbone.num_classes, backbone.input_size, total,
+                          dropout=backbone.dropout)
     return Built(model, list(model.parameters()), {"widths": list(model.widths), "hidden": model.hidden})

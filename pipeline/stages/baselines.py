@@ -114,6 +114,9 @@ def run(params, method: str) -> None:
         speed = _throughput(models[str(att_run.seeds[0])], backbone, source, run_cfg.batch_size, trainable)
     acc = np.stack([hits[n] for n in models])  # (seed, σ, N)
     k = list(noise.sigmas).index(noise.peak_sigma)
+    with atomic_path(outputs.BASELINES_CORRECT.path(method)) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, sigmas=np.array(list(noise.sigmas)), seeds=np.array(att_run.seeds),
+                            baseline=hits["baseline"], correct=acc)  # before the JSON, its stage's last word
     write_json(outputs.BASELINES.path(method), outputs.BASELINES.record({
         "method": method, "run": cfg.run, "arch": bb_run.arch, "dataset": att_run.dataset, "width": width,
         "seeds": list(att_run.seeds), "test_images": int(acc.shape[2]),
@@ -128,9 +131,6 @@ def run(params, method: str) -> None:
         "baseline": hits["baseline"].mean(axis=1).tolist(),
         **speed, "epochs_run": epochs_run, "precision": precision_name(dtype),
         "seconds": round(clock["seconds"] + resumed, 3), "device": str(device)}))  # + time before a kill
-    with atomic_path(outputs.BASELINES_CORRECT.path(method)) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, sigmas=np.array(list(noise.sigmas)), seeds=np.array(att_run.seeds),
-                            baseline=hits["baseline"], correct=acc)
     for seed in att_run.seeds:
         resume_file(f"baselines-{method}", seed).unlink(missing_ok=True)
     print(f"baselines {method}: {n_trainable:,} params (GAttANet {gattanet_params:,}), "
