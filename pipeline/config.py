@@ -28,7 +28,7 @@ FOLDER_DATASETS = ("imagenet",)  # read from JPEG folders; the others are materi
 FOLDER_KEYS = ("workers", "eval_cache", "cache_dir")
 ADDON_TRACK = ("gattanet", "se", "eca", "cbam", "bam", "gather-excite", "non-local", "aa-conv", "mhsa", "gsa",
                "ran-mask", "ltpa")  # on the frozen backbone, at GAttANet's budget (gattanet.adapters.addons)
-SCRATCH_TRACK = ("toy-scratch", "wider-toy", "gattanet-scratch", "sk", "splat", "condconv", "dynconv")  # trained
+SCRATCH_TRACK = ("toy-scratch", "wider-toy", "gattanet-scratch", "sk", "splat", "condconv", "dynconv", "ram")  # trained
 # from scratch in the toy's place (gattanet.models.spec.FROM_SCRATCH; the wider toy at toy + GAttANet's size)
 BASELINE_METHODS = ADDON_TRACK + SCRATCH_TRACK
 SEED_END = 2 ** 32  # seeds must be below it: numpy's and UMAP's random states take 32-bit seeds

@@ -139,3 +139,38 @@ def test_hybrid_loss_trains_the_model():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="need glimpses"):
         RAM(1, 10, **kwargs)
+
+
+def test_the_training_step_adds_the_models_own_loss_terms():
+    """fit's Step trains a RAM on the hybrid loss (its location policy learns only through REINFORCE);
+    a model without extra_loss keeps plain cross-entropy."""
+    from gattanet.engine.train import Step, TrainConfig
+
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 32, 32), torch.randint(0, 10, (8,))
+    one, other = RAM(1, 10, 16, 32, glimpses=3).train(), RAM(1, 10, 16, 32, glimpses=3).train()
+    other.load_state_dict(one.state_dict())
+    torch.manual_seed(5)
+    Step(one, one.parameters(), TrainConfig(1, 1, lr=1e-3))(x, y, 1, 1)
+    torch.manual_seed(5)
+    hybrid_loss(other, x, y).backward()
+    for (name, p), q in zip(one.named_parameters(), other.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    assert one.locator.weight.grad.abs().sum() > 0
+
+    plain = torch.nn.Linear(4, 3)
+    step = Step(plain, plain.parameters(), TrainConfig(1, 1, lr=1e-3))
+    xs, ys = torch.rand(5, 4), torch.randint(0, 3, (5,))
+    expected = float(F.cross_entropy(plain(xs), ys))  # before the step moves the weights
+    assert step.extra_loss is None and step(xs, ys, 1, 1)[0] == pytest.approx(expected)
+
+
+def test_runs_under_bf16_autocast_with_an_fp32_policy():
+    torch.manual_seed(0)
+    model = RAM(1, 10, 16, 32, glimpses=3).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.rand(4, 1, 32, 32))
+        loss = model.extra_loss(logits.float(), torch.zeros(4, dtype=torch.long))
+    loss.backward()
+    assert model.trace.log_pi.dtype == model.trace.baseline.dtype == torch.float32
+    assert torch.isfinite(model.locator.weight.grad).all()

@@ -41,8 +41,9 @@ def test_the_from_scratch_track_refuses_a_resnet():
 
 @pytest.mark.slow
 def test_baselines_stage_pairs_a_from_scratch_method_with_joint_gattanet(project):
-    """sk and gattanet-scratch through `gattanet-cli stage baselines`: their arrays load, the JSON's gains are the
-    arrays', and the report's row of sk carries its paired difference from the jointly trained GAttANet."""
+    """sk, RAM and gattanet-scratch through `gattanet-cli stage baselines`: their arrays load, the JSON's gains are
+    the arrays', the report's rows of sk and RAM carry their paired differences from the jointly trained GAttANet,
+    and what the protocol forces on each is listed under the table."""
     from typer.testing import CliRunner
 
     from pipeline import outputs
@@ -52,24 +53,41 @@ def test_baselines_stage_pairs_a_from_scratch_method_with_joint_gattanet(project
     from pipeline.report.tables import baselines_section
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["baselines"].update(methods=["gattanet", "gattanet-scratch", "sk"], train_subset=64)
+    params["baselines"].update(methods=["gattanet", "gattanet-scratch", "sk", "ram"], train_subset=64)
     params["backbones"]["toy-fmnist"]["train_subset"] = 64
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     runner = CliRunner()
     for args in (["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d16"], ["train-attn", "toy-fmnist-d4"],
-                 ["baselines", "gattanet-scratch"], ["baselines", "sk"]):
+                 ["baselines", "gattanet-scratch"], ["baselines", "sk"], ["baselines", "ram"]):
         r = runner.invoke(app, ["stage", *args])
         assert r.exit_code == 0, (args, r.output)
-    for m in ("gattanet-scratch", "sk"):
+    for m in ("gattanet-scratch", "sk", "ram"):
         res = json.loads(outputs.BASELINES.path(m).read_text())
         z = read_arrays(outputs.BASELINES_CORRECT.path(m), outputs.BASELINES_CORRECT.names)
         assert z["correct"].shape == (len(res["seeds"]), len(res["sigmas"]), res["test_images"])
         assert res["clean_acc"] == pytest.approx(z["correct"][:, 0].mean())
         assert res["within_budget"] is None
     out = load_outputs(params, project)
-    rows = {r["method"]: r for r in baselines_section(out, params)["rows"]}
+    section = baselines_section(out, params)
+    rows = {r["method"]: r for r in section["rows"]}
     assert rows["gattanet-scratch"]["vs_gattanet"] == "the reference" and rows["gattanet-scratch"]["track"] == "scratch"
     a, b = out.baseline_arrays["sk"]["correct"][:, 0], out.baseline_arrays["gattanet-scratch"]["correct"][:, 0]
     assert rows["sk"]["vs_gattanet"].startswith(f"{100 * (a.mean() - b.mean()):+.2f} pts")
     assert rows["sk"]["vs_verdict"] in ("better", "worse", "inconclusive")
+    assert rows["ram"]["label"] == "RAM" and rows["ram"]["track"] == "scratch"
+    assert rows["ram"]["budget"].startswith("within ±5 % of the plain toy's")
+    assert [g["label"] for g in section["deviations"]] == ["Every conv replacement (from-scratch track)",
+                                                           "Selective Kernel", "RAM"]
     assert np.array_equal(out.baseline_arrays["sk"]["seeds"], params["attention"]["toy-fmnist-d16"]["seeds"])
+
+
+def test_what_the_protocols_force_is_listed_once_per_track_and_per_method():
+    from gattanet.adapters import ram
+    from gattanet.adapters.addons import DEVIATIONS as ADDON_DEVIATIONS
+    from pipeline.report.tables import method_deviations
+
+    assert method_deviations(["gattanet", "toy-scratch", "wider-toy"]) == []
+    groups = {g["label"]: g["items"] for g in method_deviations(["gattanet", "se", "eca", "ram"])}
+    assert list(groups) == ["Every add-on module (add-on track)", "ECA", "RAM"]  # SE's own list is empty
+    assert groups["Every add-on module (add-on track)"] == list(ADDON_DEVIATIONS["*"])
+    assert groups["RAM"] == list(ram.DEVIATIONS)

@@ -121,11 +121,11 @@ class RAM(nn.Module):
             h = self.core(h, self.glimpse_net(x, loc))
             if t == self.glimpses - 1:
                 break
-            mu = self.locator(h)
+            mu = self.locator(h).float()  # fp32 under autocast: log π and the sensor's coordinates
             if self.training:
                 sample = mu.detach() + self.std * torch.randn_like(mu)
                 log_pi.append(torch.distributions.Normal(mu, self.std).log_prob(sample).sum(1))
-                baselines.append(self.baseline(h.detach()).squeeze(1))
+                baselines.append(self.baseline(h.detach()).squeeze(1).float())
                 loc = sample.clamp(-1, 1)
             else:
                 loc = mu.clamp(-1, 1)

@@ -67,7 +67,8 @@ class NonFiniteLossError(InputError, RuntimeError):
 class Step:
     """One optimisation step as fit takes it: forward (autocast with cfg.amp where the device has a
     native half type, see gattanet.engine.precision), cross-entropy plus l2 * sum(w**2) over the weight
-    tensors (dim >= 2), NaN guard, backward (loss-scaled in fp16 only), Adam step.
+    tensors (dim >= 2), plus the model's own loss terms where it has an `extra_loss(logits, y)` (RAM's
+    REINFORCE and baseline terms), NaN guard, backward (loss-scaled in fp16 only), Adam step.
     `model` may be the DistributedDataParallel wrapper of the model whose `params` are trained.
     `params`: parameters, or parameter groups as torch's optimizers take them ({"params": [...], "lr": ...}),
     where a group may also say "l2": False to keep its weights out of the penalty (a fine-tuned backbone's)."""
@@ -75,6 +76,7 @@ class Step:
     def __init__(self, model: nn.Module, params: Iterable[nn.Parameter] | Iterable[dict], cfg: TrainConfig) -> None:
         groups = param_groups(params)
         self.model, self.params, self.cfg = model, [p for g in groups for p in g["params"]], cfg
+        self.extra_loss = getattr(getattr(model, "module", model), "extra_loss", None)  # DDP wraps in .module
         if not self.params:
             raise ValueError("no parameters to train")
         self.decayed = [p for g in groups if g.get("l2", True) for p in g["params"] if p.dim() >= 2] \
@@ -97,7 +99,8 @@ class Step:
         with self.autocast():
             logits = self.model(x)
             ce = F.cross_entropy(logits.float(), y)
-        weighted = ce * share if share != 1.0 else ce
+            own = ce + self.extra_loss(logits.float(), y) if self.extra_loss is not None else ce
+        weighted = own * share if share != 1.0 else own
         loss = weighted + self.cfg.l2 * sum(p.square().sum() for p in self.decayed) if self.decayed else weighted
         loss_value = loss.item()
         if not math.isfinite(loss_value):

@@ -145,13 +145,14 @@ def build_model(kind: str, backbone: Backbone, attn: AttentionSpec | None = None
     return Built(model, model.adapter_parameters(), width)
 
 
-FROM_SCRATCH = ("toy-scratch", "gattanet-scratch", "sk", "splat", "condconv", "dynconv")  # the from-scratch track
+FROM_SCRATCH = ("toy-scratch", "gattanet-scratch", "sk", "splat", "condconv", "dynconv", "ram")  # the from-scratch track
 
 
 def _from_scratch(kind: str, backbone: Backbone, attn: AttentionSpec) -> Built:
     """A fresh network in the toy backbone's place, every weight trained: the plain toy ("toy-scratch"), the toy
     with GAttANet trained jointly with it ("gattanet-scratch"), or the toy with its convs replaced by a
-    related-work layer (gattanet.adapters.scratch.SCRATCH) at the plain toy's total parameter count."""
+    related-work layer (gattanet.adapters.scratch.SCRATCH), or the recurrent attention model ("ram",
+    gattanet.adapters.ram), each at the plain toy's total parameter count."""
     from gattanet.models.registry import build_backbone
 
     if backbone.arch != "toy":
@@ -164,9 +165,15 @@ def _from_scratch(kind: str, backbone: Backbone, attn: AttentionSpec) -> Built:
             return Built(toy, list(toy.parameters()))
         model = replace(attn, finetune=True).build(toy)  # finetune: the backbone trains (in train mode) too
         return Built(model, model.attention_parameters() + model.backbone_parameters())
+    total = sum(p.numel() for p in backbone.parameters())  # the toy it replaces, counted
+    if kind == "ram":
+        from gattanet.adapters.ram import build_ram
+
+        ram = build_ram(backbone.in_channels, backbone.num_classes, total)
+        return Built(ram, list(ram.parameters()),
+                     {"glimpse_hidden": ram.glimpse_hidden, "core_hidden": ram.core_hidden})
     from gattanet.adapters.scratch import build_scratch
 
-    total = sum(p.numel() for p in backbone.parameters())  # the toy it replaces, counted
     model = build_scratch(kind, backbone.in_channels, backbone.num_classes, backbone.input_size, total,
                           dropout=backbone.dropout)
     return Built(model, list(model.parameters()), {"widths": list(model.widths), "hidden": model.hidden})

@@ -9,8 +9,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from gattanet.adapters import ram
 from gattanet.adapters.addons import ADDONS
+from gattanet.adapters.addons import DEVIATIONS as ADDON_DEVIATIONS
 from gattanet.adapters.budget import BUDGET_TOL
+from gattanet.adapters.scratch import DEVIATIONS as SCRATCH_DEVIATIONS
 from gattanet.adapters.scratch import SCRATCH
 from pipeline.config import SCRATCH_TRACK
 from gattanet.analysis.stats import Estimate
@@ -314,6 +317,12 @@ SCRATCH_LABELS = {"sk": "Selective Kernel", "splat": "Split Attention", "condcon
 BASELINE_METHODS.update({m.name: (SCRATCH_LABELS.get(m.name, m.name), m.title,
                                   f"{m.source}; in place of the toy's 3×3 convs: {m.layer_text}")
                          for m in SCRATCH.values()})
+BASELINE_METHODS["ram"] = (
+    "RAM", f"Recurrent Models of Visual Attention (Mnih et al., 2014): {ram.GLIMPSES} glimpses of "
+    f"{ram.PATCH}×{ram.PATCH} pixels at locations a Gaussian policy (σ = {ram.LOCATION_STD}) chooses, a ReLU "
+    "core network, the action after the last glimpse; trained by the hybrid loss (cross-entropy + REINFORCE "
+    "with a learned baseline)", "own (gattanet/adapters/ram.py: no well-kept library has it), in place of the "
+    "whole toy CNN, its sizes scaled by one factor to the toy's count")
 ECA_UNMATCHABLE = ("unmatchable: ECA's only weights are one k-tap 1-D kernel per layer (k odd, ≤ 2·C − 1) "
                    "and its gate γ, far below GAttANet's budget; its real count is shown")
 # The add-ons' names, papers, code sources and identity rules: the adapters' registry, the one place they are stated.
@@ -342,12 +351,25 @@ def baselines_section(out: Outputs, params: dict) -> dict:
                 "command": f"dvc repro baselines@{m}"} for m in cfg["methods"] if m not in out.baselines]
     reference = out.baselines[ran[0]] if ran else None
     return {"missing": None, "rows": rows, "not_run": not_run, "budget": _budget(cfg, params),
-            "protocols": TRACK_PROTOCOLS,
+            "protocols": TRACK_PROTOCOLS, "deviations": method_deviations(ran),
             "peak_header": f"σ = {sigmas[0]:g}" if len(sigmas) == 1 else "the peak σ (per row)",
             "backbone": None if reference is None else {
                 "source": f"{ran[0]}.json", "clean": pct(reference["baseline_acc"]),
                 "peak": pct(reference["baseline_at_peak"])},
             "leaders": _leaders([(m, out.baselines[m]) for m in ran], sigmas)}
+
+
+def method_deviations(methods: list[str]) -> list[dict]:
+    """What the two protocols force on the methods run, as the adapters state it: each track's common
+    list once, then each method's own ({"label", "items"}; methods with none left out)."""
+    addons = [m for m in methods if m in ADDONS]
+    convs = [m for m in methods if m in SCRATCH]
+    groups = [("Every add-on module (add-on track)", ADDON_DEVIATIONS["*"] if addons else ())]
+    groups += [(_method(m)[0], ADDON_DEVIATIONS.get(m, ())) for m in addons]
+    groups += [("Every conv replacement (from-scratch track)", SCRATCH_DEVIATIONS["*"] if convs else ())]
+    groups += [(_method(m)[0], SCRATCH_DEVIATIONS.get(m, ())) for m in convs]
+    groups += [("RAM", ram.DEVIATIONS if "ram" in methods else ())]
+    return [{"label": label, "items": list(items)} for label, items in groups if items]
 
 
 TRACK_REFERENCES = {"addon": "gattanet", "scratch": "gattanet-scratch"}  # the GAttANet each track is paired with
