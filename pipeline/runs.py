@@ -74,10 +74,11 @@ def load_run_backbone(run, device):
 
 
 def train_attention(params, run, source, device, backbone, seed: int, lesion: str | None = None,
-                    resume_name: str | None = None, on_epoch=None):
+                    resume_name: str | None = None, on_epoch=None, stage: str = "train-attn"):
     """(model, TrainResult): one GAttANet of attention run `run` trained for training seed `seed` on
     `backbone` (optionally under another lesion pattern), in eval mode. A fine-tuning run trains its own copy
-    of `backbone` with it; its control (`attention: false`) trains that copy alone, and returns it."""
+    of `backbone` with it; its control (`attention: false`) trains that copy alone, and returns it.
+    `stage` names the calling stage in the training log."""
     train_seed = training_seed(params, seed)
     seeded(train_seed)
     model, groups = trained_model(run, copy.deepcopy(backbone) if run.finetune else backbone, lesion)
@@ -89,7 +90,7 @@ def train_attention(params, run, source, device, backbone, seed: int, lesion: st
                  TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr if run.attention else run.finetune_lr,
                              l2=run.l2, seed=train_seed, amp=params.amp),
                  resume=resume_at(resume_file(name, seed), training_context(params, run, source)),
-                 label=f"train-attn {run.key} seed {seed}" + (f" [{lesion}]" if lesion else ""), on_epoch=on_epoch)
+                 label=f"{stage} {run.key} seed {seed}" + (f" [{lesion}]" if lesion else ""), on_epoch=on_epoch)
     model.eval()
     return model, result
 

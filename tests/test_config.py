@@ -4,10 +4,11 @@ import pytest
 import yaml
 
 from pipeline.config import ParamsError, apply_override, load_params, validate
+from pipeline.profiles import available
 from tests.helpers import ROOT, with_param
 
 
-@pytest.mark.parametrize("profile", ["default", "full", "tiny", "paper"])
+@pytest.mark.parametrize("profile", available())
 def test_profiles_validate(profile):
     p = validate(yaml.safe_load((ROOT / "pipeline" / "profiles" / f"{profile}.yaml").read_text()))
     assert p.attention and p.backbones

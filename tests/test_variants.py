@@ -402,10 +402,11 @@ VARIANTS = {
 
 
 @pytest.mark.slow
-def test_each_variant_trains_through_the_extend_stage(project):
+def test_each_variant_trains_through_the_extend_stage(project, caplog):
     """One tiny epoch of each variant through `gattanet-cli stage extend` on the tiny profile: the parameter count
     it reports is the spec's, its checkpoints load back and give the clean accuracy it reported, its intervals are
-    the ones recomputed from its arrays, and fine-tuning moved the backbone's weights."""
+    the ones recomputed from its arrays, fine-tuning moved the backbone's weights, and the training log names
+    the extend stage."""
     from typer.testing import CliRunner
 
     from gattanet.engine.checkpoint import load_backbone
@@ -432,8 +433,11 @@ def test_each_variant_trains_through_the_extend_stage(project):
     source = DataSource(p, "fashion-mnist", cpu)
     loaded = load_backbone(backbone_path("toy-fmnist"), device="cpu")
     for key in VARIANTS:
-        r = runner.invoke(app, ["stage", "extend", key])
+        caplog.clear()
+        with caplog.at_level("INFO", logger="gattanet.engine.train"):
+            r = runner.invoke(app, ["stage", "extend", key])
         assert r.exit_code == 0, (key, r.output)
+        assert f"extend {key} seed 0 epoch 1" in caplog.text and "train-attn " not in caplog.text
         metrics = json.loads(outputs.EXTENSION_METRICS.path(key).read_text())
         variant = p.extensions[key].variant_of(p.attention["toy-fmnist-d16"])
         taps = ToyCNN(1, 10).taps()

@@ -75,7 +75,7 @@ def run(params, key: str) -> None:
     with stopwatch() as clock:
         for seed in var.seeds:  # the run's seeds: the same derived seed drives both models of a pair
             models[seed], results[seed] = train_attention(params, var, source, device, backbone, seed,
-                                                          resume_name=f"extend-{key}",
+                                                          resume_name=f"extend-{key}", stage="extend",
                                                           on_epoch=curves.callback(f"seed-{seed}/"))
         if not distributed.training_done():
             return  # under torchrun, rank 0 alone evaluates and writes

@@ -74,7 +74,7 @@ def run(params, key: str) -> None:
                 for s in seeds:
                     retrained[f"{s}:{p['pattern']}"], _ = train_attention(
                         params, run_cfg, source, device, backbone, s, lesion=p["pattern"],
-                        resume_name=resume_names[-1])
+                        resume_name=resume_names[-1], stage="lesions")
             if not distributed.training_done():
                 return  # under torchrun, rank 0 alone evaluates and writes
             with autocast(device, dtype):
