@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import profiles
 from pipeline.errors import ParamsError, UsageError, exit_code
 from pipeline.stages import STAGES, run_stage
 
@@ -255,7 +256,7 @@ def plan(params: Path = PARAMS_OPT,
 
 
 @app.command()
-def profile(name: str = typer.Argument(..., help="backbones | default | extensions | full | paper | tiny (the files in pipeline/profiles/)"),
+def profile(name: str = typer.Argument(..., help=f"{' | '.join(profiles.available())} (the files in pipeline/profiles/)"),
             params: Path = PARAMS_OPT) -> None:
     """Replace params.yaml with a named profile and print what changed."""
     from pipeline.profiles import switch_profile
