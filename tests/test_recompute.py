@@ -148,3 +148,39 @@ def test_a_report_built_from_the_committed_arrays_gives_the_committed_verdicts(c
     assert any(effect is not None for _, _, effect in committed["arrays"][claim])
     used = set(committed["loaded"].from_arrays)
     assert {a for a in claim_arrays(committed["params"])[claim] if a.endswith(".npz")} <= used
+
+
+# ---------------------------------------------------------------- the backbones profile's run, reports/backbones/
+
+BACKBONES_RUN = ROOT / "reports" / "backbones"
+
+
+@pytest.fixture(scope="module")
+def committed_backbones(tmp_path_factory) -> dict:
+    """The committed backbones-profile run's claims judged from its JSON and from its arrays alone."""
+    params = yaml.safe_load((BACKBONES_RUN / "params.yaml").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        judged = json_and_array_verdicts(BACKBONES_RUN / "results", params, tmp_path_factory.mktemp("backbones"))
+    return {"params": params, **judged}
+
+
+@pytest.mark.parametrize("claim", ("clean_gain", "noise", "query_space", "true_class"))
+def test_the_committed_backbones_run_is_rebuilt_from_its_arrays(committed_backbones, claim):
+    """The three-backbone run under reports/backbones/ (issue 20's random factor): each claim's rows, effects and
+    verdicts from its committed arrays alone are its JSON's, the clean gain led by the across-backbone row, and its
+    summary's gains are the arrays' means."""
+    judged = committed_backbones
+    arrays, from_json = judged["arrays"][claim], judged["json"][claim]
+    if claim == "clean_gain":  # the across-backbone row needs every backbone's per-image gains: arrays only
+        (row, verdict, effect), arrays = arrays[0], arrays[1:]
+        assert "across 3 backbones" in row and effect is not None and verdict != "not run"
+        assert from_json[0] == (row, "not run", None)
+        from_json = from_json[1:]
+    assert arrays == from_json
+    assert any(effect is not None for _, _, effect in arrays)
+    if claim == "clean_gain":
+        summary = json.loads((BACKBONES_RUN / "summary.json").read_text())
+        for row in summary["rows"]:
+            z = np.load(BACKBONES_RUN / outputs.NOISE_CORRECT.pattern.format(key=row["run"]))
+            assert row["gain"] == pytest.approx(z["gattanet"][:, 0].mean() - z["baseline"][0].mean(), abs=1e-6)

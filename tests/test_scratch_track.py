@@ -91,3 +91,14 @@ def test_what_the_protocols_force_is_listed_once_per_track_and_per_method():
     assert list(groups) == ["Every add-on module (add-on track)", "ECA", "RAM"]  # SE's own list is empty
     assert groups["Every add-on module (add-on track)"] == list(ADDON_DEVIATIONS["*"])
     assert groups["RAM"] == list(ram.DEVIATIONS)
+
+
+def test_a_tracks_methods_left_out_of_the_profile_are_named():
+    from pipeline.report.tables import left_out
+
+    assert left_out([]) == [] and left_out(["gattanet"]) == []
+    addon = ["gattanet", "se", "eca", "cbam", "bam", "gather-excite", "non-local", "gsa", "ran-mask", "ltpa"]
+    assert left_out(addon) == [{"track": "addon", "labels": ["AA-conv", "MHSA"]}]
+    scratch = left_out(["gattanet", "wider-toy"])
+    assert [t["track"] for t in scratch] == ["scratch"] and "RAM" in scratch[0]["labels"]
+    assert "wider toy CNN" not in scratch[0]["labels"]

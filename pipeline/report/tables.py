@@ -15,7 +15,7 @@ from gattanet.adapters.addons import DEVIATIONS as ADDON_DEVIATIONS
 from gattanet.adapters.budget import BUDGET_TOL
 from gattanet.adapters.scratch import DEVIATIONS as SCRATCH_DEVIATIONS
 from gattanet.adapters.scratch import SCRATCH
-from pipeline.config import SCRATCH_TRACK
+from pipeline.config import ADDON_TRACK, SCRATCH_TRACK
 from gattanet.analysis.stats import Estimate
 
 from .across import across_groups
@@ -351,12 +351,20 @@ def baselines_section(out: Outputs, params: dict) -> dict:
                 "command": f"dvc repro baselines@{m}"} for m in cfg["methods"] if m not in out.baselines]
     reference = out.baselines[ran[0]] if ran else None
     return {"missing": None, "rows": rows, "not_run": not_run, "budget": _budget(cfg, params),
+            "left_out": left_out(cfg["methods"]),
             "protocols": TRACK_PROTOCOLS, "deviations": method_deviations(ran),
             "peak_header": f"σ = {sigmas[0]:g}" if len(sigmas) == 1 else "the peak σ (per row)",
             "backbone": None if reference is None else {
                 "source": f"{ran[0]}.json", "clean": pct(reference["baseline_acc"]),
                 "peak": pct(reference["baseline_at_peak"])},
             "leaders": _leaders([(m, out.baselines[m]) for m in ran], sigmas)}
+
+
+def left_out(methods: list[str]) -> list[dict]:
+    """Per track with a method in `methods`, the track's methods this profile does not list ({"track", "labels"})."""
+    tracks = {"addon": [m for m in ADDON_TRACK if m != "gattanet"], "scratch": list(SCRATCH_TRACK)}
+    return [{"track": t, "labels": [_method(m)[0] for m in ms if m not in methods]}
+            for t, ms in tracks.items() if any(m in methods for m in ms) and not set(ms) <= set(methods)]
 
 
 def method_deviations(methods: list[str]) -> list[dict]:
