@@ -94,7 +94,7 @@ def test_what_the_protocols_force_is_listed_once_per_track_and_per_method():
 
 
 def test_a_tracks_methods_left_out_of_the_profile_are_named():
-    from pipeline.report.tables import left_out
+    from pipeline.report.tables import methods_left_out as left_out
 
     assert left_out([]) == [] and left_out(["gattanet"]) == []
     addon = ["gattanet", "se", "eca", "cbam", "bam", "gather-excite", "non-local", "gsa", "ran-mask", "ltpa"]

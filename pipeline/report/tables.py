@@ -351,7 +351,7 @@ def baselines_section(out: Outputs, params: dict) -> dict:
                 "command": f"dvc repro baselines@{m}"} for m in cfg["methods"] if m not in out.baselines]
     reference = out.baselines[ran[0]] if ran else None
     return {"missing": None, "rows": rows, "not_run": not_run, "budget": _budget(cfg, params),
-            "left_out": left_out(cfg["methods"]),
+            "left_out": methods_left_out(cfg["methods"]),
             "protocols": TRACK_PROTOCOLS, "deviations": method_deviations(ran),
             "peak_header": f"σ = {sigmas[0]:g}" if len(sigmas) == 1 else "the peak σ (per row)",
             "backbone": None if reference is None else {
@@ -360,7 +360,7 @@ def baselines_section(out: Outputs, params: dict) -> dict:
             "leaders": _leaders([(m, out.baselines[m]) for m in ran], sigmas)}
 
 
-def left_out(methods: list[str]) -> list[dict]:
+def methods_left_out(methods: list[str]) -> list[dict]:
     """Per track with a method in `methods`, the track's methods this profile does not list ({"track", "labels"})."""
     tracks = {"addon": [m for m in ADDON_TRACK if m != "gattanet"], "scratch": list(SCRATCH_TRACK)}
     return [{"track": t, "labels": [_method(m)[0] for m in ms if m not in methods]}
