@@ -475,9 +475,13 @@ def _subset(n: int) -> str:
 
 
 def _budget(cfg: dict, params: dict) -> str:
-    """The training budget every method got, from params (the stage trains under exactly these)."""
+    """The training budget of each track the profile runs, from params (the stage trains under exactly these): the
+    add-on track's sentence only where an add-on is listed, the from-scratch track's only where one of it is."""
     run = (params.get("attention") or {}).get(cfg["run"], {})
-    text = (f"Every attention method, GAttANet included, was trained under the same reduced budget: at most "
+    sentences = []
+    if any(m not in SCRATCH_TRACK for m in cfg["methods"]):
+        sentences.append(
+            f"Every add-on method, GAttANet included, was trained under the same reduced budget: at most "
             f"{_epochs(cfg['epochs'])} on {_subset(cfg['train_subset'])}, with the "
             f"other settings of attention run {cfg['run']} (batch {run.get('batch_size', '?')}, "
             f"learning rate {run.get('lr', '?')}, early-stopping patience {run.get('patience', '?')}), "
@@ -485,11 +489,13 @@ def _budget(cfg: dict, params: dict) -> str:
             f"({len(run.get('seeds', []))} seeds).")
     if any(m in SCRATCH_TRACK for m in cfg["methods"]):
         bb = (params.get("backbones") or {}).get(cfg["backbone"], {})
-        text += (f" The from-scratch track (the wider toy among it) has no frozen part and is trained like the "
-                 f"backbone: at most {_epochs(bb.get('epochs', '?'))} (patience {bb.get('patience', '?')}) on "
-                 f"{_subset(bb.get('train_subset', 0))}, learning rate {bb.get('lr', '?')}, batch "
-                 f"{bb.get('batch_size', '?')}.")
-    return text
+        sentences.append(
+            f"The from-scratch track (the wider toy among it) has no frozen part and is trained like the "
+            f"{cfg['backbone']} backbone: at most {_epochs(bb.get('epochs', '?'))} (patience "
+            f"{bb.get('patience', '?')}) on {_subset(bb.get('train_subset', 0))}, learning rate "
+            f"{bb.get('lr', '?')}, batch {bb.get('batch_size', '?')}, once per training seed of attention run "
+            f"{cfg['run']} ({len(run.get('seeds', []))} seeds).")
+    return " ".join(sentences)
 
 
 def _leaders(results: list[tuple[str, dict]], sigmas: list[float]) -> list[str]:
