@@ -184,3 +184,42 @@ def test_the_committed_backbones_run_is_rebuilt_from_its_arrays(committed_backbo
         for row in summary["rows"]:
             z = np.load(BACKBONES_RUN / outputs.NOISE_CORRECT.pattern.format(key=row["run"]))
             assert row["gain"] == pytest.approx(z["gattanet"][:, 0].mean() - z["baseline"][0].mean(), abs=1e-6)
+
+
+# ---------------------------------------------------------------- the related-work tracks' runs, reports/related-*/
+
+RELATED_RUNS = sorted(p for p in (ROOT / "reports").glob("related-*") if (p / "params.yaml").exists())
+
+
+@pytest.mark.parametrize("run", RELATED_RUNS, ids=lambda p: p.name)
+def test_a_committed_related_work_run_is_rebuilt_from_its_arrays(run, tmp_path):
+    """A track's run under reports/related-*/ (issue 21): every method its profile lists has its JSON and per-image
+    arrays; from the arrays alone (every JSON interval scrambled) each row's gains are its JSON's, each row is paired
+    with its track's GAttANet on the same images, and the committed report prints those paired differences."""
+    from pipeline.report.extensions import WORDS
+    from pipeline.report.tables import TRACK_REFERENCES, baselines_section
+
+    params = yaml.safe_load((run / "params.yaml").read_text())
+    methods = params["baselines"]["methods"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        loaded = json_and_array_verdicts(run / "results", params, tmp_path)["loaded"]
+    assert sorted(loaded.baselines) == sorted(methods) and loaded.arrays_missing == []
+    for m in methods:
+        committed = json.loads((run / outputs.BASELINES.pattern.format(key=m)).read_text())
+        for key in ("clean_gain", "gain_at_peak"):
+            assert as_json(loaded.baselines[m][key]) == committed[key], (m, key)
+        z = loaded.baseline_arrays[m]
+        assert list(z["seeds"]) == params["attention"][params["baselines"]["run"]]["seeds"]
+        assert committed["clean_acc"] == pytest.approx(z["correct"][:, 0].mean(), abs=1e-9)
+    section = baselines_section(loaded, params)
+    html = (run / "index.html").read_text()
+    references = set(TRACK_REFERENCES.values())
+    assert len(section["rows"]) == len(methods)
+    for row in section["rows"]:
+        if row["method"] in references:
+            assert row["vs_gattanet"] == "the reference"
+            continue
+        for suffix in ("", "_peak"):
+            assert row["vs_verdict" + suffix] in WORDS.values(), (row["method"], suffix)
+            assert row["vs_gattanet" + suffix] in html, (row["method"], suffix)

@@ -21,7 +21,9 @@ from pipeline.report.build import build_report, collect_provenance
 from pipeline.report.claims import (FULL_PROFILE_COMMAND, NOT_RUN, SUPPORTED, ci_text, estimate, evaluate_claims,
                                     pct, pts)
 from pipeline.report.load import ReportInputError, load_outputs, load_paper
-from pipeline.report.tables import BASELINE_METHODS, baselines_section, count, deviations, left_out, table1
+from pipeline.report.costs import baselines_macs
+from pipeline.report.tables import (BASELINE_METHODS, accuracy_ci, baselines_section, count, deviations, left_out,
+                                    table1)
 from tests.report_fixtures import OPTIONAL, add_resnet_run, fake_params, write_fake_outputs
 
 FIGURE_IDS = ("fig2a", "fig2b", "fig3", "fig4a", "fig4b", "fig4c")
@@ -365,6 +367,8 @@ def test_baselines_section_compares_every_method_gattanet_first(built):
     assert "baselines" in page.ids and 'href="#baselines"' in html
     assert html.index('id="lesions"') < html.index('id="baselines"')
     files = _baseline_files(root, params)
+    macs = baselines_macs(params)  # counted on the models as the stage builds them
+    assert macs["gattanet"] > macs["backbone"] and macs["se"] > macs["backbone"]
     modules = sorted((m for m in files if m not in ("gattanet", "wider-toy")), key=lambda m: -files[m]["clean_acc"])
     order = ["gattanet", *modules, "wider-toy"]
     every = Rows(html, "baselines").rows
@@ -377,7 +381,11 @@ def test_baselines_section_compares_every_method_gattanet_first(built):
         r = files[m]
         assert row[2] == count(r["trainable_params"]) and count(r["gattanet_params"]) in row[3]
         clean, peak = estimate(r["clean_gain"]), estimate(r["gain_at_peak"])
-        assert row[4:8] == [pct(r["clean_acc"]), ci_text(clean), pct(r["acc_at_peak"]), ci_text(peak)], m
+        correct = np.load(root / f"results/baselines/{m}.npz")["correct"][:, 0]
+        acc_ci = accuracy_ci(correct)  # the accuracy over seeds and images, from the per-image archive
+        assert row[4] == f"{pct(r['clean_acc'])} [{100 * acc_ci.low:.2f}, {100 * acc_ci.high:.2f}]", m
+        assert acc_ci.low < correct.mean() < acc_ci.high
+        assert row[5:8] == [ci_text(clean), pct(r["acc_at_peak"]), ci_text(peak)], m
         # the Δ with its CI is the method's accuracy minus the backbone's, on the same images
         assert row[5].startswith(pts(r["clean_acc"] - r["baseline_acc"]) + " [")
         assert row[7].startswith(pts(r["acc_at_peak"] - r["baseline_at_peak"]) + " [")
@@ -385,9 +393,11 @@ def test_baselines_section_compares_every_method_gattanet_first(built):
             assert row[8:10] == (["the reference"] * 2 if m == "gattanet" else ["—", "—"]), m
         else:  # paired with GAttANet on the same images, from both per-image archives
             a, g = (np.load(root / f"results/baselines/{x}.npz")["correct"][:, 0] for x in (m, "gattanet"))
-            assert row[8].startswith(pts(a.mean() - g.mean()) + " [") and row[8].split()[-1] in VERDICT_WORDS, m
-        assert row[10] == f"{1 / r['rel_train']:.2f}×" and row[11] == f"{1 / r['rel_infer']:.2f}×"
-        assert row[12] == ", ".join(map(str, r["epochs_run"])) + " (per seed)"
+            assert row[8].startswith(pts(a.mean() - g.mean()) + " [") and row[8].split()[6] in VERDICT_WORDS, m
+        assert row[10] == f"{macs[m] / 1e6:.2f} M ({macs[m] / macs['backbone']:.2f}×)", m
+        assert row[11] == f"{r['infer_img_per_s']:,.0f} {1 / r['rel_infer']:.2f}×"
+        assert row[12] == f"{1 / r['rel_train']:.2f}×"
+        assert row[13] == ", ".join(map(str, r["epochs_run"])) + " (per seed)"
     budget = {m: row[3] for m, row in zip(order, rows)}
     tol = f"±{100 * BUDGET_TOL:.0f} %"  # the adapters' tolerance, the one the stage applies
     assert "unmatchable" in budget["eca"] and f"within {tol}" in budget["se"] and f"outside {tol}" in budget["cbam"]

@@ -121,3 +121,41 @@ def test_the_budget_line_names_only_the_tracks_the_profile_runs():
     assert "from-scratch" not in addon
     both = _budget({**cfg, "methods": ["gattanet", "sk"]}, params)
     assert both.startswith(addon) and "from-scratch track" in both
+
+
+def test_the_paired_comparisons_with_gattanet_are_judged_with_holm_over_the_track():
+    """A row better than GAttANet before Holm's step-down over its track's comparisons (every row, clean and at σ*)
+    but not after it is printed inconclusive with both p-values; without the correction it stays better."""
+    from types import SimpleNamespace
+
+    from gattanet.analysis.stats import effect_ci
+    from pipeline.report.tables import _paired_with_gattanet
+
+    rng = np.random.default_rng(0)
+    seeds, n, alpha = np.array([0, 1, 2]), 4000, 0.025
+    ref = rng.random((3, 1, n)) < 0.8
+    ref = np.concatenate([ref, ref], axis=1)  # σ = 0 and σ* alike
+
+    def better_by(k: int) -> np.ndarray:  # 100 + k images GAttANet misses right, 100 it gets right wrong, per seed
+        out = ref.copy()
+        for s in range(3):
+            out[s, :, np.flatnonzero(~ref[s, 0])[:100 + k]] = True
+            out[s, :, np.flatnonzero(ref[s, 0])[:100]] = False
+        return out
+
+    def p_of(c: np.ndarray) -> float:
+        return effect_ci([(1.0, c[:, 0].astype(float)), (-1.0, ref[:, 0].astype(float))], paired=True).p_above()
+
+    marginal = next(k for k in range(1, 400) if p_of(better_by(k)) < alpha)  # better alone, not after Holm (×2)
+    assert p_of(better_by(marginal)) * 2 >= alpha
+    arrays = {m: {"seeds": seeds, "sigmas": np.array([0.0, 0.035]), "correct": c}
+              for m, c in (("gattanet", ref), ("se", better_by(400)), ("eca", better_by(marginal)))}
+    out = SimpleNamespace(baseline_arrays=arrays, baselines={m: {"peak_sigma": 0.035} for m in arrays})
+    for holm, word in ((False, "better"), (True, "inconclusive")):
+        rows = [{"method": m} for m in arrays]
+        _paired_with_gattanet(rows, out, alpha, holm)
+        by = {r["method"]: r for r in rows}
+        assert by["gattanet"]["vs_gattanet"] == "the reference"
+        assert by["se"]["vs_verdict"] == by["se"]["vs_verdict_peak"] == "better"
+        assert by["eca"]["vs_verdict"] == by["eca"]["vs_verdict_peak"] == word
+    assert by["eca"]["vs_note"].startswith("better before Holm's correction (p = ") and "adjusted p" in by["eca"]["vs_note"]

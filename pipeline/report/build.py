@@ -87,7 +87,7 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
         "left_out": left_out(params),
         "dims_missing": None if out.dims is not None else "dvc repro dims",
         "lesions": lesion_tables(out),
-        "baselines": draw_baselines(params, out, out_dir),
+        "baselines": draw_baselines(params, out, out_dir, plan),
         "controls": draw_controls(params, out, out_dir),
         "extensions": extensions_section(out, params, plan.alpha_one_sided, plan.get("multiplicity") == "holm"),
         "deviations": deviations(paper, params),
@@ -181,9 +181,13 @@ def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], o
     return items
 
 
-def draw_baselines(params: dict, out: Outputs, out_dir: Path) -> dict:
-    """The baselines section (tables.baselines_section) plus its noise-curve figure and caption, when any ran."""
-    section = baselines_section(out, params)
+def draw_baselines(params: dict, out: Outputs, out_dir: Path, plan) -> dict:
+    """The baselines section (tables.baselines_section: its paired comparisons under the analysis plan's level and
+    multiplicity rule, each method's multiply-adds counted) plus its noise-curve figure and caption, when any ran."""
+    from .costs import baselines_macs
+
+    section = baselines_section(out, params, plan.alpha_one_sided, plan.get("multiplicity") == "holm",
+                                baselines_macs(params) if out.baselines else {})
     section["figure"] = None
     if section["missing"] or not section["rows"]:
         return section
@@ -192,8 +196,10 @@ def draw_baselines(params: dict, out: Outputs, out_dir: Path) -> dict:
     first = results[0][1]
     sigmas = {r["peak_sigma"] for _, r in results}
     peak = sigmas.pop() if len(sigmas) == 1 else None
-    title = (f"{dataset_label(first['dataset'])}: {len(results)} method{'s' * (len(results) > 1)} on the frozen "
-             f"{cfg['backbone']} backbone (budget of run {cfg['run']})")
+    scratch_only = all(r["track"] == "scratch" for r in section["rows"])
+    where = (f"trained from scratch like the {cfg['backbone']} backbone" if scratch_only
+             else f"on the frozen {cfg['backbone']} backbone (budget of run {cfg['run']})")
+    title = f"{dataset_label(first['dataset'])}: {len(results)} method{'s' * (len(results) > 1)} {where}"
     fig = figs.baselines_curves(results, title, peak_sigma=peak)
     images = ("all test images" if cfg["test_subset"] <= 0
               else f"a seeded subset of {cfg['test_subset']:,} test images")

@@ -332,9 +332,12 @@ BASELINE_METHODS.update({a.name: (ADDON_LABELS.get(a.name, a.name.upper()), a.ti
                                   f"{a.source}; identity at init: {a.identity}") for a in ADDONS.values()})
 
 
-def baselines_section(out: Outputs, params: dict) -> dict:
+def baselines_section(out: Outputs, params: dict, alpha: float = 0.025, holm: bool = True,
+                      macs: dict[str, float | None] | None = None) -> dict:
     """The baselines comparison: rows (GAttANet first, then the attention modules by clean accuracy, then
-    the wider-toy control), the methods not run with their command, the budget and the computed leaders."""
+    the wider-toy control), the methods not run with their command, the budget and the computed leaders.
+    `alpha`, `holm`: the analysis plan's one-sided level and multiplicity rule for the rows' paired comparisons
+    with their track's GAttANet; `macs`: multiply-adds per image per method and of "backbone" (costs.macs_per_image)."""
     cfg = params.get("baselines")
     if not cfg or not cfg.get("methods"):
         return {"missing": f"{FULL_PROFILE_COMMAND}   (the full CPU profile: the add-on track's methods at GAttANet's budget "
@@ -343,8 +346,8 @@ def baselines_section(out: Outputs, params: dict) -> dict:
     ran.sort(key=lambda m: (m in SCRATCH_TRACK, m not in TRACK_REFERENCES.values(), m in ("toy-scratch", "wider-toy"),
                             -_or(out.baselines[m]["clean_acc"], -1.0)))
     sigmas = sorted({out.baselines[m]["peak_sigma"] for m in ran})
-    rows = [_baseline_row(m, out.baselines[m], out, len(sigmas) > 1) for m in ran]
-    _paired_with_gattanet(rows, out)
+    rows = [_baseline_row(m, out.baselines[m], out, len(sigmas) > 1, macs or {}) for m in ran]
+    _paired_with_gattanet(rows, out, alpha, holm)
     for r in rows:
         r["track"] = "scratch" if r["method"] in SCRATCH_TRACK else "addon"
     not_run = [{"method": m, "label": _method(m)[0], "description": _method(m)[1],
@@ -352,11 +355,13 @@ def baselines_section(out: Outputs, params: dict) -> dict:
     reference = out.baselines[ran[0]] if ran else None
     return {"missing": None, "rows": rows, "not_run": not_run, "budget": _budget(cfg, params),
             "left_out": methods_left_out(cfg["methods"]),
-            "protocols": TRACK_PROTOCOLS, "deviations": method_deviations(ran),
+            "protocols": TRACK_PROTOCOLS, "deviations": method_deviations(ran), "holm": holm,
             "peak_header": f"σ = {sigmas[0]:g}" if len(sigmas) == 1 else "the peak σ (per row)",
             "backbone": None if reference is None else {
                 "source": f"{ran[0]}.json", "clean": pct(reference["baseline_acc"]),
-                "peak": pct(reference["baseline_at_peak"])},
+                "peak": pct(reference["baseline_at_peak"]), "macs": _macs((macs or {}).get("backbone"), None),
+                "infer_rate": "—" if not reference.get("backbone_infer_img_per_s")
+                else f"{reference['backbone_infer_img_per_s']:,.0f}"},
             "leaders": _leaders([(m, out.baselines[m]) for m in ran], sigmas)}
 
 
@@ -390,18 +395,20 @@ TRACK_PROTOCOLS = {
                "GAttANet's); each row paired with GAttANet trained jointly with its toy from scratch."}
 
 
-def _paired_with_gattanet(rows: list[dict], out: Outputs) -> None:
+def _paired_with_gattanet(rows: list[dict], out: Outputs, alpha: float, holm: bool) -> None:
     """Each row's difference from its track's GAttANet (method − GAttANet, paired per seed, on the same images) at
-    σ = 0 and at the row's σ*, from both methods' per-image arrays; '—' where either archive is missing."""
-    from gattanet.analysis.stats import effect_ci, verdict
+    σ = 0 and at the row's σ*, from both methods' per-image arrays, judged with Holm's step-down over the track's
+    comparisons (every row's, clean and at σ*) where `holm`; '—' where either archive is missing."""
+    from gattanet.analysis.stats import effect_ci
 
-    from pipeline.report.extensions import WORDS
+    from pipeline.report.extensions import WORDS, judged
 
+    families: dict[str, list[tuple[dict, str, object]]] = {}
     for r in rows:
         ref = TRACK_REFERENCES["scratch" if r["method"] in SCRATCH_TRACK else "addon"]
         a, b = out.baseline_arrays.get(r["method"]), out.baseline_arrays.get(ref)
         r["vs_gattanet"] = r["vs_gattanet_peak"] = "—" if r["method"] != ref else "the reference"
-        r["vs_verdict"] = r["vs_verdict_peak"] = ""
+        r["vs_verdict"] = r["vs_verdict_peak"] = r["vs_note"] = r["vs_note_peak"] = ""
         if r["method"] == ref or a is None or b is None or a["correct"].shape != b["correct"].shape \
                 or not np.array_equal(a["seeds"], b["seeds"]):
             continue
@@ -410,7 +417,10 @@ def _paired_with_gattanet(rows: list[dict], out: Outputs) -> None:
             e = effect_ci([(1.0, a["correct"][:, i].astype(float)), (-1.0, b["correct"][:, i].astype(float))],
                           paired=True)
             r["vs_gattanet" + suffix] = ci_text(e)
-            r["vs_verdict" + suffix] = WORDS[verdict(e)]
+            families.setdefault(ref, []).append((r, suffix, e))
+    for family in families.values():
+        for (r, suffix, _), (v, note) in zip(family, judged([e for *_, e in family], alpha, holm)):
+            r["vs_verdict" + suffix], r["vs_note" + suffix] = WORDS[v], note
 
 
 def _method(m: str) -> tuple[str, str, str]:
@@ -426,16 +436,39 @@ def _or(x: float | None, default: float) -> float:
     return default if x is None else x
 
 
-def _baseline_row(m: str, r: dict, out: Outputs, show_sigma: bool) -> dict:
+def _baseline_row(m: str, r: dict, out: Outputs, show_sigma: bool, macs: dict[str, float | None]) -> dict:
     label, description, source = _method(m)
     d_clean, d_peak = estimate(r["clean_gain"]), estimate(r["gain_at_peak"])
     peak = pct(r["acc_at_peak"]) + (f" (σ = {r['peak_sigma']:g})" if show_sigma else "")
+    z = out.baseline_arrays.get(m)
     return {"method": m, "label": label, "description": description, "source": source,
             "trainable": count(r["trainable_params"]), "gattanet_params": count(r["gattanet_params"]),
-            "budget": _budget_note(m, r, out), "clean": pct(r["clean_acc"]), "d_clean": ci_text(d_clean),
+            "budget": _budget_note(m, r, out), "clean": pct(r["clean_acc"]),
+            "clean_ci": "" if z is None else _interval(accuracy_ci(z["correct"][:, 0])),
+            "d_clean": ci_text(d_clean),
             "d_clean_up": d_clean.mean > 0, "peak": peak, "d_peak": ci_text(d_peak), "d_peak_up": d_peak.mean > 0,
             "train_cost": _cost(r["rel_train"]), "infer_cost": _cost(r["rel_infer"]),
+            "infer_rate": "—" if not r.get("infer_img_per_s") else f"{r['infer_img_per_s']:,.0f}",
+            "macs": _macs(macs.get(m), macs.get("backbone")),
             "epochs": ", ".join(map(str, r["epochs_run"])) + " (per seed)"}
+
+
+def accuracy_ci(correct: np.ndarray) -> Estimate:
+    """A method's test accuracy with its 95 % CI over seeds and images, from its (seed, N) correctness."""
+    from gattanet.analysis.stats import effect_ci
+
+    return effect_ci([(1.0, correct.astype(float))])
+
+
+def _interval(est: Estimate) -> str:
+    return f"[{pct(est.low)}, {pct(est.high)}]".replace(" %", "")  # '[90.91, 91.50]', the cell's unit stated
+
+
+def _macs(n: float | None, backbone: float | None) -> str:
+    """'1.23 M (1.05×)': multiply-adds per image and their ratio to the backbone's; '—' when not counted."""
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.2f} M" + (f" ({n / backbone:.2f}×)" if backbone else "")
 
 
 def _budget_note(m: str, r: dict, out: Outputs) -> str:
