@@ -13,7 +13,7 @@ from gattanet.adapters import (ADDONS, BUDGET_TOL, DEVIATIONS, MATCHING_RULE, UN
                                within_budget)
 from gattanet.adapters.addons import eca_kernel, reduced
 from gattanet.adapters.budget import knob_candidates
-from gattanet.adapters.modules import GatherExcite, axial_positional
+from gattanet.adapters.modules import AttentionAugmentation, GatherExcite, axial_positional
 from gattanet.models.attention import GlobalAttention
 from gattanet.models.backbone import Backbone
 from gattanet.models.resnet import ResNetBackbone
@@ -375,3 +375,52 @@ def test_new_addons_run_through_dvc_repro_on_the_tiny_profile(tmp_path, tiny_par
         assert b["method"] == method and b["gattanet_params"] == AttentionSpec(16).trainable_params(taps)
         assert b["trainable_params"] == ADDONS[method].formula(taps, b["width"])
         assert b["matchable"] and b["within_budget"] and len(b["epochs_run"]) == len(b["seeds"])
+
+
+# --- self-attention on the largest maps: Bello et al.'s downsampling ---------------------------------
+
+def test_aa_and_mhsa_attend_over_the_pooled_map_only_above_side_16():
+    """The toy's 32×32 tap is downsampled (AA's relative embeddings then span 16×16), its 16×16 and 8×8 taps are
+    not; on ResNet18 at 224 the 56×56 and 28×28 taps are, the 14×14 and 7×7 not (the paper downsampled its 28×28
+    stage alone, applying AA from 28×28 down)."""
+    from gattanet.adapters.addons import attention_size, downsampled
+
+    toy = [t for t in fashion_toy_taps() if t.kind == "conv"]
+    assert [downsampled(t) for t in toy] == [True, False, False]
+    assert [attention_size(t) for t in toy] == [(16, 16), (16, 16), (8, 8)]
+    resnet = [t for t in TAP_SETS["resnet18-224"]() if t.kind == "conv"]
+    assert [(t.shape[1], downsampled(t)) for t in resnet] == [(56, True), (28, True), (14, False), (7, False)]
+    aa = build_addon("aa-conv", toy, 0.2)
+    first = next(mod for mod in aa.modules() if isinstance(mod, AttentionAugmentation))
+    assert first.downsample and first.attn.pos_embed.height == 16 and first.attn.pos_embed.width == 16
+
+
+def test_the_pooling_is_a_3x3_mean_with_stride_2_and_the_upsampling_bilinear():
+    from gattanet.adapters.modules import avg_pool_3x3_s2, pooled_size, upsample_bilinear
+
+    x = torch.randn(1, 2, 32, 32)
+    z = avg_pool_3x3_s2(x)
+    assert z.shape[-2:] == pooled_size((32, 32)) == (16, 16) and pooled_size((7, 9)) == (4, 5)
+    assert torch.allclose(z[0, :, 3, 5], x[0, :, 5:8, 9:12].mean((1, 2)), atol=1e-6)  # window centred at 2·(3, 5)
+    assert torch.allclose(z[0, :, 0, 0], x[0, :, 0:2, 0:2].mean((1, 2)), atol=1e-6)  # the padding is not counted
+    up = upsample_bilinear(z, (32, 32))
+    assert up.shape[-2:] == (32, 32)
+    # output pixel i reads source coordinate (i + 0.5)/2 − 0.5: row 3 → 1.25, column 5 → 2.25
+    assert torch.allclose(up[0, :, 3, 5], 0.75 * (0.75 * z[0, :, 1, 2] + 0.25 * z[0, :, 1, 3])
+                          + 0.25 * (0.75 * z[0, :, 2, 2] + 0.25 * z[0, :, 2, 3]), atol=1e-6)
+
+
+def test_downsampled_mhsa_on_a_uniform_map_gives_what_full_attention_gives():
+    """Self-attention without positions over a spatially uniform map: every position attends to identical keys, so
+    the pooled map (uniform too: the padding is not counted) and the upsampled output change nothing."""
+    from gattanet.adapters.modules import MultiHeadSelfAttention
+
+    torch.manual_seed(0)
+    full, pooled = MultiHeadSelfAttention(8, 16, 8), MultiHeadSelfAttention(8, 16, 8, downsample=True)
+    nn.init.normal_(full.proj.weight)  # not the identity: the attention's output shows
+    pooled.load_state_dict(full.state_dict())
+    x = torch.randn(2, 8, 1, 1).expand(2, 8, 32, 32).contiguous()
+    assert torch.allclose(pooled(x), full(x), atol=1e-3)  # float rounding of the 9-value means
+    y = torch.randn(2, 8, 32, 32)  # and on a real map they differ: the pooled one is used
+    assert not torch.allclose(pooled(y), full(y), atol=0.1)
+    assert pooled(y).shape == y.shape

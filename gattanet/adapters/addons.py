@@ -30,6 +30,10 @@ ECA_GAMMA, ECA_B = 2, 1
 AA_HEADS = 8  # Bello et al.: N_h = 8 (fewer only "when necessary" for memory)
 MHSA_HEADS = 8  # Vaswani et al.'s h = 8
 GSA_HEADS = 8  # Shen et al.: 8 heads in each GSA module
+# Bello et al. downsample self-attention's input "in the layers with the largest spatial dimensions": in their ImageNet
+# ResNets the 28×28 stage, not the 14×14 and 7×7 ones. Here: a tap whose map side exceeds this (the toy's 32×32 tap,
+# a ResNet's 56×56 and 28×28 ones) gives AA and plain MHSA the pooled map (modules.avg_pool_3x3_s2).
+DOWNSAMPLE_ABOVE = 16
 
 
 def reduced(channels: int, r: float) -> int:
@@ -96,7 +100,8 @@ def non_local_params(C: int, r: float) -> int:
 
 def aa_params(C: int, H: int, W: int, ratio: float, heads: int = AA_HEADS) -> int:
     """AA: qkv 1×1 C → 2d_k + d_v (+ b), relative embeddings (2H − 1 + 2W − 1)·d_k/N_h, the folded
-    output map d_v → C (+ b); d_k = d_v = d: 4Cd + 3d + (2H + 2W − 2)·d/N_h + C."""
+    output map d_v → C (+ b); d_k = d_v = d: 4Cd + 3d + (2H + 2W − 2)·d/N_h + C. H × W: the size the
+    attention sees (the pooled one where the map is downsampled)."""
     d = head_width(C, ratio, heads)
     return 4 * C * d + 3 * d + (2 * H + 2 * W - 2) * (d // heads) + C
 
@@ -187,6 +192,16 @@ def _size(t: Tap) -> tuple[int, int]:
     return t.shape[1], t.shape[2]
 
 
+def downsampled(t: Tap) -> bool:
+    """Whether AA and MHSA attend over the pooled map at tap `t` (DOWNSAMPLE_ABOVE)."""
+    return max(_size(t)) > DOWNSAMPLE_ABOVE
+
+
+def attention_size(t: Tap) -> tuple[int, int]:
+    """The map size self-attention sees at tap `t`: pooled where `downsampled`."""
+    return m.pooled_size(_size(t)) if downsampled(t) else _size(t)
+
+
 def _ltpa_module(taps: Sequence[Tap], rank: int) -> nn.Module:
     g = global_tap(taps)
     return m.PayAttentionHead([t.channels for t in conv_taps(taps)], g.channels, taps[-1].channels, rank)
@@ -233,12 +248,14 @@ ADDONS: dict[str, AddOn] = {a.name: a for a in [
           "timm.layers.BottleneckAttn (Bello et al.'s relative attention) + own output map",
           _RATIO + " (d_k = d_v: κ = υ)", 0.2, "ratio", AA_HEADS,
           "x + W(MHA(x)) with W (d_v → C) zero-init, weight and bias",
-          lambda t, u: m.AttentionAugmentation(t.channels, head_width(t.channels, u, AA_HEADS), _size(t), AA_HEADS),
-          lambda t, u: aa_params(t.channels, *_size(t), u)),
+          lambda t, u: m.AttentionAugmentation(t.channels, head_width(t.channels, u, AA_HEADS), _size(t), AA_HEADS,
+                                               downsampled(t)),
+          lambda t, u: aa_params(t.channels, *attention_size(t), u)),
     AddOn("mhsa", f"Multi-head self-attention, {MHSA_HEADS} heads (Vaswani et al., 2017)",
           "own: gattanet.adapters.modules.MultiHeadSelfAttention (torch's scaled_dot_product_attention)",
           _RATIO, 1.0, "ratio", MHSA_HEADS, "x + W_O(MHSA(x)) with W_O zero-init, weight and bias",
-          lambda t, u: m.MultiHeadSelfAttention(t.channels, head_width(t.channels, u, MHSA_HEADS), MHSA_HEADS),
+          lambda t, u: m.MultiHeadSelfAttention(t.channels, head_width(t.channels, u, MHSA_HEADS), MHSA_HEADS,
+                                                downsampled(t)),
           lambda t, u: mhsa_params(t.channels, u)),
     AddOn("gsa", f"Global self-attention, {GSA_HEADS} heads, with its batch norms (Shen et al., 2020)",
           "own: gattanet.adapters.modules.GlobalSelfAttention", _RATIO, 1.0, "ratio", GSA_HEADS,
@@ -280,8 +297,14 @@ DEVIATIONS: dict[str, tuple[str, ...]] = {
     "aa-conv": ("A frozen conv cannot be narrowed to C − d_v output channels to make room for the attention "
                 "channels, nor can the frozen next layer read more than C: the d_v attention channels are "
                 "mapped into the C channels by a zero-init 1×1 (W_O folded into it) and added to the full "
-                "conv's output instead of concatenated.",),
-    "mhsa": (),
+                "conv's output instead of concatenated.",
+                "On maps of side above 16 (the toy's 32×32 tap) the attention reads the map average-pooled 3×3 "
+                "with stride 2 and its output is upsampled bilinearly: the paper's remedy on the largest maps of "
+                "its ImageNet networks (their 28×28 stage), for time here; on 32×32 CIFAR images the paper does "
+                "not downsample. It cuts the attention over the toy's first tap from 1,024 positions to 256."),
+    "mhsa": ("On maps of side above 16 (the toy's 32×32 tap) the attention reads the map average-pooled 3×3 with "
+             "stride 2 and its output is upsampled bilinearly before W_O: AA's rule (Bello et al.) applied to "
+             "the plain self-attention, which has none of its own, for time (1,024 positions to 256).",),
     "gsa": ("GSA replaces a 3×3 conv in the paper; here it is added beside the frozen conv, its output taken "
             "through the rest of GSA-ResNet's bottleneck (BN, ReLU, 1×1 to C, BN) back into C channels.",),
     "ran-mask": ("The trunk branch T(x) is the frozen layer's output itself (the paper trains a trunk of residual "

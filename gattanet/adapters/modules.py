@@ -96,6 +96,21 @@ def _check_heads(name: str, width: int, heads: int) -> None:
                          f"got {width}")
 
 
+def pooled_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The map size after avg_pool_3x3_s2: ⌈H/2⌉ × ⌈W/2⌉ (padding 1)."""
+    return (size[0] + 1) // 2, (size[1] + 1) // 2
+
+
+def avg_pool_3x3_s2(x: Tensor) -> Tensor:
+    """Bello et al.'s downsampling of self-attention's input on the largest maps: 3×3 average pooling, stride 2."""
+    return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+
+
+def upsample_bilinear(z: Tensor, size: tuple[int, int]) -> Tensor:
+    """The upsampling back to the map's size that follows it: bilinear interpolation."""
+    return F.interpolate(z, size=size, mode="bilinear", align_corners=False)
+
+
 class AttentionAugmentation(nn.Module):
     """Attention augmentation (Bello et al., 2019) on a frozen conv: x + W(MHA(x)), W zero-init.
 
@@ -104,36 +119,49 @@ class AttentionAugmentation(nn.Module):
     relative embeddings shared by the heads). The paper concatenates MHA's d_v channels, mixed by its
     W_O (1×1, d_v → d_v), with a conv narrowed to C − d_v channels; a frozen conv cannot be narrowed
     and the frozen next layer reads C channels, so the d_v attention channels enter those C channels
-    through one learned 1×1 map W (d_v → C, W_O folded into it), added to the full conv's output."""
+    through one learned 1×1 map W (d_v → C, W_O folded into it), added to the full conv's output.
+    `downsample`: MHA reads the map average-pooled 3×3 with stride 2 and its output is upsampled bilinearly
+    (the paper's remedy on its largest maps), so its relative embeddings span the pooled size."""
 
-    def __init__(self, channels: int, width: int, size: tuple[int, int], heads: int):
+    def __init__(self, channels: int, width: int, size: tuple[int, int], heads: int, downsample: bool = False):
         super().__init__()
         _check_heads("aa-conv", width, heads)
-        self.attn = BottleneckAttn(channels, width, feat_size=tuple(size), num_heads=heads, dim_head=width // heads,
+        self.downsample = downsample
+        attn_size = pooled_size(size) if downsample else tuple(size)
+        self.attn = BottleneckAttn(channels, width, feat_size=attn_size, num_heads=heads, dim_head=width // heads,
                                    qkv_bias=True, scale_pos_embed=True)
         self.proj = zero_(nn.Conv2d(width, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.proj(self.attn(x))
+        if not self.downsample:
+            return x + self.proj(self.attn(x))
+        return x + self.proj(upsample_bilinear(self.attn(avg_pool_3x3_s2(x)), x.shape[-2:]))
 
 
 class MultiHeadSelfAttention(nn.Module):
     """Plain multi-head self-attention (Vaswani et al.; 004 §11) over the H·W positions of the tapped map,
     no position information: x + W_O(Concat_h softmax(Q_h K_hᵀ/√d_h) V_h), Q, K, V from one 1×1 conv
-    (C → 3·width), W_O a 1×1 conv width → C, zero-init."""
+    (C → 3·width), W_O a 1×1 conv width → C, zero-init. `downsample`: as AttentionAugmentation's, attention
+    over the pooled map's positions, its output upsampled bilinearly before W_O."""
 
-    def __init__(self, channels: int, width: int, heads: int):
+    def __init__(self, channels: int, width: int, heads: int, downsample: bool = False):
         super().__init__()
         _check_heads("mhsa", width, heads)
-        self.width, self.heads = width, heads
+        self.width, self.heads, self.downsample = width, heads, downsample
         self.qkv = nn.Conv2d(channels, 3 * width, 1)
         self.proj = zero_(nn.Conv2d(width, channels, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def attend(self, x: Tensor) -> Tensor:
+        """Concat_h softmax(Q_h K_hᵀ/√d_h) V_h over the positions of x: (B, width, H, W)."""
         B, _, H, W = x.shape
         q, k, v = self.qkv(x).reshape(B, 3, self.heads, self.width // self.heads, H * W).transpose(-1, -2).unbind(1)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H·W, d_h)
-        return x + self.proj(out.transpose(-1, -2).reshape(B, self.width, H, W))
+        return out.transpose(-1, -2).reshape(B, self.width, H, W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.downsample:
+            return x + self.proj(self.attend(x))
+        return x + self.proj(upsample_bilinear(self.attend(avg_pool_3x3_s2(x)), x.shape[-2:]))
 
 
 def relative_index(n: int, max_n: int, device: torch.device | None = None) -> Tensor:
