@@ -154,18 +154,6 @@ def build_model(spec: ModelSpec, backbone, device: torch.device):
     return place(built.model, device), built.trainable
 
 
-def macs_per_image(spec: ModelSpec) -> float:
-    """Multiply-adds per image of one inference forward of the model `spec` describes, built as the stages build
-    it on the CPU (fresh weights: the count is the architecture's; the global RNG is left as it was)."""
-    from gattanet.cost.bench import forward_macs
-
-    device = torch.device("cpu")
-    with torch.random.fork_rng(devices=[]):
-        backbone = _backbone(spec, device)
-        model = backbone if spec.kind == "backbone" else build_model(spec, backbone, device)[0]
-        return forward_macs(model.eval(), torch.rand(2, spec.channels, spec.size, spec.size))
-
-
 def _call(probe: Probe, device: torch.device, dtype: torch.dtype | None) -> Callable[[int], Callable[[], object]]:
     """make(batch) -> a function that runs the probe's pass over one batch of that many random images."""
     from gattanet.engine.fast_eval import shared_logits, shared_states
