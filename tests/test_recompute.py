@@ -223,3 +223,31 @@ def test_a_committed_related_work_run_is_rebuilt_from_its_arrays(run, tmp_path):
         for suffix in ("", "_peak"):
             assert row["vs_verdict" + suffix] in WORDS.values(), (row["method"], suffix)
             assert row["vs_gattanet" + suffix] in html, (row["method"], suffix)
+
+
+ADDON_RUNS = [p for p in RELATED_RUNS if p.name.startswith("related-addon")]
+
+
+def _backbone_md5(lock: dict, key: str) -> str:
+    outs = lock["stages"][f"pretrain@{key}"]["outs"]
+    return next(o["md5"] for o in outs if o["path"] == f"models/backbones/{key}.pt")
+
+
+@pytest.mark.skipif(not ADDON_RUNS, reason="no add-on track run committed under reports/related-addon*/")
+def test_the_add_on_profiles_share_the_default_backbone_and_one_gattanet():
+    """The add-on track is split over profiles (issue 21): each ran on the committed default run's frozen backbone
+    (the same checkpoint hash as the root dvc.lock's) and paired its rows with the same GAttANet models, so its
+    rows can be read as one table."""
+    root_lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    reference = None
+    for run in ADDON_RUNS:
+        params = yaml.safe_load((run / "params.yaml").read_text())
+        key = params["baselines"]["backbone"]
+        lock = yaml.safe_load((run / "dvc.lock").read_text())
+        assert _backbone_md5(lock, key) == _backbone_md5(root_lock, key), run.name
+        z = np.load(run / outputs.BASELINES_CORRECT.pattern.format(key="gattanet"))
+        if reference is None:
+            reference = (run.name, z)
+            continue
+        for array in ("seeds", "sigmas", "baseline", "correct"):
+            assert np.array_equal(z[array], reference[1][array]), (run.name, reference[0], array)
