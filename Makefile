@@ -11,12 +11,17 @@ repro: env data
 	dvc repro
 	@echo "report: $(abspath reports/index.html)  (gattanet-cli report --open)"
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), a test file to a process: a file's module fixtures are built
+# once, and each process builds its own shared tiny-profile run (conftest's tiny_run), so no two share a workspace.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: env
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The edit-test loop: everything but the tests marked slow (end-to-end dvc repro, DDP, kills); under 3 minutes.
 test-fast: env
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 env: $(STAMP)
 
