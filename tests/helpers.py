@@ -90,6 +90,15 @@ def make_project(where: Path, params: dict, n_train: int = 400, n_test: int = 20
     return repo
 
 
+OUTPUT_TOPS = ("data", "models", "results", "reports")  # where a project's stage outputs live
+
+
+def copy_of(repo: Path, where: Path) -> Path:
+    """A copy of a trained project (git, DVC cache and workspace), to break without touching the original."""
+    shutil.copytree(repo, where, symlinks=True)
+    return where
+
+
 def cached_files(repo: Path) -> dict[str, str]:
     """Every file of a DVC-cached output of a tiny-profile run (what `dvc push` sends): path -> sha256."""
     files = sorted(p for top in ("data", "models") for p in (repo / top).rglob("*")

@@ -24,6 +24,7 @@ from pipeline.report.load import ReportInputError, load_outputs, load_paper
 from pipeline.report.costs import baselines_macs
 from pipeline.report.tables import (BASELINE_METHODS, accuracy_ci, baselines_section, count, deviations, left_out,
                                     table1)
+from tests.helpers import ROOT
 from tests.report_fixtures import OPTIONAL, add_resnet_run, fake_params, write_fake_outputs
 
 FIGURE_IDS = ("fig2a", "fig2b", "fig3", "fig4a", "fig4b", "fig4c")
@@ -258,6 +259,11 @@ def test_left_out_sections_name_the_full_profile_command(built, tmp_path):
     add_resnet_run(with_resnet)
     assert not any("ResNet18" in item["what"] for item in left_out(with_resnet))
     assert left_out({**with_resnet, "profile": "full"}) == []
+    assert not any("related-work" in item["what"] for item in left_out(with_resnet))  # it lists baselines
+    no_baselines = {**with_resnet, "baselines": {**with_resnet["baselines"], "methods": []}}
+    row = next(item for item in left_out(no_baselines) if "related-work" in item["what"])
+    assert row["command"].startswith("gattanet-cli profile related-addon && dvc repro")
+    assert "related-scratch" in row["command"] and "reports/<profile>/index.html" in row["command"]
 
 
 def test_no_lesion_runs_in_params_says_how_to_add_one(tmp_path):
@@ -447,6 +453,20 @@ def test_a_missing_baselines_method_shows_not_run_with_its_command(tmp_path):
     params["baselines"]["methods"] = []
     missing = baselines_section(load_outputs(params, tmp_path), params)["missing"]
     assert FULL_PROFILE_COMMAND in missing and "baselines.methods" in missing
+    related = [p.stem for p in (ROOT / "pipeline" / "profiles").glob("related-*.yaml")]
+    assert len(related) >= 2 and all(name in missing for name in related), (related, missing)
+    assert missing.startswith("gattanet-cli profile related-addon && dvc repro")
+
+
+def test_a_profile_with_some_related_methods_points_to_the_profiles_that_run_the_rest(built):
+    _, params, index = built
+    html, _ = _html_of(index)
+    section = html[html.index('<section id="baselines">'):]
+    section = section[:section.index("</section>")]
+    assert f"Not in this profile's (<code>{params['profile']}</code>)" in section
+    assert "BAM" in section and "Selective Kernel" in section  # one left out of each track
+    for name in (p.stem for p in (ROOT / "pipeline" / "profiles").glob("related-*.yaml")):
+        assert f"<code>{name}</code>" in section, name
 
 
 def test_malformed_baselines_file_names_file_and_problem(tmp_path):

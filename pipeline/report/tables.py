@@ -16,6 +16,7 @@ from gattanet.adapters.budget import BUDGET_TOL
 from gattanet.adapters.scratch import DEVIATIONS as SCRATCH_DEVIATIONS
 from gattanet.adapters.scratch import SCRATCH
 from pipeline.config import ADDON_TRACK, SCRATCH_TRACK
+from pipeline.profiles import available as available_profiles
 from gattanet.analysis.stats import Estimate
 
 from .across import across_groups
@@ -176,12 +177,16 @@ def left_out(params: dict) -> list[dict]:
         ("retrain" not in lesion_modes, "lesions retrained per pattern (mode retrain)"),
         (any(k not in (params.get("controls") or {}) for k in (params.get("attention") or {})),
          "the controls (more training, recalibrated heads) of every attention run"),
-        (not (params.get("baselines") or {}).get("methods"),
-         "the related-work baselines (SE, ECA, CBAM, Gather-Excite, non-local, AA, GSA) and the wider-backbone control"),
     ]
     if params.get("profile") in ("full", "paper"):
         return []
-    return [{"what": what, "command": FULL_PROFILE_COMMAND} for missing, what in checks if missing]
+    rows = [{"what": what, "command": FULL_PROFILE_COMMAND} for missing, what in checks if missing]
+    if not (params.get("baselines") or {}).get("methods"):
+        related = related_work_profiles()
+        rows.append({"what": "the related-work baselines, add-on and from-scratch tracks, and the wider-backbone control",
+                     "command": f"gattanet-cli profile {related[0]} && dvc repro   (likewise {', '.join(related[1:])}; "
+                                "their runs here: reports/<profile>/index.html)"})
+    return rows
 
 
 def lesion_tables(out: Outputs) -> list[dict]:
@@ -332,6 +337,22 @@ BASELINE_METHODS.update({a.name: (ADDON_LABELS.get(a.name, a.name.upper()), a.ti
                                   f"{a.source}; identity at init: {a.identity}") for a in ADDONS.values()})
 
 
+def related_work_profiles() -> list[str]:
+    """The profiles that run the related work (pipeline/profiles/related-*.yaml), related-addon first."""
+    return sorted((p for p in available_profiles() if p.startswith("related-")), key=lambda p: p != "related-addon")
+
+
+def related_work_hint() -> str:
+    """Where a profile without baselines finds them: the related-work profiles, which split the two tracks into
+    runs a 2-core CPU finishes, and whose runs this repository commits under reports/<profile>/."""
+    related = related_work_profiles()
+    return (f"gattanet-cli profile {related[0]} && dvc repro   (the add-on track's methods at GAttANet's budget and "
+            f"seeds; the related-work profiles {', '.join(related)} split the two tracks into runs of at most 2 hours "
+            "on a 2-core CPU, and this repository commits each one's report under reports/<profile>/index.html; "
+            f"`{FULL_PROFILE_COMMAND}` runs them all at once, for hours; or list methods under `baselines.methods` "
+            "in params.yaml)")
+
+
 def baselines_section(out: Outputs, params: dict, alpha: float = 0.025, holm: bool = True,
                       macs: dict[str, float | None] | None = None) -> dict:
     """The baselines comparison: rows (GAttANet first, then the attention modules by clean accuracy, then
@@ -340,8 +361,7 @@ def baselines_section(out: Outputs, params: dict, alpha: float = 0.025, holm: bo
     with their track's GAttANet; `macs`: multiply-adds per image per method and of "backbone" (costs.macs_per_image)."""
     cfg = params.get("baselines")
     if not cfg or not cfg.get("methods"):
-        return {"missing": f"{FULL_PROFILE_COMMAND}   (the full CPU profile: the add-on track's methods at GAttANet's budget "
-                           "and seeds; or list methods under `baselines.methods` in params.yaml)"}
+        return {"missing": related_work_hint()}
     ran = [m for m in cfg["methods"] if m in out.baselines]
     ran.sort(key=lambda m: (m in SCRATCH_TRACK, m not in TRACK_REFERENCES.values(), m in ("toy-scratch", "wider-toy"),
                             -_or(out.baselines[m]["clean_acc"], -1.0)))
@@ -354,7 +374,7 @@ def baselines_section(out: Outputs, params: dict, alpha: float = 0.025, holm: bo
                 "command": f"dvc repro baselines@{m}"} for m in cfg["methods"] if m not in out.baselines]
     reference = out.baselines[ran[0]] if ran else None
     return {"missing": None, "rows": rows, "not_run": not_run, "budget": _budget(cfg, params),
-            "left_out": methods_left_out(cfg["methods"]),
+            "left_out": methods_left_out(cfg["methods"]), "related_profiles": related_work_profiles(),
             "protocols": TRACK_PROTOCOLS, "deviations": method_deviations(ran), "holm": holm,
             "peak_header": f"σ = {sigmas[0]:g}" if len(sigmas) == 1 else "the peak σ (per row)",
             "backbone": None if reference is None else {
