@@ -13,8 +13,10 @@ repro: env data
 
 # Tests run in TEST_WORKERS processes (pytest-xdist), a test file to a process: a file's module fixtures are built
 # once, and each process builds its own shared tiny-profile run (conftest's tiny_run), so no two share a workspace.
+# The cores are shared out (TEST_THREADS torch/OpenMP threads a process): more threads than cores slows the kernels.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+TEST_THREADS ?= $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); echo $$(( n > 0 ? n : 1 )))
+PYTEST = OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: env
 	$(PYTEST)
