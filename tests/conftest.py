@@ -32,7 +32,8 @@ def tiny_params() -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> dict:
-    """One tiny-profile `dvc repro` in a fresh copy of the project, shared by the end-to-end tests: then
+    """One tiny-profile `dvc repro` in a fresh copy of the project, shared by the end-to-end tests of one test
+    process (under `make test`'s two processes, each builds its own): then
     committed as the README tells a user (dvc.lock, params and the `cache: false` outputs in git) and
     pushed to a folder remote (the DVC-cached data, models and per-image results). Tests that change the
     workspace leave HEAD and the remote as they were, so a `git clone` + `dvc pull` is this run."""
