@@ -7,7 +7,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: repro test test-fast env data bench clean-outputs package-check
 
+# The estimate first (the stages `dvc repro` will run, on this machine: its CPU class and precision), then the run.
 repro: env data
+	$(BIN)/gattanet-cli plan --stale --save || echo "plan: no estimate (the run goes on)"
 	dvc repro
 	@echo "report: $(abspath reports/index.html)  (gattanet-cli report --open)"
 

@@ -238,15 +238,18 @@ def plan(params: Path = PARAMS_OPT,
          measure: bool = typer.Option(True, "--measure/--no-measure",
                                       help="Measure the rates the figures file lacks (briefly), or leave them out."),
          probe_seconds: float = typer.Option(2.0, min=0.1, help="Seconds per rate measured now."),
-         save: bool = typer.Option(False, "--save", help="Write the rates measured now to --figures.")) -> None:
+         save: bool = typer.Option(False, "--save", help="Write the rates measured now to --figures."),
+         stale: bool = typer.Option(False, "--stale", help="Only the stage entries `dvc repro` would run now "
+                                    "(what `dvc status` lists; all of them where DVC cannot say).")) -> None:
     """Each stage's work (images × passes × epochs at most) and its estimated time on this machine, with the total."""
     from pipeline.config import load_params
-    from pipeline.plan import make_plan, render
+    from pipeline.plan import make_plan, render, stale_entries
 
     def go():
         p = load_params(params)
+        only = stale_entries() if stale else None
         result = make_plan(p, params, device, figures, measure=measure, probe_seconds=probe_seconds, save=save,
-                           progress=lambda msg: console.print(msg, highlight=False))
+                           progress=lambda msg: console.print(msg, highlight=False), only=only)
         if as_json:
             print(json.dumps(result, indent=2))
         else:

@@ -33,6 +33,12 @@ NOT_INCLUDED = ("each stage's fixed costs: process start-up, loading data and ch
                 "k-NN and UMAP in embed",
                 "the data, validate, dims, summary and report stages (no model passes)")
 
+CPU_CLASS_WORDS = {
+    "AVX512-BF16": "bf16 computed natively (the profiles' measured times are this class's).",
+    "AVX-512": "no native bf16: the run computes in fp32.",
+    "AVX2": "no native bf16: the run computes in fp32, about 4× slower per epoch than on an AVX512-BF16 CPU "
+            "(the default's make repro measured 85 min on a 2-core AVX2 EPYC, against about 30 min).",
+    "other": "no native bf16: the run computes in fp32."}
 LEGEND = ("ep: epochs, each followed by a validation pass (val); ≤ E ep: at most E, early stopping may end "
           "sooner; a – b: from the earliest stop (1 + patience epochs) to the epoch limit; (1+n): the baseline and n GAttANets from one shared first pass (1+n×p: n models under p "
           "lesion patterns; 'own': each model its own forward). Image-passes: images × backbone passes "
@@ -90,15 +96,38 @@ def plan_device(params, requested: str | None) -> tuple[torch.device, list[str]]
     return torch.device(want), notes
 
 
+def stale_entries(cwd: str | Path = ".") -> set[tuple[str, str | None]] | None:
+    """The stage entries `dvc repro` would run now in `cwd`, as (stage, entry), from `dvc status --json`
+    (`name@key` for a foreach entry); None where DVC is not installed or cannot say (no DVC project)."""
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("dvc") is None:
+        return None
+    r = subprocess.run(["dvc", "status", "--json"], cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    try:
+        changed = json.loads(r.stdout or "{}")
+    except json.JSONDecodeError:
+        return None
+    return {(name, key or None) for name, _, key in (s.partition("@") for s in changed)}
+
+
 def make_plan(params, params_path: str | Path, device: str | None = None, figures_path: str | Path = FIGURES,
               measure: bool = True, probe_seconds: float = 2.0, save: bool = False,
-              progress: Callable[[str], None] | None = None) -> dict:
+              progress: Callable[[str], None] | None = None,
+              only: set[tuple[str, str | None]] | None = None) -> dict:
     """The plan as a JSON-able dict: every work item with its rate and estimated seconds, per-stage rows,
     the total, and where the rates come from. Rates missing from the figures file are measured now
-    (`measure`), about `probe_seconds` each, and written back to it with `save`."""
+    (`measure`), about `probe_seconds` each, and written back to it with `save`. `only`: just these
+    (stage, entry) pairs (what `dvc repro` would run now, see `stale_entries`)."""
     dev, notes = plan_device(params, device)
     prec = precision_name(autocast_dtype(dev, params.amp))
     works, sizes = build_works(params)
+    if only is not None:
+        works = [w for w in works if (w.stage, w.entry) in only]
     machine = cost.machine_info(dev)
     figures, why = cost.load_figures(figures_path)
     file_info = {"path": str(figures_path), "saved": None, "used": False, "note": why}
@@ -150,6 +179,7 @@ def make_plan(params, params_path: str | Path, device: str | None = None, figure
     least = sum(i["min_seconds"] for i in items if i["min_seconds"] is not None)
     return {
         "profile": params.profile, "params": str(params_path), "device": str(dev), "nproc": nproc,
+        "scope": "every stage from scratch" if only is None else "the stages dvc repro would run now",
         "params_device": params.device, "precision": prec, "amp": params.amp, "machine": machine,
         "notes": notes, "estimate": True,
         "figures": {**file_info, "from_file": len(from_file), "measured_now": len(measured_now),
@@ -225,10 +255,13 @@ def render(plan: dict, out, detail: bool = False) -> None:
     out.print(f"[bold]Cost plan[/] of profile [bold]{plan['profile']}[/] ({plan['params']}): an estimate, "
               f"not a measurement, for [bold]{plan['device']}[/] ({where}; {m['threads']} torch threads, "
               f"torch {m['torch']}), {plan['precision']}.", highlight=False)
+    if plan["device"] == "cpu":
+        cls = m.get("cpu_class", "other")
+        out.print(f"CPU class: [bold]{cls}[/]: {CPU_CLASS_WORDS.get(cls, '')}", highlight=False)
     for note in plan["notes"]:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     t = Table("stage", "entry", "work", "image-passes", "estimated time",
-              title=f"{plan['profile']}: every stage from scratch ({plan['device']}, {plan['precision']})")
+              title=f"{plan['profile']}: {plan['scope']} ({plan['device']}, {plan['precision']})")
     for r in plan["rows"]:
         time_text = _span(r["min_seconds"], r["seconds"]) if r["complete"] else "not measured"
         t.add_row(r["stage"], r["entry"] or "", "; ".join(r["work"]),

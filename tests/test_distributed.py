@@ -45,6 +45,7 @@ def test_shares_split_every_batch_into_contiguous_parts():
             assert max(len(range(n)[p]) for p in parts) - min(len(range(n)[p]) for p in parts) <= 1
 
 
+@pytest.mark.slow  # two torchrun processes (30 s each on an AVX2 CPU): `make test`, not `make test-fast`
 @pytest.mark.parametrize("mode", ["attention", "backbone"])
 def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path, mode):
     run_worker(tmp_path / "one.pt", mode, 1)
@@ -61,6 +62,7 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path, mode):
     assert moved > 1000 * TOLERANCE, f"training moved the weights by {moved}: the comparison would be empty"
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
     resume = tmp_path / "resume.pt"
     run_worker(tmp_path / "whole.pt", "backbone", 2)

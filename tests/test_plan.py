@@ -2,6 +2,7 @@
 count from the params), its time from measured rates, the figures file, and the CLI's errors and JSON."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -311,3 +312,27 @@ def test_engine_bench_is_kept_beside_the_figures(tmp_path, monkeypatch, tiny_par
     saved = json.loads((tmp_path / "f.json").read_text())
     assert saved["engine"]["img_per_s"]["fp32"]["pretrain_step"] == 1.0 and saved["figures"]  # both kept
     assert make_plan(p, "params.yaml", figures_path=tmp_path / "f.json", measure=False)["complete"]
+
+
+def test_stale_plans_only_what_dvc_status_lists_and_names_the_cpu_class(tmp_path, monkeypatch, tiny_params):
+    """`make repro` prints `plan --stale` first: the entries `dvc status` lists (a stand-in `dvc` on PATH here),
+    all of them where DVC cannot say, with the machine's CPU class and precision."""
+    monkeypatch.chdir(tmp_path)
+    path, _ = _params(tmp_path, _small(tiny_params))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dvc").write_text('#!/bin/sh\necho \'{"pretrain@toy-fmnist": [], "dims": []}\'\n')
+    (fake / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    r = runner.invoke(app, ["plan", "--params", str(path), "--no-measure", "--stale", "--json"])
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.output)
+    assert {(row["stage"], row["entry"]) for row in plan["rows"]} == {("pretrain", "toy-fmnist"), ("dims", None)}
+    assert plan["scope"] == "the stages dvc repro would run now"
+    assert plan["machine"]["cpu_class"] in ("AVX512-BF16", "AVX-512", "AVX2", "other")
+    r = runner.invoke(app, ["plan", "--params", str(path), "--no-measure", "--stale"])
+    assert "CPU class:" in r.output and "would run now" in r.output
+    (fake / "dvc").write_text("#!/bin/sh\nexit 1\n")  # DVC cannot say: every stage
+    everything = runner.invoke(app, ["plan", "--params", str(path), "--no-measure", "--json"])
+    r = runner.invoke(app, ["plan", "--params", str(path), "--no-measure", "--stale", "--json"])
+    assert json.loads(r.output)["rows"] == json.loads(everything.output)["rows"]

@@ -11,7 +11,7 @@ from gattanet.data.datasets import TensorData
 from gattanet.data.loader import Finish, TensorLoader
 from gattanet.models.gattanet import GAttANet
 from gattanet.engine.placement import CHANNELS_LAST, place
-from gattanet.engine.precision import autocast, autocast_dtype, cpu_has_native_bf16, precision_name
+from gattanet.engine.precision import autocast, autocast_dtype, cpu_class, cpu_has_native_bf16, precision_name
 from gattanet.engine.train import TrainConfig, fit
 
 CPU = torch.device("cpu")
@@ -38,6 +38,16 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
     assert cpu_has_native_bf16.__wrapped__(cpuinfo) is native
     assert cpu_has_native_bf16.__wrapped__(tmp_path / "absent") is False
+
+
+@pytest.mark.parametrize("flags, cls", [("fpu avx2 fma", "AVX2"), ("fpu avx2 avx512f avx512bw", "AVX-512"),
+                                        ("fpu avx2 avx512f avx512_bf16", "AVX512-BF16"), ("fpu sse4_2", "other")])
+def test_cpu_class_names_the_widest_vector_unit(tmp_path, flags, cls):
+    """What `gattanet-cli plan` and the figures file name: an AVX2-only CPU computes in fp32, ~4x slower here."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_class(cpuinfo) == cls
+    assert cpu_class(tmp_path / "absent") == "other"
 
 
 def test_fit_of_a_toy_gattanet_with_amp_on_the_cpu():

@@ -34,7 +34,7 @@ from gattanet.models.spec import AttentionSpec
 FIGURES_FORMAT = "gattanet-bench-figures"
 FIGURES_VERSION = 1
 MODES = ("train", "eval", "shared", "shared-lesions", "shared-retrained", "states", "separate")
-MACHINE_KEYS = ("cpu", "cpu_count", "threads", "torch", "gpu")  # what must match for figures to be used
+MACHINE_KEYS = ("cpu", "cpu_class", "cpu_count", "threads", "torch", "gpu")  # what must match for figures to be used
 
 
 class FiguresError(InputError):
@@ -272,7 +272,7 @@ def machine_info(device: str | torch.device) -> dict:
     device is one), plus the host name (informative only)."""
     device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+    return {"cpu": _cpu_model(), "cpu_class": precision.cpu_class(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "gpu": gpu, "host": platform.node()}
 
 
