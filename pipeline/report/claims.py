@@ -23,6 +23,19 @@ OVERALL_RULE = ("Per backbone family, over the rows in scope (rows not run or no
                 "scope): supported when every row is supported; contradicted when every row is contradicted; "
                 "inconclusive otherwise (mixed or undecided rows). The two outcomes need the same unanimity.")
 FULL_PROFILE_COMMAND = "gattanet-cli profile full && dvc repro"
+# What "supported" means on a row (Evidence.test), in the words of the claims table.
+GAIN_TEST, SIZE_TEST, BAR_TEST = "gain > 0", "gain > 0, not below the paper's", "above a bar"
+NON_INFERIOR_TEST, NOT_JUDGED = "non-inferior", "shown, not judged"
+
+
+def equivalent_test(margin: float) -> str:
+    """The test label of a TOST row: 'equivalent within ±0.50 pts'."""
+    return f"equivalent within ±{pts(margin).lstrip('+')}"
+
+
+def at_most_test(margin: float) -> str:
+    """The test label of a one-sided bound: 'at most +0.50 pts'."""
+    return f"at most {pts(margin)}"
 
 
 def pct(x: float | None) -> str:
@@ -81,6 +94,10 @@ class Evidence:
     note: str = ""
     effect: Estimate | None = None
     p: tuple[float, float] | None = None  # one-sided p of its two outcomes (supported, contradicted): Holm's input
+    test: str = ""  # what "supported" means on this row, a few words (GAIN_TEST, equivalent_test(m), ...)
+    paper_size: float | None = None  # the paper's effect on the row's scale, for the forest plot
+    margin: float | None = None  # the row's margin m on the row's scale (±m or +m, by `test`), for the forest plot
+    unit: str = "pts"  # the effect's scale: a difference of accuracies in points, or another named scale
 
 
 @dataclass
@@ -125,7 +142,7 @@ def overall_verdict(verdicts: list[str]) -> str:
 
 
 def decided(row: str, family: str, est: Estimate, numbers: dict[str, str], direction: int = 1,
-            paper_size: float | None = None, fmt=pts, note: str = "") -> Evidence:
+            paper_size: float | None = None, fmt=pts, note: str = "", test: str | None = None) -> Evidence:
     """A row decided by `est`'s CI; an inconclusive row says what effect the run would detect with 80 % power."""
     v = verdict(est, direction, paper_size)
     notes = [note] if note else []
@@ -138,7 +155,8 @@ def decided(row: str, family: str, est: Estimate, numbers: dict[str, str], direc
     p = ((est.p_above(0.0), est.p_below(max(0.0, size))) if direction == 1
          else (est.p_below(0.0), est.p_above(min(0.0, size))))
     return Evidence(row, family, v, {"effect (95 % CI)": ci_text(est, fmt), **numbers,
-                                     "interval from": spread_text(est)}, "; ".join(notes), est, p)
+                                     "interval from": spread_text(est)}, "; ".join(notes), est, p,
+                    test or (GAIN_TEST if paper_size is None else SIZE_TEST), paper_size)
 
 
 def _paper_gain(paper: dict, arch: str, dataset: str) -> float | None:
@@ -267,7 +285,7 @@ def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
         bar = halfway(s["chance"], frac)
         knn = estimate(s["knn_query"])
         claim.evidence.append(decided(f"{key}: classes", m["arch"], shifted(knn, -bar), {
-            "k-NN accuracy on q": ci_text(knn, pct), "bar": pct(bar), "chance": pct(s["chance"])}))
+            "k-NN accuracy on q": ci_text(knn, pct), "bar": pct(bar), "chance": pct(s["chance"])}, test=BAR_TEST))
         claim.evidence += _control_rows(f"{key}: classes", m["arch"], knn, s.get("controls"), key)
         groups = s.get("groups")
         if groups:
@@ -277,7 +295,8 @@ def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
                                           shifted(gknn, -gbar), {
                 "group k-NN accuracy on q": ci_text(gknn, pct), "bar": pct(gbar),
                 "largest group": pct(groups["largest_share"]),
-                "group silhouette in 2-D (figure, first seed)": f"{groups['in_2d']['silhouette']:.3f}"}))
+                "group silhouette in 2-D (figure, first seed)": f"{groups['in_2d']['silhouette']:.3f}"},
+                test=BAR_TEST))
             claim.evidence += _control_rows(f"{key}: groups", m["arch"], gknn, groups.get("controls"), key)
     return claim
 
@@ -313,7 +332,7 @@ def true_class(out: Outputs, paper: dict, params: dict) -> Claim:
         top3 = estimate(s["top3_rate"])
         claim.evidence.append(decided(key, m["arch"], shifted(top3, -bar), {
             "top-3 rate": ci_text(top3, pct), "bar": pct(bar), "chance": pct(s["chance_top3"]),
-            "top-1 rate": ci_text(estimate(s["top1_rate"]), pct)}))
+            "top-1 rate": ci_text(estimate(s["top1_rate"]), pct)}, test=BAR_TEST))
     return claim
 
 
@@ -357,7 +376,8 @@ def bounded(row: str, family: str, est: Estimate, test, margin: float, alpha: fl
     p = ((est.p_below(margin), est.p_above(margin)) if test is at_most else
          (max(est.p_above(-margin), est.p_below(margin)), min(est.p_below(-margin), est.p_above(margin))))
     return Evidence(row, family, v, {"effect (95 % CI)": ci_text(est), "margin": f"±{pts(margin).lstrip('+')}",
-                                     **numbers, "interval from": spread_text(est)}, "; ".join(notes), est, p)
+                                     **numbers, "interval from": spread_text(est)}, "; ".join(notes), est, p,
+                    at_most_test(margin) if test is at_most else equivalent_test(margin), margin=margin)
 
 
 def _lesion_rows(key: str, family: str, les: dict, margin: float, alpha: float) -> list[Evidence]:
@@ -447,7 +467,7 @@ def controls(out: Outputs, paper: dict, params: dict) -> Claim:
                 claim.evidence.append(Evidence(name, family, NOT_APPLICABLE, {"effect (95 % CI)": ci_text(effect),
                                                                              **numbers},
                                                "not among the analysis plan's judged controls: shown, out of scope",
-                                               effect))
+                                               effect, test=NOT_JUDGED))
                 continue
             claim.evidence.append(decided(name, family, effect, numbers))
     wider = out.baselines.get("wider-toy")

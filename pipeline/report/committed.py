@@ -1,0 +1,58 @@
+"""The profile runs committed under reports/<profile>/: their one-line headlines for the default report, and their
+reports re-rendered from their committed outputs (`gattanet-cli rerender`)."""
+
+import shutil
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import yaml
+
+HEADLINE_META = "gattanet-headline"  # <meta name=... content=...>: a report's one-line headline
+
+
+class _Headline(HTMLParser):
+    """The content of a page's headline <meta>, if any."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.headline = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "meta" and a.get("name") == HEADLINE_META:
+            self.headline = a.get("content")
+
+
+def committed_runs(reports: Path) -> list[dict]:
+    """Every reports/<profile>/ with a params.yaml and an index.html: its profile, link and one-line headline."""
+    runs = []
+    for folder in sorted(p.parent for p in Path(reports).glob("*/params.yaml")):
+        index = folder / "index.html"
+        if index.exists():
+            headline = _Headline(index.read_text()).headline
+            runs.append({"profile": folder.name, "href": f"{folder.name}/index.html",
+                         "headline": headline or f"rendered before headlines: gattanet-cli rerender {folder.name}"})
+    return runs
+
+
+def rerender(folder: Path, root: Path) -> Path:
+    """reports/<profile>/index.html and figures rebuilt from the committed params.yaml and results/ there. A run that
+    committed only its own outputs (no results/train-attn: the extensions profile) was made beside the default run,
+    whose results/ under `root` supply the rest."""
+    from .build import build_report, collect_provenance, git_commit
+
+    folder, root = Path(folder), Path(root)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        source = folder
+        if not (folder / "results" / "train-attn").is_dir():
+            source = Path(tmp)
+            shutil.copytree(root / "results", source / "results")
+            shutil.copytree(folder / "results", source / "results", dirs_exist_ok=True)
+        provenance = collect_provenance(source, params)
+        provenance["commit"] = (f"{git_commit(root)} (re-rendered from the outputs committed under "
+                                f"reports/{folder.name}/; the run's own commit and machine: docs/RUNS.md)")
+        provenance["cpu"] = "not recorded with the outputs (the run's machine: docs/RUNS.md)"
+        return build_report(params, source, folder, provenance)
