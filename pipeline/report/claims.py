@@ -25,6 +25,7 @@ OVERALL_RULE = ("Per backbone family, over the rows in scope (rows not run or no
 FULL_PROFILE_COMMAND = "gattanet-cli profile full && dvc repro"
 # What "supported" means on a row (Evidence.test), in the words of the claims table.
 GAIN_TEST, SIZE_TEST, BAR_TEST = "gain > 0", "gain > 0, not below the paper's", "above a bar"
+DIFF_TEST = "difference > 0"  # a difference of gains or accuracies: GAttANet − a control, d = 64 − d = 16, σ* − 0
 NON_INFERIOR_TEST, NOT_JUDGED = "non-inferior", "shown, not judged"
 
 
@@ -231,7 +232,7 @@ def noise(out: Outputs, paper: dict, params: dict) -> Claim:
             "gain at σ = 0": ci_text(estimate(sweep["gain"][0])),
             f"gain at σ* = {sweep['peak_sigma']:g}": ci_text(estimate(sweep["gain"][k])),
             "baseline at σ*": pct(sweep["baseline"][k]),
-            "baseline's loss of its margin over chance": _lost_text(sweep, k)}))
+            "baseline's loss of its margin over chance": _lost_text(sweep, k)}, test=DIFF_TEST))
         claim.evidence.append(_relative_row(key, m["arch"], sweep, loss))
     return claim
 
@@ -260,7 +261,7 @@ def _relative_row(key: str, family: str, sweep: dict, loss: float) -> Evidence:
     return decided(f"{key}: relative σ* = {s:g}", family, estimate(sweep["growth_by_sigma"][i]), {
         "gain at σ = 0": ci_text(estimate(sweep["gain"][0])),
         f"gain at σ* = {s:g}": ci_text(estimate(sweep["gain"][i])), "baseline at σ*": pct(sweep["baseline"][i]),
-        "baseline's loss of its margin over chance": _lost_text(sweep, i)})
+        "baseline's loss of its margin over chance": _lost_text(sweep, i)}, test=DIFF_TEST)
 
 
 def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
@@ -308,7 +309,7 @@ def _control_rows(row: str, family: str, knn: Estimate, controls: dict | None, k
                          f"the embedding predates its controls: dvc repro embed@{key}")]
     return [decided(f"{row}: q vs {name}", family, estimate(c["query_minus"]), {
         "control": c["what"], "k-NN accuracy on the control": ci_text(estimate(c["knn"]), pct),
-        "k-NN accuracy on q": ci_text(knn, pct)}) for name, c in controls.items()]
+        "k-NN accuracy on q": ci_text(knn, pct)}, test=DIFF_TEST) for name, c in controls.items()]
 
 
 def true_class(out: Outputs, paper: dict, params: dict) -> Claim:
@@ -423,7 +424,7 @@ def dimension(out: Outputs, paper: dict, params: dict) -> Claim:
             labels.append(f"relative σ* = {c['sigma']:g}")
         for label in labels:
             claim.evidence.append(decided(f"{c['dataset']}: {c['large']} − {c['small']}, {label}", c["arch"],
-                                          estimate(c["difference"]), {}))
+                                          estimate(c["difference"]), {}, test=DIFF_TEST))
     if not claim.evidence:
         claim.how_to_run = (f"add toy attention runs with attn_dim {small} and {large} on one backbone, "
                             "then `dvc repro`")
@@ -469,7 +470,7 @@ def controls(out: Outputs, paper: dict, params: dict) -> Claim:
                                                "not among the analysis plan's judged controls: shown, out of scope",
                                                effect, test=NOT_JUDGED))
                 continue
-            claim.evidence.append(decided(name, family, effect, numbers))
+            claim.evidence.append(decided(name, family, effect, numbers, test=DIFF_TEST))
     wider = out.baselines.get("wider-toy")
     if claim.evidence:  # the capacity row belongs beside controls that ran or are due
         if wider is None:

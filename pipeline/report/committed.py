@@ -1,14 +1,15 @@
 """The profile runs committed under reports/<profile>/: their one-line headlines for the default report, and their
 reports re-rendered from their committed outputs (`gattanet-cli rerender`)."""
 
-import shutil
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 import yaml
 
+from gattanet.errors import InputError
+
 HEADLINE_META = "gattanet-headline"  # <meta name=... content=...>: a report's one-line headline
+NO_HEADLINE = "a report from before the summary, which cannot be re-rendered from its committed files: docs/RUNS.md"
 
 
 class _Headline(HTMLParser):
@@ -33,26 +34,23 @@ def committed_runs(reports: Path) -> list[dict]:
         if index.exists():
             headline = _Headline(index.read_text()).headline
             runs.append({"profile": folder.name, "href": f"{folder.name}/index.html",
-                         "headline": headline or f"rendered before headlines: gattanet-cli rerender {folder.name}"})
+                         "headline": headline or NO_HEADLINE})
     return runs
 
 
 def rerender(folder: Path, root: Path) -> Path:
-    """reports/<profile>/index.html and figures rebuilt from the committed params.yaml and results/ there. A run that
-    committed only its own outputs (no results/train-attn: the extensions profile) was made beside the default run,
-    whose results/ under `root` supply the rest."""
+    """reports/<profile>/index.html and figures rebuilt from the params.yaml and results/ committed there. A run that
+    committed only its own outputs (no results/train-attn: the extensions profile, made beside a default run whose
+    outputs are not committed) cannot be: InputError, and its report stays as it was made."""
     from .build import build_report, collect_provenance, git_commit
 
     folder, root = Path(folder), Path(root)
+    if not (folder / "results" / "train-attn").is_dir():
+        raise InputError(f"{folder}: its attention runs' outputs (results/train-attn/) are not committed there, so its "
+                         "report cannot be re-rendered from committed files; it stays as it was made")
     params = yaml.safe_load((folder / "params.yaml").read_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        source = folder
-        if not (folder / "results" / "train-attn").is_dir():
-            source = Path(tmp)
-            shutil.copytree(root / "results", source / "results")
-            shutil.copytree(folder / "results", source / "results", dirs_exist_ok=True)
-        provenance = collect_provenance(source, params)
-        provenance["commit"] = (f"{git_commit(root)} (re-rendered from the outputs committed under "
-                                f"reports/{folder.name}/; the run's own commit and machine: docs/RUNS.md)")
-        provenance["cpu"] = "not recorded with the outputs (the run's machine: docs/RUNS.md)"
-        return build_report(params, source, folder, provenance)
+    provenance = collect_provenance(folder, params)
+    provenance["commit"] = (f"{git_commit(root)} (re-rendered from the outputs committed under reports/{folder.name}/; "
+                            "the run's own commit and machine: docs/RUNS.md)")
+    provenance["cpu"] = "not recorded with the outputs (the run's machine: docs/RUNS.md)"
+    return build_report(params, folder, folder, provenance)
