@@ -95,9 +95,9 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
     devs, omitted = deviations(paper, params), left_out(params)
     baselines = draw_baselines(params, out, out_dir, plan)
     extensions = extensions_section(out, params, plan.alpha_one_sided, plan.get("multiplicity") == "holm")
-    sections = {"Related attention modules vs GAttANet": [r[k] for r in baselines.get("rows", [])
+    sections = {"related modules − GAttANet, clean and at σ*": [r[k] for r in baselines.get("rows", [])
                                                           for k in ("vs_verdict", "vs_verdict_peak") if r.get(k)],
-                "Extensions vs GAttANet": [c["word"] for r in extensions["rows"] + extensions["pairs"]
+                "extensions − GAttANet (or their control)": [c["word"] for r in extensions["rows"] + extensions["pairs"]
                                            for c in r["cells"]]}
     forest = forest_rows(claims)
     return {

@@ -75,7 +75,7 @@ def headline(claims: list[Claim], sections: dict[str, list[str]]) -> list[str]:
         out.append(f"What this run cannot decide: {len(undecided)} rows, among them {_example(first)}, which would "
                    f"need an effect of ±{_size(first.effect.detectable_80)} to be detected with 80 % power "
                    f"(±{_size(reach[0])} to ±{_size(reach[-1])} over the undecided rows).")
-    out += [f"{name}: {_words(words)}." for name, words in sections.items() if words]
+    out += [f"{name[0].upper()}{name[1:]}: {_words(words)}." for name, words in sections.items() if words]
     return out
 
 
@@ -99,7 +99,7 @@ def headline_line(claims: list[Claim], sections: dict[str, list[str]]) -> str:
     if gain is not None:
         e = tested_rows(gain)[0]
         parts.append(f"clean gain ({e.row}) {ci_text(e.effect)}")
-    parts += [f"{name.lower()}: {_words(words)}" for name, words in sections.items() if words]
+    parts += [f"{name}: {_words(words)}" for name, words in sections.items() if words]
     return "; ".join(parts)
 
 
