@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test test-fast env data bench clean-outputs package-check
+.PHONY: repro test test-fast env data bench clean-outputs package-check screenshot
 
 repro: env data
 	dvc repro
@@ -24,6 +24,10 @@ test: env
 # The edit-test loop: everything but the tests marked slow (end-to-end dvc repro, DDP, kills); under 3 minutes.
 test-fast: env
 	$(PYTEST) -m "not slow"
+
+# The README's picture of the report's first screen (docs/report-first-screen.png), from reports/index.html.
+screenshot: env
+	$(BIN)/python scripts/screenshot.py
 
 env: $(STAMP)
 
