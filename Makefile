@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test test-fast env data bench clean-outputs package-check screenshot
+.PHONY: repro test test-fast env data bench clean-outputs package-check screenshot rerender
 
 repro: env data
 	dvc repro
@@ -28,6 +28,11 @@ test-fast: env
 # The README's picture of the report's first screen (docs/report-first-screen.png), from reports/index.html.
 screenshot: env
 	$(BIN)/python scripts/screenshot.py
+
+# Each committed profile run's report (reports/<profile>/index.html) re-rendered from its committed outputs; then
+# `gattanet-cli stage report` (or `dvc repro`) links them from the default report with their headlines.
+rerender: env
+	$(BIN)/python -m pipeline.report.committed
 
 env: $(STAMP)
 

@@ -275,30 +275,6 @@ def report(open_: bool = typer.Option(False, "--open", help="Open the report in 
         webbrowser.open(path.resolve().as_uri())
 
 
-@app.command()
-def rerender(names: Optional[list[str]] = typer.Argument(None, help="Profiles under reports/ (default: every "
-                                                          "folder there with a params.yaml)."),
-             reports: Path = typer.Option(Path("reports"), help="The reports folder.")) -> None:
-    """Re-render each committed profile run's report, reports/PROFILE/index.html, from the params.yaml and results/
-    committed beside it (then `gattanet-cli stage report` links them from the default report with their headlines)."""
-    from gattanet.errors import InputError
-    from pipeline.report.committed import rerender as rerender_one
-
-    def go():
-        folders = [reports / n for n in names] if names else sorted(p.parent for p in reports.glob("*/params.yaml"))
-        for folder in folders:
-            if not (folder / "params.yaml").exists():
-                raise UsageError(f"{folder}: no params.yaml there: not a committed profile run")
-            try:
-                print(f"{folder.name}: {rerender_one(folder, Path('.')).resolve().as_uri()}")
-            except InputError as e:
-                if names:
-                    raise
-                console.print(f"skipped {folder.name}: {e}", highlight=False, soft_wrap=True)
-
-    guarded(go)
-
-
 def main() -> None:
     app(prog_name="gattanet-cli")
 

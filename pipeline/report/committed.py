@@ -1,6 +1,10 @@
 """The profile runs committed under reports/<profile>/: their one-line headlines for the default report, and their
-reports re-rendered from their committed outputs (`gattanet-cli rerender`)."""
+reports re-rendered from their committed outputs (`make rerender`: `python -m pipeline.report.committed [PROFILE...]`).
 
+Not a gattanet-cli command: pipeline/cli.py is a code dependency of every stage, this module only of the report's.
+"""
+
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -54,3 +58,23 @@ def rerender(folder: Path, root: Path) -> Path:
                             "the run's own commit and machine: docs/RUNS.md)")
     provenance["cpu"] = "not recorded with the outputs (the run's machine: docs/RUNS.md)"
     return build_report(params, folder, folder, provenance)
+
+
+def main(names: list[str], reports: Path = Path("reports")) -> int:
+    """Re-render the named profiles' reports (default: every reports/<profile>/ with a params.yaml); a named one that
+    cannot be re-rendered is an error, an unnamed one is skipped with the reason."""
+    folders = [reports / n for n in names] if names else sorted(p.parent for p in reports.glob("*/params.yaml"))
+    failed = 0
+    for folder in folders:
+        try:
+            if not (folder / "params.yaml").exists():
+                raise InputError(f"{folder}: no params.yaml there: not a committed profile run")
+            print(f"{folder.name}: {rerender(folder, Path('.')).resolve().as_uri()}")
+        except InputError as e:
+            print(f"{'error' if names else 'skipped'}: {e}", file=sys.stderr)
+            failed += bool(names)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
