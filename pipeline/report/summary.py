@@ -4,6 +4,7 @@ Everything is read from the judged claims (claims.Evidence rows), the params and
 claim or row shows here without a change to the template.
 """
 
+import re
 from collections import Counter
 
 from gattanet.analysis.stats import CONTRADICTED, INCONCLUSIVE, NOT_RUN, SUPPORTED
@@ -114,7 +115,7 @@ def easy_and_hard(claims: list[Claim], deviations: list[dict], left_out: list[di
     if solid:
         easy.append(f"{len(solid)} of {sum(len(tested_rows(c)) for c in claims)} tested rows reach a decision at "
                     "this run's seeds and test images")
-    hard += [f"{d['topic']}: {d['here']}" for d in deviations if d["topic"] in HARD_TOPICS]
+    hard += [f"{d['topic']}: {_first_clause(d['here'])} (deviations)" for d in deviations if d["topic"] in HARD_TOPICS]
     undecided = [e for c in claims for e in tested_rows(c) if e.verdict == INCONCLUSIVE]
     if undecided:
         hard.append(f"{len(undecided)} tested rows stay inconclusive: their intervals are wider than the effects")
@@ -122,6 +123,11 @@ def easy_and_hard(claims: list[Claim], deviations: list[dict], left_out: list[di
     hard += [f"not run here: {row}" for row in not_run]
     hard += [f"not in this profile: {x['what']} ({x['command']})" for x in left_out]
     return {"easy": easy, "hard": hard}
+
+
+def _first_clause(text: str) -> str:
+    """A deviation's text up to its first colon, semicolon or full stop: the gist, for a list item."""
+    return re.split(r"[:;.](?:\s|$)", text)[0]
 
 
 def compute(stages: list[dict], provenance: dict) -> dict:
