@@ -26,7 +26,7 @@ FULL_PROFILE_COMMAND = "gattanet-cli profile full && dvc repro"
 # What "supported" means on a row (Evidence.test), in the words of the claims table.
 GAIN_TEST, SIZE_TEST, BAR_TEST = "gain > 0", "gain > 0, not below the paper's", "above a bar"
 DIFF_TEST = "difference > 0"  # a difference of gains or accuracies: GAttANet − a control, d = 64 − d = 16, σ* − 0
-NON_INFERIOR_TEST, NOT_JUDGED = "non-inferior", "shown, not judged"
+NOT_JUDGED = "shown, not judged"  # a row shown beside a claim, out of its scope
 
 
 def equivalent_test(margin: float) -> str:
