@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test test-fast env data bench clean-outputs package-check
+.PHONY: repro test test-fast env data bench clean-outputs package-check screenshot rerender
 
 # The estimate first (the stages `dvc repro` will run, on this machine: its CPU class and precision), then the run.
 repro: env data
@@ -26,6 +26,15 @@ test: env
 # The edit-test loop: everything but the tests marked slow (end-to-end dvc repro, DDP, kills); under 3 minutes.
 test-fast: env
 	$(PYTEST) -m "not slow"
+
+# The README's picture of the report's first screen (docs/report-first-screen.png), from reports/index.html.
+screenshot: env
+	$(BIN)/python scripts/screenshot.py
+
+# Each committed profile run's report (reports/<profile>/index.html) re-rendered from its committed outputs; then
+# `gattanet-cli stage report` (or `dvc repro`) links them from the default report with their headlines.
+rerender: env
+	$(BIN)/python -m pipeline.report.committed
 
 env: $(STAMP)
 

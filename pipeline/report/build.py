@@ -1,11 +1,13 @@
 """Render the HTML report (reports/index.html + reports/figures/) from the stage outputs.
 
 The builder only reads outputs (load.py), judges the paper's claims (claims.py), lays out
-tables (tables.py), draws figures (figures.py) and renders one Jinja2 template with
-autoescape on. To add a section: a loader in load.py, one entry in `build_context`, one
-`{% block %}` in templates/index.html.j2.
+tables (tables.py), sums the run up (summary.py: the first screen), draws figures (figures.py) and
+renders one Jinja2 template with autoescape on. To add a section: a loader in load.py, one entry in
+`build_context`, one `{% block %}` in templates/index.html.j2. A new claim or row needs none of these:
+the summary, the forest plot and the claims table are drawn from the claims' rows.
 """
 
+import os
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -21,7 +23,9 @@ from gattanet.io import write_text
 from . import figures as figs
 from .analysis_plan import load_plan
 from .extensions import extensions_section
-from .claims import CAPACITY_COMMAND, NOT_RUN, OVERALL_RULE, Claim, ci_text, estimate, evaluate_claims, pct, pts
+from .claims import CAPACITY_COMMAND, OVERALL_RULE, Claim, ci_text, estimate, evaluate_claims, pct, pts
+from .committed import committed_runs
+from .summary import forest_rows, reproducibility_summary
 from .load import Outputs, load_outputs, load_paper, stage_command
 from .tables import (backbone_convergence, baselines_section, controls_tables, dataset_label, deviations,
                      dims_comparisons, dims_table, left_out, lesion_tables, method_label, stage_times, table1)
@@ -39,12 +43,26 @@ def collect_provenance(root: Path, params: dict) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return {"commit": _git_commit(Path(root)), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "devices": sorted({s["device"] for s in stages if s["device"]}), "versions": versions,
+    return {"commit": git_commit(Path(root)), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "devices": sorted({s["device"] for s in stages if s["device"]}), "versions": versions, "cpu": cpu(),
             "stages": stages, "params_yaml": yaml.safe_dump(params, sort_keys=False, allow_unicode=True)}
 
 
-def _git_commit(root: Path) -> str:
+def cpu() -> str:
+    """This machine's CPU: model, cores, and the vector extensions the precision depends on (AVX512-BF16, AMX, AVX2)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    first = info.split("\n\n")[0]  # the first processor's block
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+    flags, model = set(fields.get("flags", "").split()), fields.get("model name", platform.machine())
+    ext = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX"), ("avx2", "AVX2"))
+           if flag in flags]
+    return f"{model}, {os.cpu_count()} cores, {' + '.join(ext) or 'no AVX2'}"
+
+
+def git_commit(root: Path) -> str:
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -74,8 +92,19 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
     stages = stage_times(out)
     plan = load_plan()
     report = params.get("report") or {}
+    devs, omitted = deviations(paper, params), left_out(params)
+    baselines = draw_baselines(params, out, out_dir, plan)
+    extensions = extensions_section(out, params, plan.alpha_one_sided, plan.get("multiplicity") == "holm")
+    sections = {"related modules − GAttANet, clean and at σ*": [r[k] for r in baselines.get("rows", [])
+                                                          for k in ("vs_verdict", "vs_verdict_peak") if r.get(k)],
+                "extensions − GAttANet (or their control)": [c["word"] for r in extensions["rows"] + extensions["pairs"]
+                                           for c in r["cells"]]}
+    forest = forest_rows(claims)
     return {
         "title": report.get("title", "GAttANet reproduction"),
+        "summary": reproducibility_summary(claims, params, out, devs, omitted, stages, provenance, sections),
+        "forest": figs.save(figs.forest_plot(forest), out_dir, "forest") if forest else None,
+        "committed_runs": committed_runs(out_dir),
         "profile": params.get("profile", "unknown"),
         "source": paper["source"],
         "claims": claims,
@@ -84,20 +113,18 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
         "dims": dims_table(out),
         "dims_comparisons": dims_comparisons(out),
         "overall_rule": OVERALL_RULE,
-        "left_out": left_out(params),
+        "left_out": omitted,
         "dims_missing": None if out.dims is not None else "dvc repro dims",
         "lesions": lesion_tables(out),
-        "baselines": draw_baselines(params, out, out_dir, plan),
+        "baselines": baselines,
         "controls": draw_controls(params, out, out_dir),
-        "extensions": extensions_section(out, params, plan.alpha_one_sided, plan.get("multiplicity") == "holm"),
-        "deviations": deviations(paper, params),
+        "extensions": extensions,
+        "deviations": devs,
         "backbone_scope": backbone_scope(params),
         "arrays": {"used": out.from_arrays, "missing": out.arrays_missing},
         "plan": {"path": plan.path, "sha256": plan.sha256, "text": plan.text,
                  "multiplicity": plan.get("multiplicity"), "alpha": plan.alpha_one_sided,
                  "changed_after_results": plan.data.get("deviations") or []},
-        "compute": {"seconds": sum(s["seconds"] for s in stages),
-                    "devices": sorted({s["device"] for s in stages if s["device"]})},
         "provenance": provenance,
     }
 
@@ -127,7 +154,7 @@ def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], o
 
     def add(fig_id: str, title: str, run: str | None, claim_id: str, draw, missing) -> None:
         item = {"id": fig_id, "title": title, "run": run, "paper": paper["figures"][fig_id],
-                "links": None, "measured": "", "not_run": None}
+                "links": None, "measured": [], "claim": None, "not_run": None}
         if run is None:
             key = "fig2" if fig_id in ("fig2a", "fig2b", "fig3") else fig_id
             item["not_run"] = f"set `report.figures.{key}` in params.yaml to an attention run"
@@ -139,7 +166,9 @@ def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], o
                 item["not_run"] = missing(run)
             else:
                 item["links"] = figs.save(fig, out_dir, fig_id)
-                item["measured"] = _measured(by_id[claim_id], run)
+                item["measured"] = [e for e in by_id[claim_id].evidence
+                                    if e.row == run or e.row.startswith(f"{run}:")]
+                item["claim"] = by_id[claim_id]
         items.append(item)
 
     def noise_title(run: str) -> str:
@@ -230,23 +259,11 @@ def draw_controls(params: dict, out: Outputs, out_dir: Path) -> dict:
             else None, "capacity_command": CAPACITY_COMMAND}
 
 
-def _measured(claim: Claim, run: str) -> str:
-    """The claim's rows for this run, one sentence each."""
-    rows = [e for e in claim.evidence if e.row == run or e.row.startswith(f"{run}:")]
-    if not rows:
-        return f"Verdict on “{claim.title}”: {NOT_RUN} for this run."
-    parts = []
-    for e in rows:
-        nums = "; ".join(f"{k}: {v}" for k, v in e.numbers.items() if k != "interval from")
-        note = f" ({e.note})" if e.note else ""
-        parts.append(f"{e.row} — {nums}. Verdict: {e.verdict}{note}.")
-    return f"On “{claim.title}”: " + " ".join(parts)
-
-
 def render(context: dict) -> str:
     """The page as a string; autoescape on, so text from params or data shows as text."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters |= {"pct": pct, "pts": pts, "css_class": lambda v: v.replace(" ", "-")}
+    env.globals["ci_text"] = ci_text
     css = Markup((TEMPLATES / "report.css").read_text())  # our own file, inlined as is
     return env.get_template("index.html.j2").render(css=css, **context)

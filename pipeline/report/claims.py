@@ -23,6 +23,20 @@ OVERALL_RULE = ("Per backbone family, over the rows in scope (rows not run or no
                 "scope): supported when every row is supported; contradicted when every row is contradicted; "
                 "inconclusive otherwise (mixed or undecided rows). The two outcomes need the same unanimity.")
 FULL_PROFILE_COMMAND = "gattanet-cli profile full && dvc repro"
+# What "supported" means on a row (Evidence.test), in the words of the claims table.
+GAIN_TEST, SIZE_TEST, BAR_TEST = "gain > 0", "gain > 0, not below the paper's", "above a bar"
+DIFF_TEST = "difference > 0"  # a difference of gains or accuracies: GAttANet − a control, d = 64 − d = 16, σ* − 0
+NOT_JUDGED = "shown, not judged"  # a row shown beside a claim, out of its scope
+
+
+def equivalent_test(margin: float) -> str:
+    """The test label of a TOST row: 'equivalent within ±0.50 pts'."""
+    return f"equivalent within ±{pts(margin).lstrip('+')}"
+
+
+def at_most_test(margin: float) -> str:
+    """The test label of a one-sided bound: 'at most +0.50 pts'."""
+    return f"at most {pts(margin)}"
 
 
 def pct(x: float | None) -> str:
@@ -81,6 +95,10 @@ class Evidence:
     note: str = ""
     effect: Estimate | None = None
     p: tuple[float, float] | None = None  # one-sided p of its two outcomes (supported, contradicted): Holm's input
+    test: str = ""  # what "supported" means on this row, a few words (GAIN_TEST, equivalent_test(m), ...)
+    paper_size: float | None = None  # the paper's effect on the row's scale, for the forest plot
+    margin: float | None = None  # the row's margin m on the row's scale (±m or +m, by `test`), for the forest plot
+    unit: str = "pts"  # the effect's scale: a difference of accuracies in points, or another named scale
 
 
 @dataclass
@@ -125,7 +143,7 @@ def overall_verdict(verdicts: list[str]) -> str:
 
 
 def decided(row: str, family: str, est: Estimate, numbers: dict[str, str], direction: int = 1,
-            paper_size: float | None = None, fmt=pts, note: str = "") -> Evidence:
+            paper_size: float | None = None, fmt=pts, note: str = "", test: str | None = None) -> Evidence:
     """A row decided by `est`'s CI; an inconclusive row says what effect the run would detect with 80 % power."""
     v = verdict(est, direction, paper_size)
     notes = [note] if note else []
@@ -138,7 +156,8 @@ def decided(row: str, family: str, est: Estimate, numbers: dict[str, str], direc
     p = ((est.p_above(0.0), est.p_below(max(0.0, size))) if direction == 1
          else (est.p_below(0.0), est.p_above(min(0.0, size))))
     return Evidence(row, family, v, {"effect (95 % CI)": ci_text(est, fmt), **numbers,
-                                     "interval from": spread_text(est)}, "; ".join(notes), est, p)
+                                     "interval from": spread_text(est)}, "; ".join(notes), est, p,
+                    test or (GAIN_TEST if paper_size is None else SIZE_TEST), paper_size)
 
 
 def _paper_gain(paper: dict, arch: str, dataset: str) -> float | None:
@@ -213,7 +232,7 @@ def noise(out: Outputs, paper: dict, params: dict) -> Claim:
             "gain at σ = 0": ci_text(estimate(sweep["gain"][0])),
             f"gain at σ* = {sweep['peak_sigma']:g}": ci_text(estimate(sweep["gain"][k])),
             "baseline at σ*": pct(sweep["baseline"][k]),
-            "baseline's loss of its margin over chance": _lost_text(sweep, k)}))
+            "baseline's loss of its margin over chance": _lost_text(sweep, k)}, test=DIFF_TEST))
         claim.evidence.append(_relative_row(key, m["arch"], sweep, loss))
     return claim
 
@@ -242,7 +261,7 @@ def _relative_row(key: str, family: str, sweep: dict, loss: float) -> Evidence:
     return decided(f"{key}: relative σ* = {s:g}", family, estimate(sweep["growth_by_sigma"][i]), {
         "gain at σ = 0": ci_text(estimate(sweep["gain"][0])),
         f"gain at σ* = {s:g}": ci_text(estimate(sweep["gain"][i])), "baseline at σ*": pct(sweep["baseline"][i]),
-        "baseline's loss of its margin over chance": _lost_text(sweep, i)})
+        "baseline's loss of its margin over chance": _lost_text(sweep, i)}, test=DIFF_TEST)
 
 
 def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
@@ -267,7 +286,7 @@ def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
         bar = halfway(s["chance"], frac)
         knn = estimate(s["knn_query"])
         claim.evidence.append(decided(f"{key}: classes", m["arch"], shifted(knn, -bar), {
-            "k-NN accuracy on q": ci_text(knn, pct), "bar": pct(bar), "chance": pct(s["chance"])}))
+            "k-NN accuracy on q": ci_text(knn, pct), "bar": pct(bar), "chance": pct(s["chance"])}, test=BAR_TEST))
         claim.evidence += _control_rows(f"{key}: classes", m["arch"], knn, s.get("controls"), key)
         groups = s.get("groups")
         if groups:
@@ -277,7 +296,8 @@ def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
                                           shifted(gknn, -gbar), {
                 "group k-NN accuracy on q": ci_text(gknn, pct), "bar": pct(gbar),
                 "largest group": pct(groups["largest_share"]),
-                "group silhouette in 2-D (figure, first seed)": f"{groups['in_2d']['silhouette']:.3f}"}))
+                "group silhouette in 2-D (figure, first seed)": f"{groups['in_2d']['silhouette']:.3f}"},
+                test=BAR_TEST))
             claim.evidence += _control_rows(f"{key}: groups", m["arch"], gknn, groups.get("controls"), key)
     return claim
 
@@ -289,7 +309,7 @@ def _control_rows(row: str, family: str, knn: Estimate, controls: dict | None, k
                          f"the embedding predates its controls: dvc repro embed@{key}")]
     return [decided(f"{row}: q vs {name}", family, estimate(c["query_minus"]), {
         "control": c["what"], "k-NN accuracy on the control": ci_text(estimate(c["knn"]), pct),
-        "k-NN accuracy on q": ci_text(knn, pct)}) for name, c in controls.items()]
+        "k-NN accuracy on q": ci_text(knn, pct)}, test=DIFF_TEST) for name, c in controls.items()]
 
 
 def true_class(out: Outputs, paper: dict, params: dict) -> Claim:
@@ -313,7 +333,7 @@ def true_class(out: Outputs, paper: dict, params: dict) -> Claim:
         top3 = estimate(s["top3_rate"])
         claim.evidence.append(decided(key, m["arch"], shifted(top3, -bar), {
             "top-3 rate": ci_text(top3, pct), "bar": pct(bar), "chance": pct(s["chance_top3"]),
-            "top-1 rate": ci_text(estimate(s["top1_rate"]), pct)}))
+            "top-1 rate": ci_text(estimate(s["top1_rate"]), pct)}, test=BAR_TEST))
     return claim
 
 
@@ -357,7 +377,8 @@ def bounded(row: str, family: str, est: Estimate, test, margin: float, alpha: fl
     p = ((est.p_below(margin), est.p_above(margin)) if test is at_most else
          (max(est.p_above(-margin), est.p_below(margin)), min(est.p_below(-margin), est.p_above(margin))))
     return Evidence(row, family, v, {"effect (95 % CI)": ci_text(est), "margin": f"±{pts(margin).lstrip('+')}",
-                                     **numbers, "interval from": spread_text(est)}, "; ".join(notes), est, p)
+                                     **numbers, "interval from": spread_text(est)}, "; ".join(notes), est, p,
+                    at_most_test(margin) if test is at_most else equivalent_test(margin), margin=margin)
 
 
 def _lesion_rows(key: str, family: str, les: dict, margin: float, alpha: float) -> list[Evidence]:
@@ -403,7 +424,7 @@ def dimension(out: Outputs, paper: dict, params: dict) -> Claim:
             labels.append(f"relative σ* = {c['sigma']:g}")
         for label in labels:
             claim.evidence.append(decided(f"{c['dataset']}: {c['large']} − {c['small']}, {label}", c["arch"],
-                                          estimate(c["difference"]), {}))
+                                          estimate(c["difference"]), {}, test=DIFF_TEST))
     if not claim.evidence:
         claim.how_to_run = (f"add toy attention runs with attn_dim {small} and {large} on one backbone, "
                             "then `dvc repro`")
@@ -447,9 +468,9 @@ def controls(out: Outputs, paper: dict, params: dict) -> Claim:
                 claim.evidence.append(Evidence(name, family, NOT_APPLICABLE, {"effect (95 % CI)": ci_text(effect),
                                                                              **numbers},
                                                "not among the analysis plan's judged controls: shown, out of scope",
-                                               effect))
+                                               effect, test=NOT_JUDGED))
                 continue
-            claim.evidence.append(decided(name, family, effect, numbers))
+            claim.evidence.append(decided(name, family, effect, numbers, test=DIFF_TEST))
     wider = out.baselines.get("wider-toy")
     if claim.evidence:  # the capacity row belongs beside controls that ran or are due
         if wider is None:

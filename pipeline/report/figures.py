@@ -254,3 +254,57 @@ def controls_gains(controls: dict) -> Figure:
     ax.set_xlabel("gain over the frozen backbone (pts, 95 % CI)")
     ax.set_title(f"controls of {controls['run']}", fontsize=10)
     return fig
+
+
+VERDICT_COLORS = {"supported": "#1e7a34", "contradicted": "#b02a1a", "inconclusive": "#666666"}
+FOREST_LINEAR = 1.0  # points: the forest plot's axis is linear within ±this, logarithmic beyond
+
+
+def forest_plot(rows: list[dict]) -> Figure:
+    """Every tested row's effect with its 95 % CI on one axis (×100: points), grouped by claim: zero, the paper's
+    size (diamond) and the row's margin (band) drawn. A row is {group, label, mean, low, high, verdict, test,
+    paper_size, margin}; the axis is symmetric-log, linear within ±FOREST_LINEAR, so small and large effects both show."""
+    lines, y = [], 0  # (y, row or group title)
+    for group in dict.fromkeys(r["group"] for r in rows):
+        lines.append((y, group))
+        y += 1
+        for r in (r for r in rows if r["group"] == group):
+            lines.append((y, r))
+            y += 1
+    fig = Figure(figsize=(11.0, 0.2 * y + 1.1), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.12)
+    ax = fig.subplots()
+    for yi, r in lines:
+        if isinstance(r, str):
+            ax.axhspan(yi - 0.5, yi + 0.5, color="#f1f1f1", lw=0)
+            ax.text(0.005, yi, r, transform=ax.get_yaxis_transform(), va="center", fontsize=7.5, fontweight="bold")
+            continue
+        if r["margin"] is not None:
+            ax.fill_betweenx([yi - 0.4, yi + 0.4], -100 * r["margin"], 100 * r["margin"], color="#cfe3f3", lw=0)
+        color = VERDICT_COLORS.get(r["verdict"], "#999999")
+        ax.plot([100 * r["low"], 100 * r["high"]], [yi, yi], color=color, lw=2, solid_capstyle="butt")
+        ax.plot(100 * r["mean"], yi, "o", color=color, ms=4)
+        if r["paper_size"] is not None:
+            ax.plot(100 * r["paper_size"], yi, "D", color="#e39b2f", ms=5, mec="#7a4f0c", mew=0.6)
+    ax.axvline(0, color="#222222", lw=0.8)
+    ax.set_xscale("symlog", linthresh=FOREST_LINEAR, linscale=1.5)
+    reach = max(FOREST_LINEAR, *(100 * max(abs(r["low"]), abs(r["high"])) for r in rows))
+    ticks = [t for t in (0.5, 1, 3, 10, 30, 100) if t <= reach * 1.05]
+    ax.set_xticks([-t for t in ticks[::-1]] + [0] + ticks, [f"{-t:+g}" for t in ticks[::-1]] + ["0"]
+                  + [f"{t:+g}" for t in ticks], fontsize=7.5)
+    ax.minorticks_off()
+    ax.set_xlim(-reach * 1.15, reach * 1.15)
+    ax.set_ylim(y - 0.5, -0.5)
+    ax.set_yticks([yi for yi, r in lines if not isinstance(r, str)],
+                  [r["label"] for _, r in lines if not isinstance(r, str)], fontsize=7)
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks([yi for yi, r in lines if not isinstance(r, str)],
+                     [r["test"] for _, r in lines if not isinstance(r, str)], fontsize=7, color="#555555")
+    ax.grid(axis="x", color="#e4e4e4", lw=0.6)
+    ax.set_xlabel(f"effect, 95 % CI (points; axis linear within ±{FOREST_LINEAR:g}, logarithmic beyond)")
+    handles = [ax.plot([], [], color=c, lw=2, marker="o", ms=4, label=v)[0] for v, c in VERDICT_COLORS.items()]
+    handles.append(ax.plot([], [], "D", color="#e39b2f", mec="#7a4f0c", ms=5, label="the paper's size")[0])
+    handles.append(ax.fill_between([], [], color="#cfe3f3", label="margin ±m"))
+    ax.legend(handles=handles, frameon=False, fontsize=7.5, ncols=5, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    return fig
