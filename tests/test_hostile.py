@@ -145,7 +145,7 @@ def test_killing_the_launcher_takes_its_torchrun_workers_with_it(project):
 
 def test_every_dvc_output_persists_and_the_runner_empties_the_folder_ones():
     """DVC removes a stage's outputs before its command (where a bad param is found) unless they persist;
-    a folder output is then emptied by the runner once the params have passed (see clear_folder_outputs)."""
+    a folder output is then emptied by its stage when it writes the new files (see clear_folder_outputs)."""
     from pipeline.stages import FOLDER_OUTPUTS
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
