@@ -32,6 +32,10 @@ def atomic_path(path):
         tmp.touch()  # 0666 less the umask, as any new file
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only: `path` is left as it was; say so by its name, not the temp's
+        if e.errno is None:
+            raise
+        raise type(e)(e.errno, f"{e.strerror or e}; {path.name} left as it was", str(path)) from e
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         os.close(lock)

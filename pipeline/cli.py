@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import profiles
-from pipeline.errors import ParamsError, UsageError, exit_code
+from pipeline.errors import ParamsError, UsageError, exit_code, message
 from pipeline.stages import STAGES, run_stage
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
@@ -44,7 +44,7 @@ def guarded(fn: Callable[[], None]) -> None:
         code = exit_code(e)
         if code is None or DEBUG["on"]:
             raise
-        fail(f"bad params: {e}" if isinstance(e, ParamsError) else str(e), code)
+        fail(f"bad params: {e}" if isinstance(e, ParamsError) else message(e), code)
 
 
 @app.callback()

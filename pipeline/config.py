@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,21 @@ FIGURES = ("fig2", "fig4a", "fig4b", "fig4c")  # report.figures: the runs the pa
 CONTROL_METHODS = ("more-training", "vector-scaling", "logits", "residual-head")  # see gattanet.models.heads
 QUERIES = ("bottom-up", "top-down")  # attention.KEY.query: see gattanet.models.attention.QUERIES
 
+MAX_VALUES = 100_000  # values in a params file, YAML aliases counted where used: validation stays fast and small
 Check = Callable[[Any, str], Any]  # (value, dotted key) -> the checked, converted value
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 3, 10, 10, 10
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 80, 80, 40
+
+
+def shown(v: Any) -> str:
+    """`v` as a refusal shows it: its repr, shortened with '...' (a value in a message is bounded, however
+    large or deeply nested the input)."""
+    try:
+        return _SHORT.repr(v)
+    except ValueError:  # an int past Python's digit limit for str()
+        return f"an integer of about {int(v.bit_length() * 0.30103)} digits"
 
 
 REQUIRED = object()
@@ -66,23 +81,31 @@ def _join(where: str, name: str) -> str:
 # ---------------------------------------------------------------- checks
 
 
-def integer(lo: int | None = None, end: int | None = None, why: str = "") -> Check:
-    """An integer ≥ lo and < end (`why` says where the end comes from)."""
+def integer(lo: int | None = None, end: int | None = None, why: str = "", hi: int | None = None) -> Check:
+    """An integer ≥ lo and < end (`why` says where the end comes from), and ≤ hi: the bound of a value that
+    costs memory or time in proportion (`why` says which)."""
     def check(v, key):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ParamsError(f"{key}: expected an integer, got {v!r}")
+            raise ParamsError(f"{key}: expected an integer, got {shown(v)}")
         if lo is not None and v < lo:
-            raise ParamsError(f"{key}: must be ≥ {lo}, got {v}")
+            raise ParamsError(f"{key}: must be ≥ {lo}, got {shown(v)}")
         if end is not None and v >= end:
-            raise ParamsError(f"{key}: must be < {end}{why}, got {v}")
+            raise ParamsError(f"{key}: must be < {end}{why}, got {shown(v)}")
+        if hi is not None and v > hi:
+            raise ParamsError(f"{key}: must be ≤ {hi}{why}, got {shown(v)}")
         return v
     return check
+
+
+def bounded(hi: int, why: str, lo: int = 1) -> Check:
+    """integer(lo, hi=hi): a count whose memory or time grows with it; `why` names what it costs."""
+    return integer(lo, why=f" ({why})", hi=hi)
 
 
 def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Check:
     def check(v, key):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ParamsError(f"{key}: expected a number, got {v!r}")
+            raise ParamsError(f"{key}: expected a number, got {shown(v)}")
         v = float(v)
         if not math.isfinite(v):
             raise ParamsError(f"{key}: expected a finite number, got {v}")
@@ -96,28 +119,31 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 
 def boolean(v, key) -> bool:
     if not isinstance(v, bool):
-        raise ParamsError(f"{key}: expected true or false, got {v!r}")
+        raise ParamsError(f"{key}: expected true or false, got {shown(v)}")
     return v
 
 
 def text(v, key) -> str:
     if not isinstance(v, str) or not v:
-        raise ParamsError(f"{key}: expected a non-empty string, got {v!r}")
+        raise ParamsError(f"{key}: expected a non-empty string, got {shown(v)}")
     return v
 
 
 def one_of(*allowed) -> Check:
     def check(v, key):
-        if v not in allowed:
-            raise ParamsError(f"{key}: {v!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+        if not isinstance(v, (str, int, float, bool, type(None))) or v not in allowed:
+            raise ParamsError(f"{key}: {shown(v)} is not allowed; allowed: {', '.join(map(str, allowed))}")
         return v
     return check
 
 
-def list_of(item: Check, example: str, nonempty: bool = True) -> Check:
+def list_of(item: Check, example: str, nonempty: bool = True, most: int = 1000) -> Check:
+    """A list of at most `most` items, each checked by `item`."""
     def check(v, key):
         if not isinstance(v, list) or (nonempty and not v):
-            raise ParamsError(f"{key}: expected a {'non-empty ' if nonempty else ''}list, e.g. {example}; got {v!r}")
+            raise ParamsError(f"{key}: expected a {'non-empty ' if nonempty else ''}list, e.g. {example}; got {shown(v)}")
+        if len(v) > most:
+            raise ParamsError(f"{key}: at most {most} values, got {len(v)}")
         return tuple(item(x, f"{key}[{i}]") for i, x in enumerate(v))
     return check
 
@@ -143,7 +169,7 @@ def entries(cls, name: str = "key", optional: bool = False) -> Check:
 
 def safe_key(k, key: str) -> str:
     if not isinstance(k, str) or not SAFE_KEY.fullmatch(k):
-        raise ParamsError(f"{key}: entry name {k!r} is not allowed; allowed: 1 to 64 letters, digits, '.', '_' "
+        raise ParamsError(f"{key}: entry name {shown(k)} is not allowed; allowed: 1 to 64 letters, digits, '.', '_' "
                           f"or '-', starting with a letter or digit (it names files and DVC stages)")
     return k
 
@@ -155,17 +181,21 @@ def mapping(v, key) -> dict:
 def device(v, key) -> str:
     if v in ("auto", "cpu", "cuda") or (isinstance(v, str) and v.startswith("cuda:") and v[5:].isdigit()):
         return v
-    raise ParamsError(f"{key}: {v!r} is not allowed; allowed: {DEVICES}")
+    raise ParamsError(f"{key}: {shown(v)} is not allowed; allowed: {DEVICES}")
 
 
 def weights(v, key) -> str:
     v = text(v, key)
     if v not in ("scratch", "imagenet") and not Path(v).suffix:
-        raise ParamsError(f"{key}: {v!r} is not allowed; allowed: scratch | imagenet | path to a .pt/.pth state_dict")
+        raise ParamsError(f"{key}: {shown(v)} is not allowed; allowed: scratch | imagenet | path to a .pt/.pth state_dict")
     return v
 
 
 SEED = integer(0, SEED_END, " (the 32-bit seeds numpy's and UMAP's random states take)")
+EPOCHS = bounded(100_000, "an upper bound on training epochs")
+BATCH = bounded(65_536, "images per batch, held at once on the device")
+ATTN_DIM = bounded(4096, "keys and queries per position grow with it; the paper uses 4 to 64")
+ITERATIONS = bounded(16, "a backbone pass per iteration")
 
 
 def seed_or_global(v, key) -> int | None:
@@ -174,23 +204,23 @@ def seed_or_global(v, key) -> int | None:
 
 
 def seeds(v, key) -> tuple[int, ...]:
-    s = list_of(SEED, "[0, 1, 2]")(v, key)
+    s = list_of(SEED, "[0, 1, 2]", most=100)(v, key)  # one model trained per seed
     if len(set(s)) != len(s):
-        raise ParamsError(f"{key}: seeds must be distinct, got {list(s)}")
+        raise ParamsError(f"{key}: seeds must be distinct, got {shown(list(s))}")
     return s
 
 
 def sigmas(v, key) -> tuple[float, ...]:
-    s = list_of(number(0, 10), "[0.0, 0.035, 0.1]")(v, key)
+    s = list_of(number(0, 10), "[0.0, 0.035, 0.1]", most=1000)(v, key)  # a pass over the test set per σ
     if len(s) < 2 or s[0] != 0 or any(b <= a for a, b in zip(s, s[1:])):
         raise ParamsError(f"{key}: must start at 0 (the clean gain) and increase strictly, with at least "
-                          f"one σ > 0; got {list(s)}")
+                          f"one σ > 0; got {shown(list(s))}")
     return s
 
 
 def _mapping(v: Any, key: str) -> dict:
     if not isinstance(v, dict):
-        raise ParamsError(f"{key}: expected a mapping, got {v!r}")
+        raise ParamsError(f"{key}: expected a mapping, got {shown(v)}")
     return v
 
 
@@ -198,7 +228,7 @@ def _fields(d: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...
     d = _mapping(d, key or "params")
     unknown = [k for k in d if k not in allowed]
     if unknown:
-        raise ParamsError(f"{_join(key, unknown[0])}: unknown key; allowed: {', '.join(allowed)}")
+        raise ParamsError(f"{_join(key, shown(unknown[0]) if not isinstance(unknown[0], str) else unknown[0][:80])}: unknown key; allowed: {', '.join(allowed)}")
     missing = [k for k in required if k not in d]
     if missing:
         raise ParamsError(f"{_join(key, missing[0])}: missing (required keys: {', '.join(required)})")
@@ -221,7 +251,7 @@ class DataCfg:
     root: str = param(text)
     val_fraction: float = param(number(0, 0.5, lo_open=True))
     # image folders (imagenet) only; tensor datasets live whole on the device (see _check_data)
-    workers: int = param(integer(0), default=4)  # DataLoader processes decoding JPEGs / reading the cache
+    workers: int = param(bounded(256, "DataLoader processes", lo=0), default=4)  # DataLoader processes decoding JPEGs / reading the cache
     eval_cache: bool = param(boolean, default=True)  # decode val/test crops once to uint8 shards, reuse them
     cache_dir: str = param(text, default=str(CACHE))  # where (content-keyed subfolders; safe to delete)
 
@@ -232,9 +262,9 @@ class BackboneRun:
     arch: str = param(one_of(*ARCHS))
     dataset: str = param(text)  # a key of `data`
     weights: str = param(weights)  # "scratch" | "imagenet" | path to a state_dict
-    epochs: int = param(integer(1))
-    patience: int = param(integer(1))
-    batch_size: int = param(integer(1))
+    epochs: int = param(EPOCHS)
+    patience: int = param(EPOCHS)
+    batch_size: int = param(BATCH)
     lr: float = param(number(0, lo_open=True))
     train_subset: int = param(integer(0))
     augment: Augment = param(section(Augment))
@@ -246,23 +276,23 @@ class AttentionRun:
     key: str
     backbone: str = param(text)  # a key of `backbones`
     dataset: str = param(text)   # the backbone's dataset
-    attn_dim: int = param(integer(1))
+    attn_dim: int = param(ATTN_DIM)
     lesion: str = param(text)    # "full" or a pattern, one character per tap
-    epochs: int = param(integer(1))
-    patience: int = param(integer(1))
-    batch_size: int = param(integer(1))
+    epochs: int = param(EPOCHS)
+    patience: int = param(EPOCHS)
+    batch_size: int = param(BATCH)
     lr: float = param(number(0, lo_open=True))
     l2: float = param(number(0))
     dropout: float = param(number(0, 0.99))
     kq_norm: bool = param(boolean)
     score_norm: bool = param(boolean)
-    iterations: int = param(integer(1))
+    iterations: int = param(ITERATIONS)
     train_subset: int = param(integer(0))
     augment: Augment = param(section(Augment))
     seeds: tuple[int, ...] = param(seeds)  # one model per training seed, all on the same backbone
     # beyond the paper (equations in gattanet.models.gattanet/.attention): an attention run keeps the paper's values
     # (checked in validate); an extension (ExtensionRun) changes them in the run it trains
-    heads: int = param(integer(1), default=1)  # H global queries of attn_dim / H features each
+    heads: int = param(ATTN_DIM, default=1)  # H global queries of attn_dim / H features each
     query: str = param(one_of(*QUERIES), default="bottom-up")  # top-down: from pass 1's class evidence
     finetune: bool = param(boolean, default=False)  # the backbone trains too, at finetune_lr
     finetune_lr: float | None = param(optional(number(0, lo_open=True)), default=None)  # needs finetune: true
@@ -277,7 +307,7 @@ class NoiseCfg:
     peak_sigma: float = param(number(0, lo_open=True))  # σ*, fixed before the run: the claim tests gain(σ*) − gain(0)
     clip: bool = param(boolean)
     test_subset: int = param(integer(0))
-    batch_size: int = param(integer(1))
+    batch_size: int = param(BATCH)
 
 
 @dataclass(frozen=True)
@@ -309,8 +339,8 @@ class ExtensionRun:
     run: str = param(text)  # the attention run it varies (single-pass GAttANet, the paper's)
     backbone: str = param(text)  # the run's (DVC reads it to wire the data dependency)
     dataset: str = param(text)
-    iterations: int | None = param(optional(integer(1)), default=None)  # each left out: the run's value
-    heads: int | None = param(optional(integer(1)), default=None)
+    iterations: int | None = param(optional(ITERATIONS), default=None)  # each left out: the run's value
+    heads: int | None = param(optional(ATTN_DIM), default=None)
     query: str | None = param(optional(one_of(*QUERIES)), default=None)
     finetune: bool | None = param(optional(boolean), default=None)
     finetune_lr: float | None = param(optional(number(0, lo_open=True)), default=None)
@@ -328,15 +358,15 @@ class ExtensionRun:
 
 @dataclass(frozen=True)
 class EmbeddingCfg:
-    max_points: int = param(integer(10))
-    n_neighbors: int = param(integer(2))
-    knn_k: int = param(integer(1))
+    max_points: int = param(bounded(10_000_000, "points embedded by UMAP at once", lo=10))
+    n_neighbors: int = param(bounded(1000, "UMAP's neighbour graph", lo=2))
+    knn_k: int = param(bounded(1000, "neighbours per test image"))
 
 
 @dataclass(frozen=True)
 class MapsCfg:
-    per_class: int = param(integer(1))
-    max_images: int = param(integer(1))
+    per_class: int = param(bounded(1000, "sample images drawn into maps.json"))
+    max_images: int = param(bounded(10_000, "sample images drawn into maps.json"))
     test_subset: int = param(integer(0))
 
 
@@ -346,7 +376,7 @@ class BaselinesCfg:
     backbone: str = param(text)
     dataset: str = param(text)
     methods: tuple[str, ...] = param(list_of(one_of(*BASELINE_METHODS), "[se, eca]", nonempty=False))
-    epochs: int = param(integer(1))
+    epochs: int = param(EPOCHS)
     train_subset: int = param(integer(0))
     test_subset: int = param(integer(0))
 
@@ -363,7 +393,7 @@ class Params:
     seed: int = param(SEED)
     device: str = param(device)
     amp: bool = param(boolean)  # mixed precision: bf16/fp16 autocast where the device has it
-    eval_batch_size: int = param(integer(1))  # images per batch wherever a stage only evaluates
+    eval_batch_size: int = param(BATCH)  # images per batch wherever a stage only evaluates
     nproc: int = param(integer(1))  # processes of the training stages: > 1 runs them under torchrun with DDP
     data: dict[str, DataCfg] = param(entries(DataCfg, name="name"))
     backbones: dict[str, BackboneRun] = param(entries(BackboneRun))
@@ -382,8 +412,27 @@ class Params:
 # ---------------------------------------------------------------- loading
 
 
-class _Yaml12Floats(yaml.SafeLoader):
-    """PyYAML's safe loader, but reading `1e-3` as a number, as YAML 1.2 and DVC do (1.1 makes it a string)."""
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last one silently; DVC
+    refuses the file, so the two readers of params.yaml would disagree)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {shown(key)} (line {key_node.start_mark.line + 1}); each key "
+                        f"once", key_node.start_mark)
+                seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep)
+
+
+class _Yaml12Floats(UniqueKeyLoader):
+    """The params reader: `1e-3` read as a number, as YAML 1.2 and DVC do (1.1 makes it a string)."""
 
 
 _Yaml12Floats.add_implicit_resolver(
@@ -392,23 +441,59 @@ _Yaml12Floats.add_implicit_resolver(
 
 
 def read_yaml(text: str) -> Any:
-    """Parse params YAML the way DVC does for numbers (`1e-3` is 0.001)."""
+    """Parse params YAML the way DVC does for numbers (`1e-3` is 0.001) and duplicate keys (refused)."""
     return yaml.load(text, Loader=_Yaml12Floats)
+
+
+def read_text_file(path: Path, error: type[Exception], what: str) -> str:
+    """A text file's content as UTF-8, or `error` in one line naming the path and what is wrong with it
+    (missing, a directory, unreadable, not UTF-8)."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: file not found ({what})") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a file ({what})") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: PyYAML's message with its line breaks folded."""
+    return " ".join(str(e).split())[:300]
+
+
+def check_size(raw: Any, where: str = "", budget: int = MAX_VALUES) -> None:
+    """Refuse a params tree of more than `budget` values, YAML aliases counted where they are used (an alias
+    bomb of a few lines expands to billions), before any check walks it: validation stays fast and small."""
+    stack, seen = [(raw, where)], 0
+    while stack:
+        node, key = stack.pop()
+        seen += 1
+        if seen > budget:
+            raise ParamsError(f"{key or 'params'}: more than {budget:,} values in params (YAML aliases counted "
+                              f"where they are used); allowed: at most {budget:,}")
+        if isinstance(node, dict):
+            stack += [(v, _join(key, str(k)[:80])) for k, v in node.items()]
+        elif isinstance(node, list):
+            stack += [(v, f"{key}[{i}]") for i, v in enumerate(node[:budget])]
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
     """Read, override and validate a params file."""
     path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: file not found (run from the project root, or pass --params)")
+    text = read_text_file(path, ParamsError, "run from the project root, or pass --params")
     try:
-        raw = read_yaml(path.read_text())
+        raw = read_yaml(text)
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+        raise ParamsError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     for item in overrides or []:
         apply_override(raw, item)
+    check_size(raw)
     return validate(raw)
 
 
@@ -424,7 +509,10 @@ def apply_override(raw: dict, item: str) -> None:
         if not isinstance(node.get(k), dict):
             raise ParamsError(f"override {dotted}: {'.'.join(keys[:i + 1])} is not a section of params")
         node = node[k]
-    node[keys[-1]] = read_yaml(value)
+    try:
+        node[keys[-1]] = read_yaml(value)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"override {dotted}: not valid YAML: {yaml_problem(e)}") from None
 
 
 def entry(section: dict, key: str, name: str):
@@ -564,7 +652,7 @@ def _check_controls(k: str, ctl: ControlRun, p: Params) -> None:
     one_of(*p.attention)(k, "controls (an attention run)")
     _same_as_run(ctl, p.attention[k], f"controls.{k}")
     if len(set(ctl.methods)) != len(ctl.methods):
-        raise ParamsError(f"controls.{k}.methods: each control once, got {list(ctl.methods)}")
+        raise ParamsError(f"controls.{k}.methods: each control once, got {shown(list(ctl.methods))}")
 
 
 def check_lesion(pattern: str, arch: str, dataset: str, key: str) -> None:

@@ -7,7 +7,7 @@ from torch.utils.data import Subset
 
 from gattanet.engine import distributed
 from gattanet.engine.checkpoint import sha256_file
-from gattanet.data.datasets import load_tensors, split_train_val
+from gattanet.data.datasets import DatasetError, load_tensors, split_train_val
 from gattanet.data.loader import Finish, FolderLoader, TensorLoader
 from gattanet.engine.placement import CHANNELS_LAST
 from gattanet.data.specs import get_spec
@@ -21,10 +21,25 @@ def load_splits(params, dataset: str) -> dict:
     if not path.exists():
         raise MissingInputError(f"{path} is missing: run `dvc repro data@{dataset}` "
                                 f"(or `gattanet-cli stage data {dataset}`) first")
-    splits = load_tensors(path, hint=f"restore it with `dvc checkout --force {path}`; if that fails (not in "
-                                     f"the DVC cache), rerun `dvc repro data@{dataset}`")
+    hint = (f"restore it with `dvc checkout --force {path}`; if that fails (not in the DVC cache), rerun "
+            f"`dvc repro data@{dataset}`")
+    splits = load_tensors(path, hint=hint)
+    check_fits(path, splits, get_spec(dataset), hint)
     train, val = split_train_val(splits["train"], params.data[dataset].val_fraction, params.seed)
     return {"train": train, "val": val, "test": splits["test"]}
+
+
+def check_fits(path, splits: dict, spec, hint: str) -> None:
+    """The materialised images and classes are the dataset's (what its models are built for): a data file of
+    another size or class count would fail deep in a model, or be scored against the wrong classes."""
+    want = (spec.channels, spec.size, spec.size)
+    for name in ("train", "test"):
+        shape = tuple(splits[name].images.shape[1:])
+        if shape != want:
+            raise DatasetError(f"{path}: {name} images are {'×'.join(map(str, shape))}, {spec.name}'s models take "
+                               f"{'×'.join(map(str, want))}; {hint}")
+    if len(splits["test"].classes) != spec.num_classes:
+        raise DatasetError(f"{path}: {len(splits['test'].classes)} classes, {spec.name} has {spec.num_classes}; {hint}")
 
 
 class DataSource:

@@ -5,6 +5,8 @@ Anything not listed here is a bug and keeps its traceback (see `cli.guarded`).
 
 from __future__ import annotations
 
+import errno
+
 from gattanet.errors import InputError
 
 
@@ -29,11 +31,26 @@ class StageFailed(RuntimeError):
 
 
 EXIT_CODES: dict[type, int] = {ParamsError: 2, UsageError: 2, InputError: 1, MissingInputError: 1}
+RESOURCES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}  # the machine's, not a bug
+
+
+def resource(error: BaseException) -> bool:
+    """Whether `error` is a write refused by the machine (disk full, read-only or forbidden folder)."""
+    return isinstance(error, OSError) and error.errno in RESOURCES
+
+
+def message(error: BaseException) -> str:
+    """A user error in one line; a refused write as 'PATH: cause'."""
+    if resource(error):
+        return f"{error.filename or '(a write)'}: {error.strerror}"
+    return str(error)
 
 
 def exit_code(error: BaseException) -> int | None:
     """The exit code of a user error (2: params or arguments; 1: data, checkpoints, a diverged
-    training), the workers' code for a failed torchrun, None for anything else."""
+    training, a write the machine refused), the workers' code for a failed torchrun, None for anything else."""
     if isinstance(error, StageFailed):
         return error.code
+    if resource(error):
+        return 1
     return next((code for kind, code in EXIT_CODES.items() if isinstance(error, kind)), None)

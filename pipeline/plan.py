@@ -21,7 +21,7 @@ from gattanet.cost import rates as cost
 from gattanet.cost.rates import Work
 from gattanet.engine.precision import autocast_dtype, precision_name
 from pipeline.errors import UsageError
-from pipeline.stages import STAGES
+from pipeline.stages import STAGES, stage_entries
 from pipeline.work import STANDARD_SIZES, Sizes, dataset_sizes
 
 __all__ = ["STANDARD_SIZES", "build_works", "dataset_sizes", "make_plan", "render"]
@@ -48,15 +48,8 @@ LEGEND = ("ep: epochs, each followed by a validation pass (val); ≤ E ep: at mo
 
 def entries(params, name: str) -> list[str | None]:
     """The entries `dvc repro` runs of stage `name`: its foreach keys in params (None for a single stage)."""
-    keyed = {"data": params.data, "pretrain": params.backbones, "train-attn": params.attention,
-             "noise": params.attention, "lesions": params.lesions, "embed": params.attention,
-             "maps": params.attention, "baselines": params.baselines.methods, "controls": params.controls or {},
-             "extend": params.extensions or {}}
-    if not STAGES[name][1]:
-        return [None]
-    if name not in keyed:
-        raise KeyError(f"pipeline/plan.py entries: which params keys does stage {name!r} run on? add it to `keyed`")
-    return list(keyed[name])
+    keys = stage_entries(params, name)
+    return [None] if keys is None else keys
 
 
 def build_works(params) -> tuple[list[Work], dict[str, Sizes]]:

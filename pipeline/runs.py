@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+from pathlib import Path
 
 from gattanet.data.augment import Augment
 from gattanet.engine.checkpoint import (CheckpointError, load_backbone, load_checkpoint, load_gattanet, save_backbone,
@@ -68,9 +69,24 @@ def resume_file(name: str, seed: int):
 
 def load_run_backbone(run, device):
     """The frozen backbone of attention run `run`, on the device; every seed is built on this one object."""
-    backbone, _ = load_backbone(backbone_path(run.backbone), device=str(device),
-                                expect={"kind": "backbone", "dataset": run.dataset})
+    backbone, meta = load_backbone(backbone_path(run.backbone), device=str(device),
+                                   expect={"kind": "backbone", "dataset": run.dataset})
+    check_backbone_fits(backbone_path(run.backbone), meta, run.dataset)
     return place(backbone, device)
+
+
+def check_backbone_fits(path, meta: dict, dataset: str) -> None:
+    """A backbone checkpoint is built for its dataset's classes, channels and image size (the data file was
+    checked against the same facts): a 20-class backbone on 10-class data is refused before it trains or scores."""
+    from gattanet.data.specs import get_spec
+    from pipeline.paths import data_path
+
+    spec = get_spec(dataset)
+    for key, name, want in (("num_classes", "classes", spec.num_classes), ("in_channels", "channels", spec.channels),
+                            ("input_size", "pixels a side", spec.size)):
+        if meta.get(key) != want:
+            raise CheckpointError(f"{path}: a backbone of {meta.get(key)} {name}, but {data_path(dataset)} has {want}; "
+                                  f"retrain it: `dvc repro pretrain@{Path(path).stem}`")
 
 
 def train_attention(params, run, source, device, backbone, seed: int, lesion: str | None = None,
@@ -161,6 +177,7 @@ def load_run_models(params, key: str, device) -> dict:
     run = params.attention[key]
     backbone = backbone_path(run.backbone)
     loaded = load_backbone(backbone, device=str(device))
+    check_backbone_fits(backbone, loaded[1], run.dataset)
     place(loaded[0], device)
     models = {}
     checked = (("dataset", "dataset"), ("backbone_run", "backbone")) + ((("attn_dim", "attn_dim"),) if run.attention else ())

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from gattanet.io import atomic_path, write_json
 from pipeline.cli import app
 from tests.helpers import ROOT, make_project, project_env, sh, write_fashion_mnist
+from tests.test_hostile import hashes
 
 runner = CliRunner()
 
@@ -281,3 +282,215 @@ def test_second_repro_is_refused_by_dvcs_lock(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# ---------------------------------------------------------------- issue 40: inputs that lose work or lie
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """A project with its data, backbone and toy-fmnist-d16's two models made once for this module's probes."""
+    where = tmp_path_factory.mktemp("trained")
+    params = tiny()
+    params["data"]["fashion-mnist"]["root"] = str(write_fashion_mnist(where / "fm", 200, 100))
+    repo = where / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        for args in (["data", "fashion-mnist"], ["pretrain", "toy-fmnist"], ["train-attn", "toy-fmnist-d16"]):
+            r = runner.invoke(app, ["stage", *args])
+            assert r.exit_code == 0, r.output
+    return repo
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path, monkeypatch):
+    """A fresh copy of trained_once, the working directory."""
+    import shutil
+
+    repo = shutil.copytree(trained_once, tmp_path / "repo", symlinks=True)
+    monkeypatch.chdir(repo)
+    return repo
+
+
+def refused(r, *says, code: int = 1) -> str:
+    """Exit `code`, one line, no traceback, every piece of `says` in it."""
+    out = r.output.strip()
+    assert r.exit_code == code and "\n" not in out and "Traceback" not in out, r.output
+    assert all(s in out for s in says), out
+    return out
+
+
+def rewrite_data(repo, change) -> None:
+    """data/fashion-mnist.pt rewritten, self-consistent, with change(TensorData) -> TensorData on both splits."""
+    from gattanet.data.datasets import load_tensors, save_tensors
+
+    path = repo / "data/fashion-mnist.pt"
+    splits = load_tensors(path)
+    save_tensors(path, {s: change(splits[s]) for s in ("train", "test")}, "fashion-mnist")
+
+
+def test_data_of_the_wrong_image_size_is_refused_by_name(trained):
+    """Issue 40.8: 28×28 images reached the backbone and died in a matmul."""
+    from gattanet.data.datasets import TensorData
+
+    rewrite_data(trained, lambda d: TensorData(d.images[:, :, 2:30, 2:30].contiguous(), d.labels, d.mean, d.std,
+                                               d.classes))
+    before = hashes(trained)
+    refused(runner.invoke(app, ["stage", "noise", "toy-fmnist-d16"]), "data/fashion-mnist.pt", "1×28×28", "1×32×32",
+            "dvc repro data@fashion-mnist")
+    assert hashes(trained) == before
+
+
+def test_data_with_more_classes_than_the_dataset_is_refused_by_name(trained):
+    """Issue 40.8: labels past the backbone's 10 classes gave baseline accuracy 0.0 and rc 0."""
+    from gattanet.data.datasets import TensorData
+
+    rewrite_data(trained, lambda d: TensorData(d.images, d.labels + 10 * (d.labels % 2), d.mean, d.std,
+                                               tuple(d.classes) + tuple(f"extra-{i}" for i in range(10))))
+    before = hashes(trained)
+    refused(runner.invoke(app, ["stage", "noise", "toy-fmnist-d16"]), "data/fashion-mnist.pt", "20 classes",
+            "fashion-mnist has 10")
+    assert hashes(trained) == before
+
+
+def test_a_backbone_whose_classes_do_not_match_the_data_is_refused_before_anything_is_overwritten(trained):
+    """Issue 40.9: a 20-class backbone on 10-class data trained attention (rc 0) over the run's checkpoints."""
+    from gattanet.engine.checkpoint import save_backbone
+    from gattanet.models.registry import build_backbone
+
+    save_backbone(trained / "models/backbones/toy-fmnist.pt", build_backbone("toy", 20, 1, input_size=32),
+                  "fashion-mnist", [f"c{i}" for i in range(20)])
+    before = hashes(trained)
+    refused(runner.invoke(app, ["stage", "train-attn", "toy-fmnist-d16"]), "models/backbones/toy-fmnist.pt",
+            "20 classes", "data/fashion-mnist.pt has 10")
+    assert hashes(trained) == before
+
+
+def poisoned(path, value=float("nan")) -> str:
+    """Write `value` into the first floating tensor of checkpoint `path` (header intact); returns its name."""
+    payload = torch.load(path, weights_only=True)
+    name = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][name] = torch.full_like(payload["state_dict"][name], value)
+    torch.save(payload, path)
+    return name
+
+
+@pytest.mark.parametrize("stage", ["noise", "maps", "embed", "lesions"])
+def test_an_attention_checkpoint_with_non_finite_weights_is_refused_by_name(trained, stage):
+    """Issue 40.10: NaN weights gave noise and maps rc 0 (a constant 7 %, results overwritten), embed a traceback."""
+    path = "models/attention/toy-fmnist-d16/seed-1.pt"
+    name = poisoned(trained / path)
+    before = hashes(trained)
+    refused(runner.invoke(app, ["stage", stage, "toy-fmnist-d16"]), path, f"non-finite weights in {name!r}")
+    assert hashes(trained) == before
+
+
+def test_a_backbone_with_non_finite_weights_is_refused_by_name(trained):
+    path = "models/backbones/toy-fmnist.pt"
+    name = poisoned(trained / path, float("inf"))
+    before = hashes(trained)
+    refused(runner.invoke(app, ["stage", "train-attn", "toy-fmnist-d16"]), path, f"non-finite weights in {name!r}")
+    assert hashes(trained) == before
+
+
+def test_a_folder_output_that_is_a_symlink_is_replaced_not_written_through(trained):
+    """Issue 40.11: the emptying skipped the link, the checkpoints went through it into another folder, and a
+    stale seed-7.pt stayed in the output."""
+    import shutil
+
+    out, theirs = trained / "models/attention/toy-fmnist-d16", trained.parent / "theirs"
+    shutil.move(out, theirs)
+    (theirs / "seed-7.pt").write_bytes(b"stale")
+    (theirs / "notes.txt").write_text("not the pipeline's")
+    out.symlink_to(theirs, target_is_directory=True)
+    mine = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    r = runner.invoke(app, ["stage", "train-attn", "toy-fmnist-d16"])
+    assert r.exit_code == 0, r.output
+    assert not out.is_symlink() and sorted(p.name for p in out.iterdir()) == ["seed-0.pt", "seed-1.pt"]
+    assert {p.name: p.read_bytes() for p in theirs.iterdir()} == mine
+
+
+def spoil_optimizer(saved):
+    del saved["optimizer"]
+
+
+def spoil_shape(saved):
+    k = next(k for k, v in saved["model"].items() if v.is_floating_point() and v.dim() >= 1)
+    saved["model"][k] = torch.zeros(3, 1, 7)
+
+
+def spoil_finite(saved):
+    for part in ("model", "best_state"):
+        saved[part] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                       for k, v in saved[part].items()}
+
+
+@pytest.mark.parametrize("spoil", [spoil_optimizer, spoil_shape, spoil_finite])
+def test_a_resume_file_with_a_good_header_and_bad_content_is_discarded_with_a_warning(trained, monkeypatch, caplog,
+                                                                                       spoil):
+    """Issue 40.12: KeyError, a traceback or 'non-finite loss' on every rerun, the file never named, the run's
+    checkpoints already deleted."""
+    import pipeline.runs as runs
+    from gattanet.engine.train import fit
+
+    kill = {"on": True}
+
+    def killable_fit(model, params, train, *args, **kw):
+        return fit(model, params, KillAt(train, at=2, sleep=0) if kill["on"] else train, *args, **kw)
+
+    monkeypatch.setattr(runs, "fit", killable_fit)
+    stage = ["stage", "train-attn", "toy-fmnist-d16", "-S", "attention.toy-fmnist-d16.epochs=2",
+             "-S", "attention.toy-fmnist-d16.patience=2"]
+    old = (trained / "models/attention/toy-fmnist-d16/seed-0.pt").read_bytes()
+    assert isinstance(runner.invoke(app, stage).exception, Killed)
+    assert (trained / "models/attention/toy-fmnist-d16/seed-0.pt").read_bytes() == old  # kept until the write
+    resume = trained / ".gattanet/resume/train-attn-toy-fmnist-d16-seed0.pt"
+    saved = torch.load(resume, weights_only=True)
+    spoil(saved)
+    torch.save(saved, resume)
+    kill["on"] = False
+    with caplog.at_level(logging.WARNING, logger="gattanet.engine.train"):
+        r = runner.invoke(app, stage)
+    assert r.exit_code == 0, r.output
+    assert f"resume file {resume.relative_to(trained)} cannot be used" in caplog.text, caplog.text
+    assert "starting fresh" in caplog.text and not resume.exists()
+
+
+def test_an_estimate_without_spread_is_written_as_json_every_reader_accepts(trained):
+    """Issue 40 (JSON): `"df": Infinity` is not JSON. An interval with no spread at all writes df as
+    gattanet.analysis.stats.DF_NO_SPREAD, a large finite number with the same quantiles."""
+    import numpy as np
+
+    from gattanet.analysis.stats import DF_NO_SPREAD, effect_ci
+    from pipeline.report.claims import estimate
+
+    est = effect_ci([(1.0, np.zeros((2, 50)))])
+    text = json.dumps(est.as_dict(), allow_nan=False)
+    back = estimate(json.loads(text))
+    assert back.df == DF_NO_SPREAD and (back.low, back.high, back.detectable_80) == (0.0, 0.0, 0.0)
+
+    def strict(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    assert runner.invoke(app, ["stage", "noise", "toy-fmnist-d16"]).exit_code == 0
+    for path in [*trained.glob("results/**/*.json")]:
+        json.loads(path.read_text(), parse_constant=strict)
+
+
+def test_a_full_disk_keeps_the_old_results_and_says_so_in_one_line(trained, monkeypatch):
+    """Issue 40: where a write fails for want of room (or rights), the old file stays and the message names it."""
+    import errno
+
+    assert runner.invoke(app, ["stage", "noise", "toy-fmnist-d16"]).exit_code == 0
+    before = hashes(trained)
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    refused(runner.invoke(app, ["stage", "noise", "toy-fmnist-d16"]), "results/noise/toy-fmnist-d16/",
+            "No space left on device")
+    monkeypatch.undo()
+    assert hashes(trained) == before

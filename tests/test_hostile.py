@@ -145,7 +145,7 @@ def test_killing_the_launcher_takes_its_torchrun_workers_with_it(project):
 
 def test_every_dvc_output_persists_and_the_runner_empties_the_folder_ones():
     """DVC removes a stage's outputs before its command (where a bad param is found) unless they persist;
-    a folder output is then emptied by the runner once the params have passed (see clear_folder_outputs)."""
+    a folder output is then emptied by its stage when it writes the new files (see clear_folder_outputs)."""
     from pipeline.stages import FOLDER_OUTPUTS
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -191,3 +191,147 @@ def test_a_corrupt_data_file_names_its_key_and_the_safe_remedies(project, conten
     assert checkout in r.output and repro in r.output and r.output.index(checkout) < r.output.index(repro)
     assert "weights_only" not in r.output and "Traceback" not in r.output
     assert not (project / "models").exists()
+
+
+# ---------------------------------------------------------------- issue 40: keys, YAML, bounds, the analysis plan
+
+
+def refused_in_one_line(r, code: int = 2) -> str:
+    """The CLI's refusal: exit `code`, one line, no traceback; returns it."""
+    out = r.output.strip()
+    assert r.exit_code == code, r.output
+    assert out.startswith("error: ") and "\n" not in out and "Traceback" not in out, r.output
+    return out
+
+
+def outputs_and_outside(root) -> dict[str, str]:
+    """hashes() plus every file under root/outside (a folder that no stage owns)."""
+    return hashes(root) | {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                           for p in sorted((root / "outside").rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("stage, key", [("train-attn", "../../outside"), ("train-attn", "."), ("train-attn", ".."),
+                                        ("extend", "../../data"), ("extend", "."), ("train-attn", "no-such-run"),
+                                        ("noise", "../../outside"), ("pretrain", "../outside")])
+def test_a_stage_key_is_checked_before_any_output_is_touched(project, stage, key):
+    """Issue 40.1: KEY named a folder that the runner emptied before it looked the key up in params."""
+    for f in ("models/attention/toy-fmnist-d16/seed-0.pt", "models/extensions/toy-fmnist-d16-T2/seed-0.pt",
+              "outside/precious.txt", "reports/figures/fig.png"):
+        (project / f).parent.mkdir(parents=True, exist_ok=True)
+        (project / f).write_bytes(b"keep me")
+    before = outputs_and_outside(project)
+    out = refused_in_one_line(runner.invoke(app, ["stage", stage, key]))
+    assert repr(key) in out and "entries: " in out, out
+    assert outputs_and_outside(project) == before
+
+
+def plan_text(change: str | None) -> str:
+    text = (ROOT / "analysis_plan.yaml").read_text()
+    if change is None:
+        return text
+    old, new = change.split(" -> ")
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize("plan, says", [
+    ("level: 0.95 -> level: 95", "level is 95; allowed: a number in (0, 1)"),
+    (None, "the analysis plan is missing"),
+    ("level: 0.95 -> level: [0.95", "not valid YAML"),
+    ("judged: [more-training, -> judged: [no-such-control, more-training,",
+     "claims.controls.judged is ['no-such-control', 'more-training', 'vector-scaling', 'logits', 'residual-head']; "
+     "allowed: a non-empty list of control names from more-training, vector-scaling, logits, residual-head"),
+    ("level: 0.95 -> level: 0.95\nlevel: 0.5", "duplicate key 'level'"),
+    ("directory", "is a directory, not a file"),
+    ("latin-1", "not UTF-8 text"),
+])
+def test_a_bad_analysis_plan_is_refused_before_the_report_loses_a_figure(project, plan, says):
+    """Issue 40.6/7/3/4: the report stage emptied reports/figures, then refused the plan; a control name that
+    names nothing changed a verdict; duplicate keys, a directory or bytes that are not UTF-8 passed or crashed."""
+    for f in ("reports/figures/fig2.png", "reports/index.html"):
+        (project / f).parent.mkdir(parents=True, exist_ok=True)
+        (project / f).write_bytes(b"the last report")
+    path = project / "analysis_plan.yaml"
+    if plan == "directory":
+        path.mkdir()
+    elif plan == "latin-1":
+        path.write_bytes(plan_text(None).encode() + "# caf\xe9\n".encode("latin-1"))
+    elif plan is not None:
+        path.write_text(plan_text(plan))
+    before = hashes(project)
+    out = refused_in_one_line(runner.invoke(app, ["stage", "report"]), code=1)
+    assert "analysis_plan.yaml" in out and says in out, out
+    assert hashes(project) == before
+
+
+def test_every_control_name_the_plan_judges_is_accepted():
+    from pipeline.config import CONTROL_METHODS
+    from pipeline.report.analysis_plan import parse_plan
+
+    text = plan_text(None)
+    assert list(parse_plan(text).get("claims", "controls", "judged")) == list(CONTROL_METHODS)
+
+
+BOMB = "[" + ", ".join(["&a0 [x, x, x, x, x, x, x, x, x]"]
+                       + [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]) + "]"
+
+
+@pytest.mark.parametrize("where", ["seed", "report.title", "attention.toy-fmnist-d16.seeds"])
+def test_a_yaml_alias_bomb_is_refused_fast_and_small(project, where):
+    """Issue 40.2: 9 ** 10 strings by 10 aliases took a minute and 1.3 GB, then died building the message."""
+    start = time.perf_counter()
+    out = refused_in_one_line(runner.invoke(app, ["stage", "validate", "-S", f"{where}={BOMB}"]))
+    assert time.perf_counter() - start < 5 and len(out) < 400, (time.perf_counter() - start, out[:400])
+    assert out.startswith(f"error: bad params: {where}"), out
+
+
+def test_a_long_value_is_shortened_in_the_message(project):
+    out = refused_in_one_line(runner.invoke(app, ["stage", "validate", "-S", "report.title=[" + "x, " * 50000 + "x]"]))
+    assert out.startswith("error: bad params: report.title: expected a non-empty string, got ['x', 'x'")
+    assert "..." in out and len(out) < 400, out[:400]
+
+
+def test_duplicate_keys_in_params_are_refused_as_dvc_refuses_them(project):
+    """Issue 40.3: `seed: 0` then `seed: 7` passed here (the last won) while DVC refused the file."""
+    text = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(text + "\nseed: 7\n")
+    out = refused_in_one_line(runner.invoke(app, ["stage", "validate"]))
+    assert "params.yaml" in out and "duplicate key 'seed'" in out, out
+
+
+@pytest.mark.parametrize("what", ["directory", "latin-1"])
+def test_params_that_are_a_directory_or_not_utf8_are_refused_in_one_line(project, what):
+    """Issue 40.4: IsADirectoryError / UnicodeDecodeError tracebacks, rc 1."""
+    if what == "directory":
+        (project / "p").mkdir()
+    else:
+        (project / "p").write_bytes((project / "params.yaml").read_bytes() + "# caf\xe9\n".encode("latin-1"))
+    before = hashes(project)
+    out = refused_in_one_line(runner.invoke(app, ["stage", "train-attn", "toy-fmnist-d16", "--params", "p"]))
+    assert "p: " in out and ("is a directory" in out if what == "directory" else "not UTF-8" in out), out
+    assert hashes(project) == before
+
+
+COSTLY = {  # dotted key -> (a value that once passed and then allocated or looped for ever, the limit named)
+    "attention.toy-fmnist-d16.attn_dim": (100_000_000, "must be ≤ 4096"),
+    "attention.toy-fmnist-d16.epochs": (10 ** 26, "must be ≤ 100000"),
+    "attention.toy-fmnist-d16.patience": (10 ** 26, "must be ≤ 100000"),
+    "attention.toy-fmnist-d16.batch_size": (10 ** 12, "must be ≤ 65536"),
+    "extensions.toy-fmnist-d16-T2.iterations": (10 ** 6, "must be ≤ 16"),
+    "attention.toy-fmnist-d16.seeds": (list(range(1000)), "at most 100 values"),
+    "noise.sigmas": ([i / 10_000 for i in range(10_000)], "at most 1000 values"),
+    "eval_batch_size": (10 ** 12, "must be ≤ 65536"),
+    "embedding.max_points": (10 ** 12, "must be ≤ 10000000"),
+    "maps.max_images": (10 ** 12, "must be ≤ 10000"),
+}
+
+
+@pytest.mark.parametrize("dotted", list(COSTLY))
+def test_values_that_cost_memory_or_time_have_an_upper_bound(project, dotted):
+    """Issue 40.5: attn_dim 1e8 emptied the run's folder, then failed to allocate 25.6 GB."""
+    value, limit = COSTLY[dotted]
+    before = hashes(project)
+    flow = yaml.safe_dump(value, default_flow_style=True, width=10 ** 9).strip().removesuffix("...").strip()
+    out = refused_in_one_line(runner.invoke(app, ["stage", "train-attn", "toy-fmnist-d16", "-S", f"{dotted}={flow}"]))
+    assert out.startswith(f"error: bad params: {dotted}") and limit in out and len(out) < 400, out[:400]
+    assert hashes(project) == before

@@ -50,7 +50,8 @@ class Estimate:
     low: float
     high: float
     level: float
-    df: float              # degrees of freedom of the t quantile (module docstring; inf: no spread at all)
+    df: float              # degrees of freedom of the t quantile (module docstring; inf: no spread at all,
+    #                        written to JSON as DF_NO_SPREAD)
     sd_images: float       # √V_images
     sd_seeds: float        # √V_seeds (0 when clamped or unknown)
     seeds: tuple[int, ...]  # number of seeds per group
@@ -91,10 +92,13 @@ class Estimate:
         return float(sps.t.cdf((self.mean - threshold) / self.se, self.df))
 
     def as_dict(self) -> dict:
-        return asdict(self) | {"half_width": self.half_width, "spans_seeds": self.spans_seeds,
+        """The estimate as JSON every reader accepts: an infinite df (no spread at all) as DF_NO_SPREAD."""
+        return asdict(self) | {"df": self.df if math.isfinite(self.df) else DF_NO_SPREAD,
+                               "half_width": self.half_width, "spans_seeds": self.spans_seeds,
                                "detectable_80": self.detectable_80}
 
 
+DF_NO_SPREAD = 1e300  # df written for an infinite one (Infinity is not JSON): its t quantiles are the normal's
 DERIVED = ("half_width", "spans_seeds", "detectable_80")  # keys of as_dict() that are not fields
 
 

@@ -107,6 +107,10 @@ def load_checkpoint(path, expect: dict | None = None) -> tuple[dict[str, Tensor]
         found = meta.get(key)
         if _plain(found) != _plain(want):
             raise CheckpointError(f"{path}: meta {key!r} is {found!r}, expected {want!r}")
+    bad = next((k for k, v in obj["state_dict"].items()
+                if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # a model of NaNs evaluates at chance without a word: refuse it by name
+        raise CheckpointError(f"{path}: non-finite weights in {bad!r} (NaN or inf); {_remedy(path)}")
     return obj["state_dict"], meta
 
 

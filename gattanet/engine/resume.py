@@ -4,6 +4,7 @@ TrainConfig field, the model, the loaders, the caller's context, and the code th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -123,6 +124,30 @@ class ResumeFile:
                         "best_epoch": state.best_epoch, "bad": state.bad, "stopped": state.stopped,
                         "history": state.history}, tmp)
 
+    def resume_into(self, saved: dict, model: nn.Module, optimizer, scaler, device: torch.device) -> TrainState | None:
+        """Load `saved` into the model, optimizer and scaler and return its TrainState. A file whose header
+        matched but whose content cannot be used (a part missing, a tensor of another shape, non-finite
+        weights or optimizer state) leaves all three as they were and gives None, with a warning naming it:
+        the training starts fresh rather than failing on every rerun."""
+        before = (clone_state(model), copy.deepcopy(optimizer.state_dict()), copy.deepcopy(scaler.state_dict()))
+        try:
+            own = model.state_dict()
+            for part in ("model", "best_state"):
+                _check_tensors(saved[part], own, part)
+            _check_tensors({f"optimizer state {k}.{n}": v for k, s in saved["optimizer"]["state"].items()
+                            for n, v in s.items() if isinstance(v, Tensor)}, None, "optimizer")
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scaler.load_state_dict(saved["scaler"])
+            return self.state_of(saved, device)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            model.load_state_dict(before[0])
+            optimizer.load_state_dict(before[1])
+            scaler.load_state_dict(before[2])
+            log.warning("%s: resume file %s cannot be used (%s: %s): starting fresh", self.label, self.path,
+                        type(e).__name__, " ".join(str(e).split())[:200])
+            return None
+
     @staticmethod
     def state_of(saved: dict, device: torch.device) -> TrainState:
         """The TrainState a loaded payload holds (its best weights on `device`)."""
@@ -130,6 +155,18 @@ class ResumeFile:
                           epoch=saved["epoch"], history=saved["history"], best_acc=saved["best_acc"],
                           best_epoch=saved["best_epoch"], bad=saved["bad"], stopped=saved["stopped"],
                           seconds=float(saved["seconds"]))
+
+
+def _check_tensors(tensors: dict, like: dict | None, part: str) -> None:
+    """ValueError unless `tensors` are finite and, with `like`, have exactly its names and shapes."""
+    if like is not None:
+        wrong = [k for k in like if k not in tensors or tuple(tensors[k].shape) != tuple(like[k].shape)]
+        wrong += [k for k in tensors if k not in like]
+        if wrong:
+            raise ValueError(f"{part}: {wrong[0]!r} missing, unexpected or of another shape")
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ValueError(f"{part}: non-finite values in {bad!r}")
 
 
 def code_digest(packages: Sequence[str]) -> str:

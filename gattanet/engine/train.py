@@ -209,11 +209,8 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter] | Iterable[dict], train
     saver = ResumeFile(resume, fingerprint_parts(cfg, step, model, train, val, resume.context, world), label) \
         if resume is not None else None
     saved = saver.load() if saver is not None else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        step.optimizer.load_state_dict(saved["optimizer"])
-        step.scaler.load_state_dict(saved["scaler"])
-        state = ResumeFile.state_of(saved, device)
+    state = saver.resume_into(saved, model, step.optimizer, step.scaler, device) if saved is not None else None
+    if state is not None:
         log.info("%s: resuming after epoch %d from %s (%.1f s of training before)", label, state.epoch,
                  saver.path, state.seconds)
     else:

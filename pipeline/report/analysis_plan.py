@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from gattanet.errors import InputError
+from pipeline.config import CONTROL_METHODS, UniqueKeyLoader, read_text_file, shown, yaml_problem
 
 PLAN_FILE = "analysis_plan.yaml"
 DEFAULT_PATH = Path(PLAN_FILE)  # relative: the project the command runs in, also for a wheel install
@@ -40,8 +41,8 @@ CHECKS = {
     "claims.true_class.bar_fraction": ("a number in (0, 1)", _in_open_unit),
     "claims.noise.relative_loss": ("a number in (0, 1)", _in_open_unit),
     "claims.lesions.margin": ("a number in (0, 1) (accuracy, e.g. 0.003 = 0.3 pts)", _in_open_unit),
-    "claims.controls.judged": ("a non-empty list of control names, e.g. [more-training, logits]",
-                               lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)),
+    "claims.controls.judged": (f"a non-empty list of control names from {', '.join(CONTROL_METHODS)}",
+                               lambda v: isinstance(v, list) and bool(v) and all(x in CONTROL_METHODS for x in v)),
     "claims.dimension.dims": ("two attention dimensions, smaller first, e.g. [16, 64]",
                               lambda v: isinstance(v, list) and len(v) == 2
                               and all(isinstance(d, int) and d > 0 for d in v) and v[0] < v[1]),
@@ -76,16 +77,16 @@ class AnalysisPlan:
 def parse_plan(text: str, path: str = PLAN_FILE) -> AnalysisPlan:
     """A plan from its YAML text, every key in CHECKS present and allowed."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a repeated key is refused, not silently the last
     except yaml.YAMLError as e:
-        raise PlanError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise PlanError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
     if not isinstance(data, dict):
         raise PlanError(f"{path}: must be a mapping of plan keys (level, power, multiplicity, overall, claims)")
     plan = AnalysisPlan(data, text, hashlib.sha256(text.encode()).hexdigest(), path)
     for dotted, (allowed, ok) in CHECKS.items():
         value = plan.get(*dotted.split("."))
         if not ok(value):
-            raise PlanError(f"{path}: {dotted} is {value!r}; allowed: {allowed}")
+            raise PlanError(f"{path}: {dotted} is {shown(value)}; allowed: {allowed}")
     deviations = data.get("deviations") or []
     fields = ("rule", "commit", "before", "after", "reason")
     if not isinstance(deviations, list) or not all(
@@ -97,9 +98,9 @@ def parse_plan(text: str, path: str = PLAN_FILE) -> AnalysisPlan:
 def load_plan(path: Path | str | None = None) -> AnalysisPlan:
     """The plan at `path` (default: DEFAULT_PATH, the working directory's analysis_plan.yaml, looked up at each call)."""
     path = Path(DEFAULT_PATH if path is None else path)
-    try:
-        text = path.read_bytes().decode("utf-8")  # no newline translation: the hash is the file's
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise PlanError(f"{path}: the analysis plan is missing; restore {PLAN_FILE} at the repository root "
-                        "(git checkout -- analysis_plan.yaml)") from None
+                        "(git checkout -- analysis_plan.yaml)")
+    text = read_text_file(path, PlanError, f"restore {PLAN_FILE}: git checkout -- analysis_plan.yaml")  # bytes as
+    # they are (no newline translation): the hash is the file's
     return parse_plan(text, str(path.name if path == DEFAULT_PATH else path))

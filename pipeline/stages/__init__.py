@@ -34,14 +34,47 @@ FOLDER_OUTPUTS = {"train-attn": "models/attention/{key}", "extend": "models/exte
 
 
 def clear_folder_outputs(name: str, key: str | None) -> None:
-    """Empty stage `name`'s folder outputs, once its params have passed. dvc.yaml marks every output
-    `persist: true`, so DVC no longer removes them before the command (where a bad param would have cost
-    them); each file output is replaced atomically by the stage, and a folder is emptied here, so that no
-    file of an earlier run (a seed since dropped) stays in it."""
+    """Empty stage `name`'s folder output, called by the stage once its inputs have passed and it is about to
+    write (a refused key, plan, data file or checkpoint leaves the last run's files as they were). dvc.yaml
+    marks every output `persist: true`, so DVC no longer removes them before the command; each file output
+    is replaced atomically by the stage, and a folder is emptied here, so that no file of an earlier run (a
+    seed since dropped) stays in it. A folder output that is a symlink is removed as a link (never emptied
+    through it: the folder it points to is someone else's) and the stage writes a real folder in its place."""
     import shutil
 
-    if name in FOLDER_OUTPUTS:
-        shutil.rmtree(FOLDER_OUTPUTS[name].format(key=key), ignore_errors=True)
+    if name not in FOLDER_OUTPUTS:
+        return
+    folder = Path(FOLDER_OUTPUTS[name].format(key=key))
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+
+
+def stage_entries(params, name: str) -> list[str] | None:
+    """The KEYs stage `name` takes (its foreach entries in params), or None for a stage without a KEY."""
+    keyed = {"data": params.data, "pretrain": params.backbones, "train-attn": params.attention,
+             "noise": params.attention, "lesions": params.lesions, "embed": params.attention,
+             "maps": params.attention, "baselines": params.baselines.methods, "controls": params.controls or {},
+             "extend": params.extensions or {}}
+    if not STAGES[name][1]:
+        return None
+    if name not in keyed:
+        raise KeyError(f"pipeline/stages/__init__.py stage_entries: which params keys does stage {name!r} run on?")
+    return list(keyed[name])
+
+
+def check_key(params, name: str, key: str | None) -> None:
+    """KEY must be one of the stage's entries in params, checked before the stage touches anything: a KEY
+    names files and folders (models/attention/KEY), so a path ('..', 'a/b') must never reach them."""
+    from pipeline.config import SAFE_KEY, shown
+    from pipeline.errors import UsageError
+
+    entries = stage_entries(params, name)
+    if entries is None or key in entries:
+        return
+    why = "" if isinstance(key, str) and SAFE_KEY.fullmatch(key) else " (a KEY is an entry name, not a path)"
+    raise UsageError(f"{name}: no entry {shown(key)} in params{why}; entries: {', '.join(entries) or '(none)'}")
 
 
 def trains(params, name: str, key: str | None) -> bool:
@@ -64,10 +97,10 @@ def run_stage(name: str, key: str | None, params_path: Path, overrides: list[str
 
     params = load_params(params_path, overrides)
     check_machine(params)  # `dvc repro -s` and `gattanet-cli stage` skip the validate stage
+    check_key(params, name, key)
     if distributed.launched():
         die_with_parent()
     else:
-        clear_folder_outputs(name, key)
         if params.nproc > 1 and trains(params, name, key):
             return relaunch(params.nproc, name, key, params_path, overrides)
     world = distributed.init(resolve_device(params.device)) if distributed.launched() else distributed.SINGLE

@@ -21,6 +21,7 @@ from pipeline.paths import backbone_path, extension_path
 from pipeline.recompute import extension_estimates
 from pipeline.runs import load_run_backbone, load_run_models, resume_file, save_run_model, train_attention
 from pipeline.runtime import resolve_device, stopwatch
+from pipeline.stages import clear_folder_outputs
 
 SPEED_BATCH = 128  # images per timed inference batch (the training batch of every profile's toy runs)
 SPEED_WARMUP, SPEED_REPEATS = 1, 5  # inference_rates' untimed and timed passes of the batch, per model
@@ -98,6 +99,7 @@ def run(params, key: str) -> None:
     baseline = hits["baseline"]                                   # (σ, N)
     gattanet = np.stack([hits[str(s)] for s in var.seeds])        # (seed, σ, N)
     variant_hits = np.stack([hits[f"v{s}"] for s in var.seeds])   # (seed, σ, N)
+    clear_folder_outputs("extend", key)  # now that the new models exist: no file of the last run stays
     for seed, model in models.items():
         save_run_model(extension_path(key, seed), var, model, backbone_path(var.backbone),
                        {"run": key, "backbone_run": var.backbone, "dataset": var.dataset, "seed": seed,

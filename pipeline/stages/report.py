@@ -13,7 +13,11 @@ def work(params, key=None) -> list:
 
 
 def run(params) -> None:
+    from pipeline.report.analysis_plan import load_plan
     from pipeline.report.build import build_report, collect_provenance
+    from pipeline.stages import clear_folder_outputs
 
+    load_plan()  # a bad analysis plan is refused before the last report's figures go
+    clear_folder_outputs("report", None)
     index = build_report(params.raw, Path("."), REPORTS, collect_provenance(Path("."), params.raw))
     print(f"report: {index.resolve().as_uri()}")

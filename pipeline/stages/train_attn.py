@@ -23,6 +23,7 @@ from pipeline.paths import BACKBONES, attention_path
 from pipeline.curves import Curves
 from pipeline.runs import load_run_backbone, resume_file, save_run_model, train_attention
 from pipeline.runtime import resolve_device, stopwatch
+from pipeline.stages import clear_folder_outputs
 
 
 def work(params, key: str) -> list:
@@ -80,6 +81,7 @@ def run(params, key: str) -> None:
     gains = np.stack([hits[str(s)][:, 0].numpy() - base for s in run_cfg.seeds])
     gain = effect_ci([(1.0, gains)])
     backbone_path = BACKBONES / f"{run_cfg.backbone}.pt"
+    clear_folder_outputs("train-attn", key)  # now that the new models exist: no file of the last run stays
     for seed, model in models.items():
         save_run_model(attention_path(key, seed), run_cfg, model, backbone_path,
                        {"run": key, "backbone_run": run_cfg.backbone, "dataset": run_cfg.dataset, "seed": seed})
