@@ -19,7 +19,6 @@ import numpy as np
 from gattanet.analysis.stats import effect_ci
 from gattanet.analysis.sweeps import gain_at, growth
 from pipeline import outputs
-from pipeline.report.analysis_plan import load_plan
 
 
 def noise_estimates(baseline: np.ndarray, gattanet: np.ndarray) -> dict:
@@ -157,15 +156,13 @@ class Recomputed:
     missing: list[str] = field(default_factory=list)
 
 
-def recompute_outputs(out, params: dict) -> Recomputed:
+def recompute_outputs(out, params: dict, lesion_share: float = SHARE, control_share: float = SHARE) -> Recomputed:
     """Replace every interval of the loaded outputs (pipeline.report.load.Outputs) a claim reads by the one
     recomputed from its per-image arrays: the noise sweeps, each run's clean gain (the noise arrays at σ = 0 when the
     sweep used the whole test set: the same images and models), the lesions, the embeddings, the maps' true-class
     rates, the dims rows and comparisons (the noise arrays of both runs), and the controls. An output without its
     arrays keeps its JSON's intervals and is listed in `missing`."""
     root, done = Path(out.root), Recomputed()
-    plan = load_plan()
-    lesion_share, control_share = plan.get("claims", "lesions", "share"), plan.get("claims", "controls", "share")
 
     def rel(path: Path) -> str:
         return path.relative_to(root).as_posix()

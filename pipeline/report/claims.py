@@ -133,7 +133,10 @@ def overall_verdict(verdicts: list[str]) -> str:
 
 def decided(row: str, family: str, est: Estimate, numbers: dict[str, str], direction: int = 1,
             paper_size: float | None = None, fmt=pts, note: str = "", test: str = "gain > 0") -> Evidence:
-    """A row decided by `est`'s CI; an inconclusive row says what effect the run would detect with 80 % power."""
+    """A row decided by `est`'s CI at the plan's level; an inconclusive row says what effect the run would detect with
+    80 % power."""
+    level = load_plan().get("level")
+    est = est if est.level == level else releveled(est, level)
     v = verdict(est, direction, paper_size)
     notes = [note] if note else []
     if v == INCONCLUSIVE:
@@ -440,7 +443,9 @@ def _control_rows(row: str, family: str, knn: Estimate, controls: dict | None, k
 
 
 def rate_estimate(est: Estimate) -> Estimate:
-    """A rate's Estimate with its interval replaced by the rate interval (Clopper–Pearson at the effective n)."""
+    """A rate's Estimate with its interval replaced by the rate interval (Clopper–Pearson at the effective n), at the
+    plan's level."""
+    est = releveled(est, load_plan().get("level"))
     low, high = rate_interval(est)
     return replace(est, low=low, high=high)
 

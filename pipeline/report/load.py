@@ -20,6 +20,8 @@ from pipeline import outputs
 from pipeline.curves import read_curves
 from pipeline.recompute import recompute_outputs
 
+from .analysis_plan import load_plan
+
 PAPER_YAML = Path(__file__).with_name("paper.yaml")
 
 
@@ -204,8 +206,10 @@ def load_outputs(params: dict, root: Path) -> Outputs:
             missing = [k for k in DIMS_ROW_KEYS if k not in row]
             if missing:
                 raise ReportInputError(f"{dims}: rows[{i}] misses key(s) {', '.join(missing)}")
+    plan = load_plan()
+    shares = plan.get("claims", "lesions", "share"), plan.get("claims", "controls", "share")
     try:
-        done = recompute_outputs(out, params)
+        done = recompute_outputs(out, params, *shares)
     except ValueError as e:  # an archive that is unreadable, lacks an array, or does not match its JSON
         raise ReportInputError(str(e)) from None
     out.from_arrays, out.arrays_missing = done.arrays, done.missing
