@@ -241,10 +241,12 @@ def across_backbones(per_backbone: Sequence[np.ndarray], level: float = LEVEL) -
 
     Not a hierarchical bootstrap: with the B = 3 backbones a profile affords, resampling backbones has 10
     distinct draws and its percentile interval undercovers badly (it shrinks the backbone variance by (B − 1)/B
-    and ignores the t quantile's width at 2 df). Satterthwaite's df runs slightly liberal at so few backbones (a
-    small MS_backbone draw raises the df just when the interval is already narrow): tests/test_random_backbones.py
-    measured coverage 0.940 (backbone-dominated), 0.953 (image-dominated), 0.952 (no backbone variance) on 10,000
-    replications of 3 backbones × 3 seeds × 300 images, and 0.21 for the one-backbone interval it replaces.
+    and ignores the t quantile's width at 2 df). Satterthwaite's df alone runs liberal at so few backbones (a small
+    MS_backbone draw raises the df just when the interval is already narrow, up to ∞ when the backbone component
+    clamps: a fixed-effect width), so the df is capped at B − 1 (`backbone_df`): tests/test_random_backbones.py
+    measured coverage 0.949 (backbone-dominated), 0.994 (small backbone variance; Satterthwaite alone 0.92), 1.0
+    (image-dominated, no backbone variance: there it errs wide) on 2,000 replications of 3 backbones × 3 seeds × 300
+    images, and 0.21 for the one-backbone interval it replaces.
 
     The returned Estimate counts backbones where a seed-level one counts seeds: `seeds` is (B,), `sd_seeds`
     the across-backbone part, `seed_means` each backbone's effect."""
