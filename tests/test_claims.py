@@ -466,3 +466,110 @@ def test_shifted_moves_the_interval_and_decided_judges_it():
     assert decided("r", "toy", at, {}).verdict == INCONCLUSIVE
     assert decided("r", "toy", shifted(est, -0.95), {}).verdict == CONTRADICTED
     assert decided("r", "toy", shifted(est, -0.95), {}, direction=-1).verdict == SUPPORTED
+
+
+# ---------------------------------------------------------------- issue 35: sizes, non-inferiority, multiplicity
+
+
+@pytest.mark.parametrize("gain, want", [
+    # the fixture's toy backbone errs on 15 % of Fashion-MNIST: the paper's 12.3 % of it is +1.85 pts
+    (0.04, SUPPORTED),       # +4 pts, CI about ±0.7: wholly above the paper's relative size
+    (0.005, CONTRADICTED),   # +0.5 pts: a gain, yet wholly below it
+    (0.0185, INCONCLUSIVE),  # right at it
+])
+def test_a_size_row_on_a_substitute_dataset_decides_against_the_papers_relative_error_reduction(tmp_path, gain, want):
+    claim = claims_of(tmp_path, fake_params(), gain={D16: gain, D64: gain}, skip=OPTIONAL)["gain_size"]
+    e = rows(claim)[D16]
+    paper = (0.8534 - 0.8328) / (1 - 0.8328)
+    error = 1 - report_fixtures.BASE_ACC["toy"]
+    assert e.verdict == want and e.test == "as large as the paper's (relative error reduction)"
+    assert e.effect.mean == pytest.approx(gain - paper * error, abs=2e-3)
+    assert "is an assumption" in e.note and "12.3 % of the error" in e.numbers["paper's (CIFAR10)"]
+    assert e.numbers["relative error reduction"].startswith(f"{100 * (e.effect.mean + paper * error) / error:.2f} %")
+
+
+def test_on_the_papers_own_dataset_the_size_row_keeps_the_absolute_gain(tmp_path):
+    params = fake_params("cifar10")
+    run = next(iter(params["attention"]))
+    for gain, want in ((0.04, SUPPORTED), (0.01, CONTRADICTED)):
+        e = rows(claims_of(tmp_path / str(gain), params, gain={k: gain for k in params["attention"]},
+                           skip=OPTIONAL)["gain_size"])[run]
+        assert e.verdict == want and e.test == "as large as the paper's (points)"
+        assert e.numbers["paper's gain"] == pts(0.8534 - 0.8328)
+
+
+def test_a_control_that_keeps_the_gain_is_non_inferior_and_contradicts_the_claim(tmp_path):
+    """G = +2 pts. A control gaining as much keeps more than half of G (non-inferior: the claim is contradicted); a
+    control gaining nothing keeps less than half (supported); GAttANet − control decides the superiority rows."""
+    params = with_controls(fake_params())
+    claim = claims_of(tmp_path, params, control_gains={"more-training": 0.02, "logits": 0.0})["controls"]
+    by_row = rows(claim)
+    explains, fails = by_row[f"{D16}: more-training keeps < 0.5 G"], by_row[f"{D16}: logits keeps < 0.5 G"]
+    assert explains.verdict == CONTRADICTED and fails.verdict == SUPPORTED
+    assert explains.test == "non-inferior within 0.5 G (contradicts)"
+    assert explains.effect.mean == pytest.approx(0.02 - 0.5 * 0.02, abs=3e-3)
+    assert by_row[f"{D16}: vs logits"].verdict == SUPPORTED and by_row[f"{D16}: vs more-training"].verdict == INCONCLUSIVE
+    assert claim.overall == {"toy": CONTRADICTED}
+    inferior = claims_of(tmp_path / "b", params, control_gains={"more-training": 0.0, "logits": -0.01})["controls"]
+    assert inferior.overall == {"toy": SUPPORTED}
+
+
+def test_the_non_inferiority_rows_are_not_applicable_without_a_gain(tmp_path):
+    params = with_controls(fake_params())
+    claim = claims_of(tmp_path, params, gain={D16: 0.0}, control_gains={"logits": 0.0})["controls"]
+    assert rows(claim)[f"{D16}: logits keeps < 0.5 G"].verdict == NOT_APPLICABLE
+
+
+def _row(name: str, verdict: str, p: tuple[float, float], family: str = "toy") -> "claims_module.Evidence":
+    return claims_module.Evidence(name, family, verdict, {}, p=p)
+
+
+@pytest.mark.parametrize("rule, want", [("holm", [INCONCLUSIVE, INCONCLUSIVE, SUPPORTED]),
+                                        ("none", [CONTRADICTED, CONTRADICTED, SUPPORTED])])
+def test_holm_corrects_the_contradicting_side_once_and_never_the_supported_one(rule, want):
+    """Two rows contradicted alone at one-sided p = 0.02 (α = 0.025) do not both survive Holm over 3 rows (adjusted
+    0.06, 0.06); the supported row (p 0.02 on its side) takes no correction: supported needs every row (an
+    intersection-union test)."""
+    plan = parse_plan(yaml.safe_dump({**load_plan().data, "multiplicity": rule}, allow_unicode=True))
+    claim = claims_module.Claim("c", "t", "p", "r", [_row("a", CONTRADICTED, (0.99, 0.02)),
+                                                     _row("b", CONTRADICTED, (0.99, 0.02)),
+                                                     _row("c", SUPPORTED, (0.02, 0.99))])
+    claims_module.corrected(claim, plan)
+    assert [e.verdict for e in claim.evidence] == want
+    if rule == "holm":
+        assert "adjusted p = 0.06" in claim.evidence[0].note and claim.overall == {"toy": INCONCLUSIVE}
+
+
+def test_nested_rows_are_a_family_of_their_own():
+    """Each backbone's row re-estimates the across-backbone effect: it is corrected within its own family, never
+    with the claim's other rows."""
+    plan = load_plan()
+    nested = f"toy: {claims_module.NESTED}"
+    claim = claims_module.Claim("c", "t", "p", "r", [_row("across", CONTRADICTED, (0.99, 0.01)),
+                                                     _row("b0", CONTRADICTED, (0.99, 0.01), nested),
+                                                     _row("b1", INCONCLUSIVE, (0.5, 0.5), nested)])
+    families = claims_module.multiplicity_families(claim)
+    assert [[e.row for e in f] for f in families] == [["across"], ["b0", "b1"]]
+    claims_module.corrected(claim, plan)
+    assert [e.verdict for e in claim.evidence] == [CONTRADICTED, CONTRADICTED, INCONCLUSIVE]  # 0.01 · 2 < 0.025
+    assert claim.overall == {"toy": CONTRADICTED, nested: CONTRADICTED}
+
+
+def test_a_related_work_track_is_one_family_whichever_profiles_ran_it():
+    """Comparisons a profile did not run enter with p = 1: a row surviving Holm over its profile's 2 comparisons may
+    not survive over its track's whole list."""
+    from pipeline.report.extensions import judged
+    from pipeline.report.tables import track_family_size
+
+    from gattanet.analysis.stats import Estimate
+    from pipeline.config import ADDON_TRACK
+
+    se = 0.001  # one-sided p = 0.01 (z = 2.326 on ∞ df): survives Holm over 2 comparisons, not over 3 or more
+    est = Estimate(2.3263 * se, 2.3263 * se - 1.96 * se, 2.3263 * se + 1.96 * se, 0.95, float("inf"), se, 0.0,
+                   (3,), 4000, ((0.0,),))
+    assert est.p_above() == pytest.approx(0.01, abs=1e-4)
+    assert judged([est, est], 0.025, True)[0][0] == SUPPORTED
+    size = track_family_size("addon")
+    assert size == 2 * (len(ADDON_TRACK) - 1)  # every add-on method beside GAttANet, each clean and at σ*
+    verdict, note = judged([est, est], 0.025, True, size)[0]
+    assert verdict == INCONCLUSIVE and "before Holm's correction" in note
