@@ -251,3 +251,70 @@ def test_the_add_on_profiles_share_the_default_backbone_and_one_gattanet():
             continue
         for array in ("seeds", "sigmas", "baseline", "correct"):
             assert np.array_equal(z[array], reference[1][array]), (run.name, reference[0], array)
+
+
+# ---------------------------------------------------------------- the pairings, on synthetic arrays
+
+
+def _shared_seed_arrays(rng, seeds=3, n=400, sigmas=2):
+    """Correctness of two models per seed whose seed effects are shared (the same derived seed) and large beside the
+    images': pairing per seed cancels them, an unpaired interval does not."""
+    base = rng.random((sigmas, n)) < 0.8
+    shift = np.array([-0.08, 0.0, 0.08])[:seeds, None, None]  # the shared seed effect
+    a = rng.random((seeds, sigmas, n)) < np.clip(0.8 + shift + 0.01, 0, 1)
+    b = rng.random((seeds, sigmas, n)) < np.clip(0.8 + shift, 0, 1)
+    return base, a, b
+
+
+def test_the_dims_difference_is_paired_per_seed():
+    from gattanet.analysis.stats import effect_ci
+    from pipeline.recompute import dims_difference
+
+    base, a, b = _shared_seed_arrays(np.random.default_rng(0))
+    seeds, sigmas = np.array([0, 1, 2]), np.array([0.0, 0.1])
+    small = {"seeds": seeds, "sigmas": sigmas, "baseline": base, "gattanet": b}
+    large = {"seeds": seeds, "sigmas": sigmas, "baseline": base, "gattanet": a}
+    got = dims_difference(small, large, 0.1)
+    gain = lambda g: g[:, 1].astype(float) - base[1].astype(float)[None, :]  # noqa: E731
+    want = effect_ci([(1.0, gain(a)), (-1.0, gain(b))], paired=True).as_dict()
+    unpaired = effect_ci([(1.0, gain(a)), (-1.0, gain(b))]).as_dict()
+    assert got == want and got["paired"]
+    assert got["half_width"] < unpaired["half_width"] / 2  # the shared seed effects cancel
+    other = dims_difference(small, {**large, "seeds": np.array([3, 4, 5])}, 0.1)
+    assert not other["paired"] and other == unpaired  # different seeds: independent groups
+
+
+def test_the_controls_and_extensions_are_paired_per_seed():
+    from gattanet.analysis.stats import effect_ci
+    from pipeline.recompute import controls_estimates, extension_difference, extension_estimates, kept_share
+
+    base, a, b = _shared_seed_arrays(np.random.default_rng(1))
+    full, ctl = a[:, 0].astype(float), b[:, 0].astype(float)
+    est = controls_estimates(base[0], a[:, 0], b[:, 0][None])
+    row = est["controls"][0]
+    assert row["vs_gattanet"] == effect_ci([(1.0, full), (-1.0, ctl)], paired=True).as_dict()
+    assert row["vs_gattanet"]["paired"]
+    b0 = base[0].astype(float)
+    assert row["kept"] == kept_share(ctl, full, b0) and row["kept"]["mean"] == pytest.approx(
+        (ctl - b0).mean() - 0.5 * (full - b0).mean(), abs=1e-12)
+    ext = extension_estimates(base, b, a)  # variant a against GAttANet b
+    for i in range(2):
+        assert ext["vs_gattanet"][i] == effect_ci([(1.0, a[:, i].astype(float)), (-1.0, b[:, i].astype(float))],
+                                                  paired=True).as_dict()
+    seeds = np.array([0, 1, 2])
+    diff = extension_difference({"seeds": seeds, "variant": a}, {"seeds": seeds, "variant": b})
+    assert all(d["paired"] for d in diff) and diff[1] == ext["vs_gattanet"][1]
+
+
+def test_a_lesion_contrast_on_gs_scale_is_the_kept_share():
+    from pipeline.recompute import lesion_estimates
+
+    rng = np.random.default_rng(2)
+    base = rng.random(500) < 0.8
+    full = np.tile(base, (3, 1)) | (rng.random((3, 500)) < 0.1)  # the full model: a gain G
+    correct = np.stack([np.tile(base, (3, 1)), full, full])  # patterns: none, full, a lesion keeping all of G
+    ests = lesion_estimates(base, correct, 1)
+    g = (full.astype(float) - base.astype(float)).mean()
+    assert ests[0]["kept"]["mean"] == pytest.approx(-0.5 * g, abs=1e-12)  # loses all of G
+    assert ests[2]["kept"]["mean"] == pytest.approx(0.5 * g, abs=1e-12) and ests[2]["kept"]["share"] == 0.5
+    assert lesion_estimates(base, correct, 1, share=0.25)[2]["kept"]["mean"] == pytest.approx(0.75 * g, abs=1e-12)
