@@ -358,3 +358,71 @@ def test_a_lesion_contrast_on_gs_scale_is_the_kept_share():
     assert ests[0]["kept"]["mean"] == pytest.approx(-0.5 * g, abs=1e-12)  # loses all of G
     assert ests[2]["kept"]["mean"] == pytest.approx(0.5 * g, abs=1e-12) and ests[2]["kept"]["share"] == 0.5
     assert lesion_estimates(base, correct, 1, share=0.25)[2]["kept"]["mean"] == pytest.approx(0.75 * g, abs=1e-12)
+
+
+# ---------------------------------------------------------------- the extensions profile's run, reports/extensions/
+
+EXTENSIONS_RUN = ROOT / "reports" / "extensions"
+
+
+@pytest.mark.skipif(not (EXTENSIONS_RUN / "params.yaml").exists(), reason="no extensions run committed")
+def test_the_committed_extensions_run_is_re_decided_from_its_arrays_under_the_plan():
+    """reports/extensions/ holds the extension arrays only (its default run was not committed beside it): each
+    extension's variant − GAttANet per σ, and fine-tuning − its control, recomputed from those arrays alone, judged
+    under the analysis plan (one Holm family over the section), are the differences and words its report prints."""
+    from types import SimpleNamespace
+
+    from markupsafe import escape
+
+    from pipeline.recompute import extension_estimates, read_arrays
+    from pipeline.report.analysis_plan import load_plan
+    from pipeline.report.extensions import extensions_section
+
+    params = yaml.safe_load((EXTENSIONS_RUN / "params.yaml").read_text())
+    exts, arrays = {}, {}
+    for key in params["extensions"]:
+        res = json.loads(outputs.EXTENSION_METRICS.path(key, EXTENSIONS_RUN).read_text())
+        z = read_arrays(outputs.EXTENSION_CORRECT.path(key, EXTENSIONS_RUN))
+        res.update({k: scrambled(res[k]) for k in ("gain", "vs_gattanet")})  # the JSON's intervals never read
+        exts[key] = res | extension_estimates(z["baseline"], z["gattanet"], z["variant"])
+        arrays[key] = z
+    plan = load_plan()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        section = extensions_section(SimpleNamespace(extensions=exts, extension_arrays=arrays), params,
+                                     plan.alpha_one_sided, plan.get("multiplicity") == "holm")
+    html = (EXTENSIONS_RUN / "index.html").read_text()
+    cells = [c for r in section["rows"] + section["pairs"] for c in r["cells"]]
+    assert cells and section["family"] == len(cells)
+    for c in cells:
+        assert str(escape(c["diff"])) in html and c["word"] in html
+
+
+COMMITTED_RUNS = sorted(p for p in (ROOT / "reports").iterdir()
+                        if (p / "params.yaml").exists() and (p / "results" / "train-attn").is_dir())
+
+
+@pytest.mark.parametrize("run", COMMITTED_RUNS, ids=lambda p: p.name)
+def test_each_committed_report_is_rendered_under_the_current_analysis_plan(run):
+    """scripts/rerender_committed.py re-renders every committed run with its own results under the plan: its page
+    prints the plan's sha256 and each claim's overall verdicts as the arrays decide them today."""
+    from markupsafe import escape
+
+    from pipeline.report.analysis_plan import load_plan
+    from pipeline.report.claims import evaluate_claims
+    from pipeline.report.load import load_outputs, load_paper
+
+    html = (run / "index.html").read_text()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        assert load_plan().sha256 in html
+        params = yaml.safe_load((run / "params.yaml").read_text())
+        for claim in evaluate_claims(load_outputs(params, run), load_paper(), params):
+            for e in claim.evidence:
+                if e.effect is not None:
+                    assert str(escape(ci_text_of(e))) in html, (claim.id, e.row)
+
+
+def ci_text_of(e) -> str:
+    """The effect as the report prints it beside its row."""
+    return e.numbers.get("effect (95 % CI)", "")
