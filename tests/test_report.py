@@ -18,7 +18,7 @@ from gattanet.adapters.budget import BUDGET_TOL
 
 from pipeline.report import figures
 from pipeline.report.build import build_report, collect_provenance
-from pipeline.report.claims import (FULL_PROFILE_COMMAND, NOT_RUN, SUPPORTED, ci_text, estimate, evaluate_claims,
+from pipeline.report.claims import (FULL_PROFILE_COMMAND, INCONCLUSIVE, NOT_RUN, SUPPORTED, ci_text, estimate, evaluate_claims,
                                     pct, pts)
 from pipeline.report.load import ReportInputError, load_outputs, load_paper
 from pipeline.report.costs import baselines_macs
@@ -144,8 +144,11 @@ def test_claims_summary_gives_a_verdict_per_backbone_family_with_the_intervals(b
     root, params, index = built
     html, page = _html_of(index)
     rows = Rows(html, "claims").rows
-    assert len(rows) == 7 and all(r[1] == "toy: supported" for r in rows[:6]), rows
-    assert rows[6][1].startswith("not run")  # the controls claim: the fixture params run no controls
+    verdicts = {r[0]: r[1] for r in rows}
+    assert len(rows) == 10 and verdicts["GAttANet improves clean test accuracy over its frozen backbone"] == \
+        "toy: supported", rows
+    assert sum(r[1] == "toy: supported" for r in rows) >= 6, rows  # the fixture's effects, well clear of their cuts
+    assert rows[9][1].startswith("not run")  # the controls claim: the fixture params run no controls
     text = " ".join(" ".join(page.text).split())
     for run in params["attention"]:
         gain = estimate(_metrics(root, run)["gain"])
@@ -164,7 +167,7 @@ def test_table1_on_a_substitute_dataset_compares_gains_not_accuracies(built):
     d16, d64 = params["attention"]
     cifar10_rel = f"{100 * cifar10_gain / (1 - paper['toy-cifar10']['base_acc']):.1f} %"
     for run, ref, paper_rel in ((d16, "toy-cifar10", cifar10_rel),
-                                (d64, "toy-cifar100", "not computable (no stated accuracy pair)")):
+                                (d64, "toy-cifar100", "7.4 % (from the stated gain)")):  # +3.5 pts at 52.54 %
         m = _metrics(root, run)
         gain = estimate(m["gain"])
         ours, theirs, compare = _rows_of(html, run)
@@ -172,7 +175,7 @@ def test_table1_on_a_substitute_dataset_compares_gains_not_accuracies(built):
         assert ours[4] == pct(m["baseline_acc"]) and ours[7] == pct(m["gattanet_acc"])
         assert ours[8].startswith(pts(gain.mean)) and f"[{pts(gain.low)}, {pts(gain.high)}]" in ours[8]
         here = 100 * gain.mean / (1 - m["baseline_acc"])
-        assert f"error rate −{here:.1f} % (relative)" in ours[8]
+        assert f"error rate −{here:.1f} % (relative; gain/error 95 % CI [" in ours[8]
         assert theirs[0] == "paper (closest row)" and theirs[1] == f"toy model, {paper[ref]['dataset_label']}"
         assert theirs[-1] == paper[ref]["gain"]["text"]  # the paper's gain, beside ours
         assert compare[0] == "gain: this run vs paper" and len(compare) == 3  # no difference of accuracies
@@ -232,8 +235,9 @@ def test_missing_optional_outputs_say_not_run_with_the_command(tmp_path):
                     *(f"dvc repro baselines@{m}" for m in params["baselines"]["methods"])):
         assert command in text, command
     claims = {c.id: c.verdict for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
-    assert claims == {"clean_gain": SUPPORTED, "noise": NOT_RUN, "query_space": NOT_RUN, "true_class": NOT_RUN,
-                      "lesions": NOT_RUN, "dimension": NOT_RUN, "controls": NOT_RUN}
+    assert claims == {"clean_gain": SUPPORTED, "gain_size": INCONCLUSIVE, "noise_visible": NOT_RUN, "noise": NOT_RUN,
+                      "query_space": NOT_RUN, "query_learned": NOT_RUN, "true_class": NOT_RUN, "lesions": NOT_RUN,
+                      "dimension": NOT_RUN, "controls": NOT_RUN}  # +2 pts against the paper's +1.85 pts here
     summary = {r[0]: r[1] for r in Rows(html, "claims").rows}
     assert summary["The gain grows at moderate input noise"] == "toy: not run"
     assert summary[next(c.title for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)
@@ -270,7 +274,7 @@ def test_no_lesion_runs_in_params_says_how_to_add_one(tmp_path):
     params = fake_params()
     params["lesions"] = {}
     write_fake_outputs(tmp_path, params, skip=OPTIONAL)
-    claim = evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)[4]
+    claim = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}["lesions"]
     assert claim.verdict == NOT_RUN and "lesions:" in claim.how_to_run
 
 

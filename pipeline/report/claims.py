@@ -502,7 +502,7 @@ def kept_row(row: str, family: str, kept: dict | None, share: float, direction: 
              numbers: dict[str, str], test: str, rerun: str) -> Evidence:
     """A row on G's scale: `kept` (recompute.kept_share at `share`) decided in `direction`; not applicable while G's
     CI does not lie above 0; not run where the stored contrast is missing or at another share."""
-    if verdict(g) != SUPPORTED:
+    if verdict(releveled(g, load_plan().get("level"))) != SUPPORTED:
         return Evidence(row, family, NOT_APPLICABLE, {"full gain G": ci_text(g), **numbers}, test,
                         "G's CI does not lie above 0: there is no gain to keep or lose")
     if kept is None or kept.get("share") != share:
