@@ -121,7 +121,7 @@ DIMS_CSV = Output("results/dims.csv", "dims", kind="other",
 LESIONS = Output(
     "results/lesions/{key}.json", "lesions@KEY",
     ("run", "mode", "seeds", "test_images", "taps: [names]", "baseline_acc", "full_acc",
-     "patterns: [{pattern, kind, layer, accuracy, per_seed, vs_baseline: EST, vs_full: EST}]", "precision",
+     "patterns: [{pattern, kind, layer, accuracy, per_seed, vs_baseline: EST, vs_full: EST, kept: {share, ...EST}}]", "precision",
      "seconds", "device"),
     "; kind ∈ none, full, ablate, alone",
     required=("run", "mode", "seeds", "taps", "baseline_acc", "full_acc", "patterns", "seconds"))
@@ -182,7 +182,7 @@ CONTROLS = Output(
     ("run", "backbone_run", "arch", "dataset", "attn_dim", "seeds", "test_images", "gattanet_params", "epochs",
      "patience", "train_subset", "baseline_acc", "gattanet_acc", "gattanet_gain: EST",
      "controls: [{method, kind: training|head, trainable_params, rank, accuracy, per_seed, gain: EST (control − "
-     "baseline), vs_gattanet: EST (GAttANet − control, paired per seed), epochs_run, best_epoch, val_acc}]",
+     "baseline), vs_gattanet: EST (GAttANet − control, paired per seed), kept: {share, ...EST} (the non-inferiority contrast), epochs_run, best_epoch, val_acc}]",
      "precision", "seconds", "device"),
     required=("run", "arch", "dataset", "attn_dim", "seeds", "test_images", "gattanet_params", "baseline_acc",
               "gattanet_acc", "gattanet_gain", "controls", "seconds", "device"))

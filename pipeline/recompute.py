@@ -28,12 +28,24 @@ def noise_estimates(baseline: np.ndarray, gattanet: np.ndarray) -> dict:
             "growth_by_sigma": [growth(baseline, gattanet, i).as_dict() for i in range(n)]}
 
 
-def lesion_estimates(baseline: np.ndarray, correct: np.ndarray, full: int) -> list[dict]:
-    """Per pattern, its difference to the baseline and to the full model (pattern index `full`) from KEY.npz:
-    baseline (N,), correct (patterns, seeds, N)."""
+SHARE = 0.5  # the share of G the lesion and control contrasts test against: analysis_plan.yaml's (v2) default
+
+
+def kept_share(part: np.ndarray, whole: np.ndarray, base: np.ndarray, share: float = SHARE) -> dict:
+    """(part − base) − share · (whole − base), paired per seed and image: above 0 when `part` keeps more than `share`
+    of `whole`'s gain over `base`. part, whole (seeds, N) from the same derived seeds; base (N,)."""
+    v = part - share * whole - (1.0 - share) * base[None, :]
+    return {"share": share, **effect_ci([(1.0, v)]).as_dict()}
+
+
+def lesion_estimates(baseline: np.ndarray, correct: np.ndarray, full: int, share: float = SHARE) -> list[dict]:
+    """Per pattern, its difference to the baseline and to the full model (pattern index `full`), and the share of
+    the full model's gain it keeps beyond `share` (kept_share), from KEY.npz: baseline (N,), correct (patterns,
+    seeds, N)."""
     base, acc = baseline.astype(np.float64), correct.astype(np.float64)
     return [{"vs_baseline": effect_ci([(1.0, a - base)]).as_dict(),
-             "vs_full": effect_ci([(1.0, a - acc[full])]).as_dict()} for a in acc]
+             "vs_full": effect_ci([(1.0, a - acc[full])]).as_dict(),
+             "kept": kept_share(a, acc[full], base, share)} for a in acc]
 
 
 def embed_estimates(z: dict) -> dict:
@@ -62,14 +74,16 @@ def maps_estimates(top1: np.ndarray, top3: np.ndarray) -> dict:
             "top3_rate": effect_ci([(1.0, top3.astype(np.float64))]).as_dict()}
 
 
-def controls_estimates(baseline: np.ndarray, gattanet: np.ndarray, correct: np.ndarray) -> dict:
+def controls_estimates(baseline: np.ndarray, gattanet: np.ndarray, correct: np.ndarray, share: float = SHARE) -> dict:
     """The controls stage's intervals from KEY.npz: baseline (N,), gattanet (seeds, N), correct (methods, seeds, N),
-    top-1 correctness on the same test images. GAttANet's gain over the baseline; per control its own gain and
-    GAttANet − control, paired per seed (control seed s trained from GAttANet seed s's derived seed)."""
+    top-1 correctness on the same test images. GAttANet's gain over the baseline; per control its own gain,
+    GAttANet − control, paired per seed (control seed s trained from GAttANet seed s's derived seed), and the
+    control's gain beyond `share` of GAttANet's (kept_share: the non-inferiority contrast)."""
     base, full = baseline.astype(np.float64), gattanet.astype(np.float64)
     return {"gattanet_gain": effect_ci([(1.0, full - base)]).as_dict(),
             "controls": [{"gain": effect_ci([(1.0, ctl - base)]).as_dict(),
-                          "vs_gattanet": effect_ci([(1.0, full), (-1.0, ctl)], paired=True).as_dict()}
+                          "vs_gattanet": effect_ci([(1.0, full), (-1.0, ctl)], paired=True).as_dict(),
+                          "kept": kept_share(ctl, full, base, share)}
                          for ctl in correct.astype(np.float64)]}
 
 
@@ -142,7 +156,7 @@ class Recomputed:
     missing: list[str] = field(default_factory=list)
 
 
-def recompute_outputs(out, params: dict) -> Recomputed:
+def recompute_outputs(out, params: dict, lesion_share: float = SHARE, control_share: float = SHARE) -> Recomputed:
     """Replace every interval of the loaded outputs (pipeline.report.load.Outputs) a claim reads by the one
     recomputed from its per-image arrays: the noise sweeps, each run's clean gain (the noise arrays at σ = 0 when the
     sweep used the whole test set: the same images and models), the lesions, the embeddings, the maps' true-class
@@ -195,7 +209,7 @@ def recompute_outputs(out, params: dict) -> Recomputed:
             continue
         matching(path, "patterns", z["patterns"], [p["pattern"] for p in les["patterns"]])
         full = next(i for i, p in enumerate(les["patterns"]) if p["kind"] == "full")
-        for row, est in zip(les["patterns"], lesion_estimates(z["baseline"], z["correct"], full)):
+        for row, est in zip(les["patterns"], lesion_estimates(z["baseline"], z["correct"], full, lesion_share)):
             row.update(est)
         done.arrays.append(rel(path))
     for key, emb in out.embedding.items():
@@ -223,7 +237,7 @@ def recompute_outputs(out, params: dict) -> Recomputed:
         if z is None:
             continue
         matching(path, "methods", z["methods"], [r["method"] for r in res["controls"]])
-        est = controls_estimates(z["baseline"], z["gattanet"], z["correct"])
+        est = controls_estimates(z["baseline"], z["gattanet"], z["correct"], control_share)
         res["gattanet_gain"] = est["gattanet_gain"]
         for row, e in zip(res["controls"], est["controls"]):
             row.update(e)

@@ -4,6 +4,7 @@ lists the rules changed after results existed; Holm's correction within a claim;
 line with nothing written."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,16 +22,18 @@ from tests.helpers import with_param
 from tests.report_fixtures import OPTIONAL, fake_params, write_fake_outputs
 
 D16, D64 = "toy-fmnist-d16", "toy-fmnist-d64"
+COMMITTED = Path(__file__).resolve().parents[1] / "analysis_plan.yaml"
 PROVENANCE = {"commit": "test", "date": "2021-04-12T00:00:00+00:00", "devices": ["cpu"],
               "versions": {"python": "3"}, "stages": [], "params_yaml": "profile: default\n"}
 
 
 def plan_file(tmp_path, monkeypatch, *changes) -> str:
     """Write the committed plan with `changes` ((dotted key, value), ...) to a file the report reads; its text."""
-    data = load_plan().data
+    data = load_plan(COMMITTED).data
     for dotted, value in changes:
         data = with_param(data, dotted, KeyError if value is None else value)
     path = tmp_path / "analysis_plan.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     monkeypatch.setattr(analysis_plan, "DEFAULT_PATH", path)
     return path.read_text()
@@ -48,12 +51,16 @@ def verdicts(claim) -> dict:
 # ---------------------------------------------------------------- the hash
 
 
+SINGLE = {"overall.supported": ("any", "all"), "overall.contradicted": ("every", "all"),  # one value allowed
+          "claims.noise.sigma_star": ("0.035", 0.035), "version": (1, 3), "primary.claim": ("noise", "gain"),
+          "related_work.family": ("profile", "all"), "claims.noise.visible_up_to": ("params", 0.2),
+          "claims.true_class.interval": ("wald", "t"), "claims.across_backbones.df": ("satterthwaite", 2)}
+
+
 def other_allowed(dotted: str, value):
     """A different value that CHECKS allows for this key."""
-    alternatives = {"multiplicity": "none", "overall.supported": "every", "claims.noise.sigma_star": "params",
-                    "claims.controls.judged": ["logits"], "claims.dimension.dims": [16, 32]}
-    if dotted in ("overall.supported", "overall.contradicted", "claims.noise.sigma_star"):
-        return None  # one value allowed: nothing to change it to
+    alternatives = {"multiplicity": "none", "claims.controls.judged": ["logits"], "claims.dimension.dims": [16, 32],
+                    "primary.attn_dim": 64}
     if isinstance(value, bool):
         return not value
     if isinstance(value, float):
@@ -61,13 +68,17 @@ def other_allowed(dotted: str, value):
     return alternatives[dotted]
 
 
-@pytest.mark.parametrize("dotted", sorted(CHECKS))
+def test_every_key_is_either_free_or_single_valued():
+    assert set(SINGLE) <= set(CHECKS)
+    for dotted in set(CHECKS) - set(SINGLE):
+        assert other_allowed(dotted, load_plan().get(*dotted.split("."))) is not None, dotted
+
+
+@pytest.mark.parametrize("dotted", sorted(set(CHECKS) - set(SINGLE)))
 def test_the_hash_changes_when_any_threshold_does(tmp_path, monkeypatch, dotted):
     committed = load_plan()
     value = committed.get(*dotted.split("."))
     new = other_allowed(dotted, value)
-    if new is None:
-        pytest.skip(f"{dotted} allows one value only")
     same = parse_plan(yaml.safe_dump(committed.data, allow_unicode=True, sort_keys=False))  # only re-dumped
     text = plan_file(tmp_path, monkeypatch, (dotted, new))
     changed = load_plan()
@@ -76,13 +87,24 @@ def test_the_hash_changes_when_any_threshold_does(tmp_path, monkeypatch, dotted)
     assert changed.sha256 not in (committed.sha256, same.sha256)
 
 
+@pytest.mark.parametrize("dotted", sorted(SINGLE))
+def test_a_key_with_one_allowed_value_refuses_any_other(tmp_path, monkeypatch, dotted):
+    """The rules fixed in code (the overall rule, σ*'s source, the primary claim, ...): the plan names them, and any
+    other value is refused in one line naming the key."""
+    for i, other in enumerate(SINGLE[dotted]):
+        plan_file(tmp_path / str(i), monkeypatch, (dotted, other))
+        with pytest.raises(PlanError) as err:
+            load_plan()
+        assert f"{dotted} is {other!r}; allowed: " in str(err.value) and "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------- the claims read the plan
 
 
 @pytest.mark.parametrize("dotted, value, claim, row, before, after, outputs", [
     # the k-NN on q reaches 83 % (chance 10 %): above the bar halfway to perfect, below one 95 % of the way
     ("claims.query_space.bar_fraction", 0.95, "query_space", f"{D16}: classes", SUPPORTED, CONTRADICTED, {}),
-    ("claims.true_class.bar_fraction", 0.95, "true_class", D16, SUPPORTED, CONTRADICTED, {}),
+    ("claims.true_class.typical_rate", 0.95, "true_class", D16, SUPPORTED, CONTRADICTED, {}),
     # a gain of +0.8 pt over 4,000 images is surely above 0 at 95 %, not at 99.99 %
     ("level", 0.9999, "clean_gain", D16, SUPPORTED, INCONCLUSIVE, {"gain": {D16: 0.008, D64: 0.03}}),
 ])
@@ -106,22 +128,25 @@ def test_the_papers_stated_gain_contradicts_only_while_the_plan_says_so(tmp_path
 # ---------------------------------------------------------------- Holm within a claim
 
 
-def test_holm_makes_rows_inconclusive_that_pass_only_one_at_a_time(tmp_path, monkeypatch):
-    """Two gains each surely above 0 alone (α/2 < p < α) but not both, by Holm: min p · 2 ≥ α."""
-    params, outputs = fake_params(), {"gain": {D16: 0.0055, D64: 0.0055}, "skip": OPTIONAL}
+def test_holm_makes_contradicted_rows_inconclusive_that_pass_only_one_at_a_time(tmp_path, monkeypatch):
+    """Two gains each surely below 0 alone (α/2 < p < α) but not both, by Holm: min p · 2 ≥ α. Contradiction is a
+    union over the claim's rows, so Holm corrects it; the same gains above 0 stay supported (intersection-union)."""
+    params, outputs = fake_params(), {"gain": {D16: -0.0055, D64: -0.0055}, "skip": OPTIONAL}
     plan_file(tmp_path, monkeypatch, ("multiplicity", "none"))
     alone = judged(tmp_path / "a", params, **outputs)["clean_gain"]
     alpha = load_plan().alpha_one_sided
-    p = [e.p[0] for e in alone.evidence]
+    p = [e.p[1] for e in alone.evidence]
     assert all(alpha / 2 < x < alpha for x in p), p  # the setting this test needs
-    assert set(verdicts(alone).values()) == {SUPPORTED} and "none" in alone.multiplicity
+    assert set(verdicts(alone).values()) == {CONTRADICTED} and "none" in alone.multiplicity
     plan_file(tmp_path, monkeypatch, ("multiplicity", "holm"))
     holm = judged(tmp_path / "b", params, **outputs)["clean_gain"]
     assert set(verdicts(holm).values()) == {INCONCLUSIVE} and holm.overall == {"toy": INCONCLUSIVE}
     for e, adj in zip(holm.evidence, holm_adjusted(p)):
-        assert f"adjusted p = {adj:.3g}" in e.note and "supported before Holm's correction" in e.note
-    assert "Holm's step-down over this claim's 2 tested rows" in holm.multiplicity
+        assert f"adjusted p = {adj:.3g}" in e.note and "contradicted before Holm's correction" in e.note
+    assert "Holm's step-down over the claim's 2 tested rows" in holm.multiplicity
     assert "intersection-union" in holm.multiplicity
+    up = judged(tmp_path / "c", params, gain={D16: 0.0055, D64: 0.0055}, skip=OPTIONAL)["clean_gain"]
+    assert set(verdicts(up).values()) == {SUPPORTED} and up.overall == {"toy": SUPPORTED}
 
 
 def test_holm_leaves_rows_that_pass_it_and_never_promotes_one(tmp_path):
@@ -144,8 +169,8 @@ def test_the_report_prints_the_plan_with_its_hash_and_the_rules_changed_after_re
     for d in committed.data["deviations"]:
         assert d["commit"] in html and d["rule"] in html
         assert str(escape(d["reason"])) in html and str(escape(d["before"])) in html
-    assert str(escape("Holm's step-down over this claim's")) in html
-    plan_file(tmp_path, monkeypatch, ("claims.lesions.margin", 0.004))
+    assert str(escape("Holm's step-down over the claim's")) in html
+    plan_file(tmp_path, monkeypatch, ("claims.lesions.share", 0.4))
     html = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE).read_text()
     assert load_plan().sha256 in html and committed.sha256 not in html
 

@@ -90,7 +90,7 @@ def test_noise_lesions_and_embed_write_the_arrays_their_intervals_are_recomputed
         assert list(z["patterns"]) == [p["pattern"] for p in les["patterns"]]
         assert z["correct"].shape == (len(les["patterns"]), 2, les["test_images"])
         assert as_json(lesion_estimates(z["baseline"], z["correct"], 1)) == [
-            {k: p[k] for k in ("vs_baseline", "vs_full")} for p in les["patterns"]]
+            {k: p[k] for k in ("vs_baseline", "vs_full", "kept")} for p in les["patterns"]]
     stats = json.loads((res / "embedding/toy-fmnist-d16/stats.json").read_text())
     with np.load(res / "embedding/toy-fmnist-d16/correct.npz") as z:
         arrays = {k: z[k] for k in z.files}

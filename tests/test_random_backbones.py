@@ -25,6 +25,7 @@ SETTINGS = {  # sd of backbones, seeds within a backbone, images, residual
     "backbone-dominated": (0.01, 0.001, 0.01, 0.02),
     "image-dominated": (0.001, 0.001, 0.05, 0.05),
     "no backbone variance": (0.0, 0.002, 0.02, 0.03),
+    "small backbone variance": (0.004, 0.001, 0.02, 0.03),  # often clamped at B = 3, yet real
 }
 
 
@@ -39,7 +40,22 @@ def coverage(setting, interval, seed=0):
 
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_the_across_backbone_interval_covers_the_recipes_effect_at_its_level(setting):
-    assert 0.93 <= coverage(setting, across_backbones) <= 0.97
+    """At B = 3, t on at most B − 1 = 2 df: at least nominal everywhere (measured 2026-12-07 on 2,000 replications:
+    0.949, 1.0, 1.0, 0.994), near nominal where backbones dominate. Satterthwaite's df alone gave 0.935 there and
+    0.92 with a small real backbone variance, whose estimate clamps at 0 at B = 3 and whose interval was then a
+    fixed-effect one; where the images dominate t on 2 df errs wide."""
+    cover = coverage(setting, across_backbones)
+    assert 0.93 <= cover <= (0.97 if setting == "backbone-dominated" else 1.0)
+
+
+def test_the_across_backbone_df_never_exceeds_b_minus_one_even_when_the_backbone_component_clamps():
+    rng = np.random.default_rng(3)
+    ests = [across_backbones(draw(rng, *SETTINGS["no backbone variance"])) for _ in range(50)]
+    clamped = [e for e in ests if e.sd_seeds == 0]
+    assert clamped and all(e.df == B - 1 for e in clamped)
+    assert all(e.df <= B - 1 for e in ests)
+    e = clamped[0]  # the images' width on the t quantile of 2 df
+    assert e.half_width == pytest.approx(e.sd_images * 4.302652729911275, rel=1e-9)  # t_{0.975, 2}
 
 
 def test_the_one_backbone_interval_undercovers_the_recipes_effect_when_backbones_differ():

@@ -16,27 +16,65 @@ from typer.testing import CliRunner
 from pipeline import outputs
 from tests.helpers import ROOT, scrambled
 
-CLAIMS = ("clean_gain", "noise", "query_space", "true_class", "lesions", "dimension", "controls")
+CLAIMS = ("clean_gain", "gain_size", "noise_visible", "noise", "query_space", "query_learned", "true_class", "lesions",
+          "dimension", "controls")
 
 
 def claim_arrays(params: dict) -> dict[str, list[str]]:
     """Per claim, the per-image archives its intervals are recomputed from (dims: the noise arrays of its runs)."""
     runs, noise = list(params.get("attention") or {}), outputs.NOISE_CORRECT
     return {"clean_gain": [noise.pattern.format(key=k) for k in runs],
+            "gain_size": [noise.pattern.format(key=k) for k in runs],
+            "noise_visible": [noise.pattern.format(key=k) for k in runs],
             "noise": [noise.pattern.format(key=k) for k in runs],
             "query_space": [outputs.EMBED_CORRECT.pattern.format(key=k) for k in runs],
+            "query_learned": [outputs.EMBED_CORRECT.pattern.format(key=k) for k in runs],
             "true_class": [outputs.MAPS_HITS.pattern.format(key=k) for k in runs],
             "lesions": [outputs.LESIONS_CORRECT.pattern.format(key=k) for k in params.get("lesions") or {}],
             "dimension": [noise.pattern.format(key=k) for k in runs] + [outputs.DIMS.pattern],
             "controls": [outputs.CONTROLS_CORRECT.pattern.format(key=k) for k in params.get("controls") or {}]}
 
 
+STALE = "its contrast at share"  # a row whose contrast (plan v2) the run's JSON predates: decided from the arrays only
+
+
 def _rows(root, params) -> dict[str, list[tuple]]:
     from pipeline.report.claims import evaluate_claims
     from pipeline.report.load import load_outputs, load_paper
 
-    return {c.id: [(e.row, e.verdict, e.effect) for e in c.evidence]
+    return {c.id: [(e.row, e.verdict, e.effect) if STALE not in e.note else (e.row, "stale JSON", None)
+                   for e in c.evidence]
             for c in evaluate_claims(load_outputs(params, root), load_paper(), params)}
+
+
+def same_or_redecided(arrays: list[tuple], from_json: list[tuple]) -> int:
+    """The rows from the arrays are those from the JSON, except rows whose contrast the committed JSON predates (the
+    analysis plan v2's): those the arrays decide. Returns how many rows the arrays re-decided that way."""
+    assert [r[0] for r in arrays] == [r[0] for r in from_json]
+    redecided = 0
+    for a, j in zip(arrays, from_json):
+        if j[1] == "stale JSON":
+            assert a[1] not in ("not run", "stale JSON") and a[2] is not None, a
+            redecided += 1
+        else:
+            assert a == j
+    return redecided
+
+
+def locked_params(lock: dict, params: dict) -> dict:
+    """The params a committed run was made with, as its dvc.lock records them: each stage's params.yaml entries
+    (attention.KEY, lesions.KEY, controls.KEY, report, ...) over `params` (a run made before a profile changed)."""
+    import copy
+
+    params = copy.deepcopy(params)
+    for stage in lock["stages"].values():
+        for dotted, value in ((stage.get("params") or {}).get("params.yaml") or {}).items():
+            *path, last = dotted.split(".")
+            node = params
+            for k in path:
+                node = node.setdefault(k, {})
+            node[last] = copy.deepcopy(value)
+    return params
 
 
 def json_and_array_verdicts(results, params: dict, where) -> dict:
@@ -103,7 +141,7 @@ def test_a_fresh_runs_arrays_give_its_json_intervals_and_its_verdicts(project, m
         est = as_json(controls_estimates(z["baseline"], z["gattanet"], z["correct"]))
         assert [r["accuracy"] for r in ctl["controls"]] == [float(c.mean()) for c in z["correct"]]
     assert est["gattanet_gain"] == ctl["gattanet_gain"]
-    assert est["controls"] == [{k: r[k] for k in ("gain", "vs_gattanet")} for r in ctl["controls"]]
+    assert est["controls"] == [{k: r[k] for k in ("gain", "vs_gattanet", "kept")} for r in ctl["controls"]]
     dims = json.loads(outputs.DIMS.path(root=project).read_text())  # dims: from the noise arrays of both runs
     noise = {k: read_arrays(outputs.NOISE_CORRECT.path(k, project)) for k in (D16, D64)}
     for row in dims["rows"]:
@@ -115,13 +153,14 @@ def test_a_fresh_runs_arrays_give_its_json_intervals_and_its_verdicts(project, m
         assert c["difference"]["paired"] and c["difference"]["seeds"] == [2, 2]  # seed s of both runs shared
 
     judged = json_and_array_verdicts(res, params, tmp_path)
-    loaded = judged["loaded"]
+    loaded = judged["loaded"]  # a fresh run's JSON holds every contrast: nothing is stale
     assert sorted(loaded.from_arrays) == sorted(p.relative_to(project).as_posix() for p in res.rglob("*.npz"))
     assert loaded.arrays_missing == []
     assert tuple(judged["arrays"]) == CLAIMS
     for cid in CLAIMS:
         assert judged["arrays"][cid] == judged["json"][cid], cid
-        assert any(effect is not None for _, _, effect in judged["arrays"][cid]), cid  # something was judged
+        if cid not in ("noise_visible", "lesions"):  # tiny: the baseline never collapses, G is not above 0
+            assert any(effect is not None for _, _, effect in judged["arrays"][cid]), cid  # something was judged
 
 
 # ---------------------------------------------------------------- the default run committed in results/
@@ -129,8 +168,10 @@ def test_a_fresh_runs_arrays_give_its_json_intervals_and_its_verdicts(project, m
 
 @pytest.fixture(scope="module")
 def committed(tmp_path_factory) -> dict:
-    """The committed default run's claims judged from its JSON and from its arrays alone (results/, params.yaml)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    """The committed default run's claims judged from its JSON and from its arrays alone (results/, the params its
+    dvc.lock records)."""
+    params = locked_params(yaml.safe_load((ROOT / "dvc.lock").read_text()),
+                           yaml.safe_load((ROOT / "params.yaml").read_text()))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)  # the analysis plan is the project's
         judged = json_and_array_verdicts(ROOT / "results", params, tmp_path_factory.mktemp("committed"))
@@ -144,7 +185,7 @@ def test_a_report_built_from_the_committed_arrays_gives_the_committed_verdicts(c
     missing = [a for a in claim_arrays(committed["params"])[claim] if not (ROOT / a).exists()]
     if missing:
         pytest.skip(f"the committed run lacks {', '.join(missing)}: rerun the default (`dvc repro`) and commit them")
-    assert committed["arrays"][claim] == committed["json"][claim]
+    same_or_redecided(committed["arrays"][claim], committed["json"][claim])
     assert any(effect is not None for _, _, effect in committed["arrays"][claim])
     used = set(committed["loaded"].from_arrays)
     assert {a for a in claim_arrays(committed["params"])[claim] if a.endswith(".npz")} <= used
@@ -251,3 +292,138 @@ def test_the_add_on_profiles_share_the_default_backbone_and_one_gattanet():
             continue
         for array in ("seeds", "sigmas", "baseline", "correct"):
             assert np.array_equal(z[array], reference[1][array]), (run.name, reference[0], array)
+
+
+# ---------------------------------------------------------------- the pairings, on synthetic arrays
+
+
+def _shared_seed_arrays(rng, seeds=3, n=400, sigmas=2):
+    """Correctness of two models per seed whose seed effects are shared (the same derived seed) and large beside the
+    images': pairing per seed cancels them, an unpaired interval does not."""
+    base = rng.random((sigmas, n)) < 0.8
+    shift = np.array([-0.08, 0.0, 0.08])[:seeds, None, None]  # the shared seed effect
+    a = rng.random((seeds, sigmas, n)) < np.clip(0.8 + shift + 0.01, 0, 1)
+    b = rng.random((seeds, sigmas, n)) < np.clip(0.8 + shift, 0, 1)
+    return base, a, b
+
+
+def test_the_dims_difference_is_paired_per_seed():
+    from gattanet.analysis.stats import effect_ci
+    from pipeline.recompute import dims_difference
+
+    base, a, b = _shared_seed_arrays(np.random.default_rng(0))
+    seeds, sigmas = np.array([0, 1, 2]), np.array([0.0, 0.1])
+    small = {"seeds": seeds, "sigmas": sigmas, "baseline": base, "gattanet": b}
+    large = {"seeds": seeds, "sigmas": sigmas, "baseline": base, "gattanet": a}
+    got = dims_difference(small, large, 0.1)
+    gain = lambda g: g[:, 1].astype(float) - base[1].astype(float)[None, :]  # noqa: E731
+    want = effect_ci([(1.0, gain(a)), (-1.0, gain(b))], paired=True).as_dict()
+    unpaired = effect_ci([(1.0, gain(a)), (-1.0, gain(b))]).as_dict()
+    assert got == want and got["paired"]
+    assert got["half_width"] < unpaired["half_width"] / 2  # the shared seed effects cancel
+    other = dims_difference(small, {**large, "seeds": np.array([3, 4, 5])}, 0.1)
+    assert not other["paired"] and other == unpaired  # different seeds: independent groups
+
+
+def test_the_controls_and_extensions_are_paired_per_seed():
+    from gattanet.analysis.stats import effect_ci
+    from pipeline.recompute import controls_estimates, extension_difference, extension_estimates, kept_share
+
+    base, a, b = _shared_seed_arrays(np.random.default_rng(1))
+    full, ctl = a[:, 0].astype(float), b[:, 0].astype(float)
+    est = controls_estimates(base[0], a[:, 0], b[:, 0][None])
+    row = est["controls"][0]
+    assert row["vs_gattanet"] == effect_ci([(1.0, full), (-1.0, ctl)], paired=True).as_dict()
+    assert row["vs_gattanet"]["paired"]
+    b0 = base[0].astype(float)
+    assert row["kept"] == kept_share(ctl, full, b0) and row["kept"]["mean"] == pytest.approx(
+        (ctl - b0).mean() - 0.5 * (full - b0).mean(), abs=1e-12)
+    ext = extension_estimates(base, b, a)  # variant a against GAttANet b
+    for i in range(2):
+        assert ext["vs_gattanet"][i] == effect_ci([(1.0, a[:, i].astype(float)), (-1.0, b[:, i].astype(float))],
+                                                  paired=True).as_dict()
+    seeds = np.array([0, 1, 2])
+    diff = extension_difference({"seeds": seeds, "variant": a}, {"seeds": seeds, "variant": b})
+    assert all(d["paired"] for d in diff) and diff[1] == ext["vs_gattanet"][1]
+
+
+def test_a_lesion_contrast_on_gs_scale_is_the_kept_share():
+    from pipeline.recompute import lesion_estimates
+
+    rng = np.random.default_rng(2)
+    base = rng.random(500) < 0.8
+    full = np.tile(base, (3, 1)) | (rng.random((3, 500)) < 0.1)  # the full model: a gain G
+    correct = np.stack([np.tile(base, (3, 1)), full, full])  # patterns: none, full, a lesion keeping all of G
+    ests = lesion_estimates(base, correct, 1)
+    g = (full.astype(float) - base.astype(float)).mean()
+    assert ests[0]["kept"]["mean"] == pytest.approx(-0.5 * g, abs=1e-12)  # loses all of G
+    assert ests[2]["kept"]["mean"] == pytest.approx(0.5 * g, abs=1e-12) and ests[2]["kept"]["share"] == 0.5
+    assert lesion_estimates(base, correct, 1, share=0.25)[2]["kept"]["mean"] == pytest.approx(0.75 * g, abs=1e-12)
+
+
+# ---------------------------------------------------------------- the extensions profile's run, reports/extensions/
+
+EXTENSIONS_RUN = ROOT / "reports" / "extensions"
+
+
+@pytest.mark.skipif(not (EXTENSIONS_RUN / "params.yaml").exists(), reason="no extensions run committed")
+def test_the_committed_extensions_run_is_re_decided_from_its_arrays_under_the_plan():
+    """reports/extensions/ holds the extension arrays only (its default run was not committed beside it): each
+    extension's variant − GAttANet per σ, and fine-tuning − its control, recomputed from those arrays alone, judged
+    under the analysis plan (one Holm family over the section), are the differences and words its report prints."""
+    from types import SimpleNamespace
+
+    from markupsafe import escape
+
+    from pipeline.recompute import extension_estimates, read_arrays
+    from pipeline.report.analysis_plan import load_plan
+    from pipeline.report.extensions import extensions_section
+
+    params = yaml.safe_load((EXTENSIONS_RUN / "params.yaml").read_text())
+    exts, arrays = {}, {}
+    for key in params["extensions"]:
+        res = json.loads(outputs.EXTENSION_METRICS.path(key, EXTENSIONS_RUN).read_text())
+        z = read_arrays(outputs.EXTENSION_CORRECT.path(key, EXTENSIONS_RUN))
+        res.update({k: scrambled(res[k]) for k in ("gain", "vs_gattanet")})  # the JSON's intervals never read
+        exts[key] = res | extension_estimates(z["baseline"], z["gattanet"], z["variant"])
+        arrays[key] = z
+    plan = load_plan()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        section = extensions_section(SimpleNamespace(extensions=exts, extension_arrays=arrays), params,
+                                     plan.alpha_one_sided, plan.get("multiplicity") == "holm")
+    html = (EXTENSIONS_RUN / "index.html").read_text()
+    cells = [c for r in section["rows"] + section["pairs"] for c in r["cells"]]
+    assert cells and section["family"] == len(cells)
+    for c in cells:
+        assert str(escape(c["diff"])) in html and c["word"] in html
+
+
+COMMITTED_RUNS = sorted(p for p in (ROOT / "reports").iterdir()
+                        if (p / "params.yaml").exists() and (p / "results" / "train-attn").is_dir())
+
+
+@pytest.mark.parametrize("run", COMMITTED_RUNS, ids=lambda p: p.name)
+def test_each_committed_report_is_rendered_under_the_current_analysis_plan(run):
+    """scripts/rerender_committed.py re-renders every committed run with its own results under the plan: its page
+    prints the plan's sha256 and each claim's overall verdicts as the arrays decide them today."""
+    from markupsafe import escape
+
+    from pipeline.report.analysis_plan import load_plan
+    from pipeline.report.claims import evaluate_claims
+    from pipeline.report.load import load_outputs, load_paper
+
+    html = (run / "index.html").read_text()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        assert load_plan().sha256 in html
+        params = yaml.safe_load((run / "params.yaml").read_text())
+        for claim in evaluate_claims(load_outputs(params, run), load_paper(), params):
+            for e in claim.evidence:
+                if e.effect is not None:
+                    assert str(escape(ci_text_of(e))) in html, (claim.id, e.row)
+
+
+def ci_text_of(e) -> str:
+    """The effect as the report prints it beside its row."""
+    return e.numbers.get("effect (95 % CI)", "")

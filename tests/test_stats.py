@@ -225,3 +225,56 @@ def test_bad_input_is_refused():
         effect_ci([(1.0, np.zeros((2, 5))), (1.0, np.zeros((2, 6)))])
     with pytest.raises(ValueError, match="shape"):
         effect_ci([(1.0, np.zeros(5))])
+
+
+# ---------------------------------------------------------------- the formula pinned on hand-computed tables
+
+
+def test_the_interval_is_the_two_way_anova_formula_on_a_hand_computed_table():
+    """3 seeds × 4 images. Seed means 1/2, 1, 1/4; image means 2/3, 1/3, 1, 1/3; grand 7/12. MS_seed = 4 · Σ(seed
+    mean − 7/12)² / 2 = 7/12; MS_image = 3 · Σ(image mean − 7/12)² / 3 = 11/36; SS_total = 7 − 12 (7/12)² = 35/12, so
+    MS_residual = (35/12 − 14/12 − 11/12) / 6 = 5/36. V_images = MS_image / 12 = 11/432, V_seeds = (MS_seed −
+    MS_residual) / 12 = 16/432, V = 27/432 = 1/16. Satterthwaite: ν = V² / [V_images²/3 + (MS_seed/12)²/2 +
+    (MS_residual/12)²/6] = (4374 / 1119744) / (1590 / 1119744) = 729/265."""
+    v = np.array([[1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 1, 0]], dtype=float)
+    est = effect_ci([(1.0, v)])
+    assert est.mean == pytest.approx(7 / 12, abs=1e-12)
+    assert est.sd_images ** 2 == pytest.approx(11 / 432, abs=1e-12)
+    assert est.sd_seeds ** 2 == pytest.approx(16 / 432, abs=1e-12)
+    assert est.se == pytest.approx(0.25, abs=1e-12)
+    assert est.df == pytest.approx(729 / 265, abs=1e-9)
+    half = sps.t.ppf(0.975, 729 / 265) * 0.25
+    assert (est.low, est.high) == pytest.approx((7 / 12 - half, 7 / 12 + half), abs=1e-12)
+
+
+def test_a_table_whose_seed_component_clamps_spans_the_images_only_on_their_df():
+    """2 seeds × 3 images, both seeds at 2/3: MS_seed = 0 below MS_residual = (residuals 0, ∓1/2, ±1/2: SS 1) / 2 =
+    1/2, so the seed component clamps at 0; V = var(image means 1, 1/2, 1/2) / 3 = (1/12) / 3 = 1/36 on N − 1 = 2
+    df."""
+    v = np.array([[1, 0, 1], [1, 1, 0]], dtype=float)
+    est = effect_ci([(1.0, v)])
+    assert est.sd_seeds == 0 and est.sd_images == pytest.approx(1 / 6, abs=1e-12)
+    assert est.df == pytest.approx(2, abs=1e-12) and est.mean == pytest.approx(2 / 3, abs=1e-12)
+    assert est.half_width == pytest.approx(sps.t.ppf(0.975, 2) / 6, abs=1e-12)
+
+
+# ---------------------------------------------------------------- a rate's interval (the true-class claim)
+
+
+def test_the_rate_interval_covers_a_rate_and_stays_inside_0_1():
+    from gattanet.analysis.stats import rate_interval
+
+    rng = np.random.default_rng(11)
+    hits = 0
+    reps = 400
+    for _ in range(reps):  # per-image difficulty: the images cluster the hits; true rate 0.6
+        p = rng.beta(3, 2, size=600)
+        est = effect_ci([(1.0, (rng.random((3, 600)) < p).astype(float))])
+        low, high = rate_interval(est)
+        hits += low <= 0.6 <= high
+    assert 0.93 <= hits / reps <= 0.98
+    near_one = effect_ci([(1.0, (rng.random((3, 200)) < 0.995).astype(float))])
+    low, high = rate_interval(near_one)
+    assert 0.9 < low < near_one.mean <= high <= 1.0 and near_one.high > 1.0  # the t interval leaves [0, 1]
+    all_right = effect_ci([(1.0, np.ones((3, 50)))])
+    assert rate_interval(all_right)[1] == 1.0 and rate_interval(all_right)[0] < 1.0

@@ -27,6 +27,7 @@ class AcrossGroup:
     effect: Estimate | None = None    # None when it cannot be formed (`missing` or `problem` says why)
     missing: tuple[str, ...] = ()     # runs without noise arrays at σ = 0
     problem: str = ""                 # across_backbones' refusal (e.g. backbones tested on different images)
+    baseline_acc: float | None = None  # the backbones' mean clean accuracy (the size row's error), from the arrays
 
     @property
     def label(self) -> str:
@@ -45,14 +46,16 @@ def across_groups(out: Outputs) -> list[AcrossGroup]:
     for (arch, dataset, d, *_), runs in groups.items():
         if len(runs) < MIN_BACKBONES:
             continue
-        per_backbone, missing = [], []
+        per_backbone, missing, base = [], [], []
         for key in runs.values():
             gains = clean_gains(out, key)
             if gains is None:
                 missing.append(key)
             else:
                 per_backbone.append(gains)
-        group = AcrossGroup(arch, dataset, d, runs, missing=tuple(missing))
+                base.append(clean_baseline(out, key))
+        group = AcrossGroup(arch, dataset, d, runs, missing=tuple(missing),
+                            baseline_acc=float(np.mean(base)) if base and not missing else None)
         if not missing:
             try:
                 group.effect = across_backbones(per_backbone)
@@ -76,9 +79,18 @@ def clean_gains(out: Outputs, key: str) -> np.ndarray | None:
         return z["gattanet"][:, i].astype(np.float64) - z["baseline"][i].astype(np.float64)[None, :]
 
 
+def clean_baseline(out: Outputs, key: str) -> float:
+    """A run's baseline accuracy at σ = 0 from its noise arrays (clean_gains found them)."""
+    with np.load(outputs.NOISE_CORRECT.path(key, out.root)) as z:
+        i = [float(s) for s in z["sigmas"]].index(0.0)
+        return float(z["baseline"][i].mean())
+
+
 def spread_text(group: AcrossGroup) -> str:
     """What the across-backbone interval was made of, in backbones where a seed-level one counts seeds."""
-    est = group.effect
-    return (f"random effects, backbones the top level: {len(group.runs)} backbones (each the mean of its attention "
+    est, b = group.effect, len(group.runs)
+    clamped = (" — the between-backbone component is estimated at 0 (clamped), so the width is the images' (a "
+               f"fixed-effect width) on the t quantile of the {b} backbones' {b - 1} df") if est.sd_seeds == 0 else ""
+    return (f"random effects, backbones the top level: {b} backbones (each the mean of its attention "
             f"seeds) × {est.images:,} test images; sd from images {100 * est.sd_images:.2f} pts, from backbones "
-            f"{100 * est.sd_seeds:.2f} pts, df {est.df:.3g}")
+            f"{100 * est.sd_seeds:.2f} pts, df {est.df:.3g} (at most B − 1 = {b - 1}){clamped}")

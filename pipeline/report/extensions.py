@@ -34,13 +34,16 @@ def control_of(key: str, exts: dict[str, dict]) -> str | None:
                  and c.get("finetune_lr") == r.get("finetune_lr")), None)
 
 
-def judged(estimates: list[Estimate], alpha: float, holm: bool) -> list[tuple[str, str]]:
+def judged(estimates: list[Estimate], alpha: float, holm: bool, family: int | None = None) -> list[tuple[str, str]]:
     """(verdict, note) per estimate: better / worse when its CI excludes 0, demoted to inconclusive where Holm's
-    step-down over the estimates (each one's one-sided p of the outcome it reached) misses `alpha`."""
+    step-down over the estimates (each one's one-sided p of the outcome it reached) misses `alpha`. `family`: the
+    family's whole size where some of its comparisons ran elsewhere; those enter with p = 1 (never less conservative
+    than Holm over the whole family)."""
     raw_verdicts = [verdict(e) for e in estimates]
     ps = [e.p_above() if v == SUPPORTED else e.p_below() if v == CONTRADICTED else min(e.p_above(), e.p_below())
           for e, v in zip(estimates, raw_verdicts)]
-    adjusted = holm_adjusted(ps) if holm and ps else ps
+    unseen = max(0, (family or 0) - len(ps))
+    adjusted = holm_adjusted(ps + [1.0] * unseen)[:len(ps)] if holm and ps else ps
     out = []
     for e, v, p, adj in zip(estimates, raw_verdicts, ps, adjusted):
         if v != INCONCLUSIVE and adj >= alpha:

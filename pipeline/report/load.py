@@ -18,7 +18,9 @@ import yaml
 from gattanet.errors import InputError
 from pipeline import outputs
 from pipeline.curves import read_curves
-from pipeline.recompute import recompute_outputs
+from pipeline.recompute import SHARE, recompute_outputs
+
+from .analysis_plan import PlanError, load_plan
 
 PAPER_YAML = Path(__file__).with_name("paper.yaml")
 
@@ -205,7 +207,7 @@ def load_outputs(params: dict, root: Path) -> Outputs:
             if missing:
                 raise ReportInputError(f"{dims}: rows[{i}] misses key(s) {', '.join(missing)}")
     try:
-        done = recompute_outputs(out, params)
+        done = recompute_outputs(out, params, *contrast_shares())
     except ValueError as e:  # an archive that is unreadable, lacks an array, or does not match its JSON
         raise ReportInputError(str(e)) from None
     out.from_arrays, out.arrays_missing = done.arrays, done.missing
@@ -215,3 +217,13 @@ def load_outputs(params: dict, root: Path) -> Outputs:
 def load_paper(path: Path = PAPER_YAML) -> dict:
     """The paper's numbers and claims (paper.yaml)."""
     return yaml.safe_load(Path(path).read_text())
+
+
+def contrast_shares() -> tuple[float, float]:
+    """The analysis plan's lesion and control shares the arrays' contrasts are recomputed at; the stages' default
+    (pipeline.recompute.SHARE) where no plan can be read (the claims then fail on it in one line)."""
+    try:
+        plan = load_plan()
+        return plan.get("claims", "lesions", "share"), plan.get("claims", "controls", "share")
+    except PlanError:
+        return SHARE, SHARE

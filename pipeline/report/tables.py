@@ -21,7 +21,7 @@ from gattanet.analysis.stats import Estimate
 
 from .across import across_groups
 from .across import spread_text as across_spread_text
-from .claims import CONTROL_LABELS, FULL_PROFILE_COMMAND, ci_text, estimate, pct, pts
+from .claims import CONTROL_LABELS, FULL_PROFILE_COMMAND, ci_text, estimate, paper_relative_gain, pct, pts
 from .load import Outputs
 
 DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
@@ -91,8 +91,7 @@ def table1(out: Outputs, paper: dict) -> dict:
                "attn_dim": str(m["attn_dim"]), "attn_params": count(m["attention_params"]),
                "gattanet_acc": pct(m["gattanet_acc"]), "gain": pts(gain.mean), "gain_positive": gain.mean > 0,
                "gain_ci": f"95 % CI [{pts(gain.low)}, {pts(gain.high)}], {len(m['seeds'])} seeds",
-               "error_reduction": f"error rate −{100 * rel:.1f} % (relative)" if rel >= 0
-               else f"error rate +{-100 * rel:.1f} % (relative)",
+               "error_reduction": relative_text(m["baseline_acc"], gain),
                "error_reduction_short": f"{100 * rel:.1f} %", "paper": None}
         if ref is not None:
             stand_ins.setdefault(ref["id"], []).append(key)
@@ -102,8 +101,9 @@ def table1(out: Outputs, paper: dict) -> dict:
             if m["attn_dim"] not in ref["attn_dims"]:
                 notes.append(f"d = {m['attn_dim']} is not among the paper's d for this row")
             low, high = paper_gain(ref)
-            paper_rel = (f"{100 * error_reduction(ref['base_acc'], low):.1f} %" if low is not None and low == high
-                         else "not computable (no stated accuracy pair)")
+            r = paper_relative_gain(ref)
+            paper_rel = (f"{100 * r:.1f} %" + ("" if low is not None and low == high else " (from the stated gain)")
+                         if r is not None else "not computable (no stated gain)")
             row["paper"] = {
                 "label": f"{ref['backbone']}, {ref['dataset_label']}", "base_params": ref["base_params"],
                 "base_acc": pct(ref["base_acc"]), "attn_dims": ", ".join(map(str, ref["attn_dims"])),
@@ -128,6 +128,15 @@ def table1(out: Outputs, paper: dict) -> dict:
                    for r in prow if r["arch"] in tv and r["dataset"] == "imagenet"]
     return {"rows": rows, "not_run": not_run, "torchvision": torchvision, "torchvision_source": tv["source"],
             "across": across_rows(out)}
+
+
+def relative_text(base_acc: float, gain) -> str:
+    """The gain on the relative scale with its CI: 'error rate −3.1 % [−0.0, −6.1] (relative, 95 % CI)'."""
+    err = 1.0 - base_acc
+    mean, low, high = (100 * x / err for x in (gain.mean, gain.low, gain.high))
+    sign = "−" if mean >= 0 else "+"
+    return (f"error rate {sign}{abs(mean):.1f} % (relative; gain/error 95 % CI [{low:+.1f} %, {high:+.1f} %] of the "
+            f"baseline's {100 * err:.2f} % error)")
 
 
 def across_rows(out: Outputs) -> list[dict]:
@@ -438,9 +447,17 @@ def _paired_with_gattanet(rows: list[dict], out: Outputs, alpha: float, holm: bo
                           paired=True)
             r["vs_gattanet" + suffix] = ci_text(e)
             families.setdefault(ref, []).append((r, suffix, e))
-    for family in families.values():
-        for (r, suffix, _), (v, note) in zip(family, judged([e for *_, e in family], alpha, holm)):
+    for ref, family in families.items():
+        size = track_family_size("scratch" if ref == TRACK_REFERENCES["scratch"] else "addon")
+        for (r, suffix, _), (v, note) in zip(family, judged([e for *_, e in family], alpha, holm, size)):
             r["vs_verdict" + suffix], r["vs_note" + suffix] = WORDS[v], note
+
+
+def track_family_size(track: str) -> int:
+    """The analysis plan's related-work family (one per track): every method of the track's whole list but its
+    reference, each compared clean and at σ*, whichever profiles ran them."""
+    methods = ADDON_TRACK if track == "addon" else SCRATCH_TRACK
+    return 2 * len([m for m in methods if m not in TRACK_REFERENCES.values()])
 
 
 def _method(m: str) -> tuple[str, str, str]:

@@ -100,6 +100,7 @@ def run(params, key: str) -> None:
                      "rank": getattr(model, "rank", None) or None,
                      "accuracy": float(ctl.mean()), "per_seed": ctl.mean(axis=1).tolist(),
                      "gain": e["gain"], "vs_gattanet": e["vs_gattanet"],  # vs_gattanet: seed s − seed s
+                     "kept": e["kept"],  # control − baseline − share · GAttANet's gain: the non-inferiority contrast
                      "epochs_run": [r.epochs_run for r in per], "best_epoch": [r.best_epoch for r in per],
                      "val_acc": [r.best_val_acc for r in per]})
     with atomic_path(outputs.CONTROLS_CORRECT.path(key)) as tmp, open(tmp, "wb") as f:
