@@ -21,14 +21,16 @@ from tests.helpers import write_fashion_mnist, write_idx
 runner = CliRunner()
 SMALL = ClutterSettings(canvas=32, item_size=20, fragments=4, fragment_size=8, seed=7)
 PINNED_SMALL = "9bbe05631681c89a97eac93f77332ba8f0c18c7c5652ebd10e94d2ad87b437cf"  # SMALL on synthetic_items()
-PINNED_REAL = "ec976a2dcb1c0b705980878dce0f6774b229b7293acecd2f01231a281b32c751"  # sha256 of the default settings' train and test images and labels from Debian's files
+# the default settings on Debian's files: train and test images and labels
+PINNED_REAL = "ec976a2dcb1c0b705980878dce0f6774b229b7293acecd2f01231a281b32c751"
 
 
 def synthetic_items(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
     """Items with a pattern of their own (no RNG, so the pinned hash rests on the generator alone)."""
     i = np.arange(n)[:, None, None]
     r, c = np.arange(28)[None, :, None], np.arange(28)[None, None, :]
-    return ((i * 37 + r * 11 + c * 5 + (r * c) % 7 * 9) % 256).astype(np.uint8), (np.arange(n) % 10).astype(np.int64)
+    items = ((i * 37 + r * 11 + c * 5 + (r * c) % 7 * 9) % 256).astype(np.uint8)
+    return items, (np.arange(n) % 10).astype(np.int64)
 
 
 def digest(*arrays: np.ndarray) -> str:
@@ -43,7 +45,8 @@ def digest(*arrays: np.ndarray) -> str:
 
 def test_settings_have_defaults_and_name_the_bad_one():
     assert ClutterSettings().as_dict() == {"canvas": 32, "item_size": 20, "fragments": 4, "fragment_size": 8, "seed": 0}
-    for bad, words in (({"canvas": 0}, "canvas: must lie in [1, 128]"), ({"item_size": 33}, "item_size: must lie in [1, 32]"),
+    for bad, words in (({"canvas": 0}, "canvas: must lie in [1, 128]"),
+                       ({"item_size": 33}, "item_size: must lie in [1, 32]"),
                        ({"fragment_size": 21}, "fragment_size: must lie in [1, 20]"),
                        ({"fragments": -1}, "fragments: must lie in [0, 64]"), ({"seed": 2 ** 32}, "seed: must lie"),
                        ({"fragments": 2.0}, "fragments: expected an integer"), ({"canvas": True}, "canvas: expected")):
@@ -190,7 +193,8 @@ def test_the_data_stage_stores_the_generators_bytes(tmp_path, monkeypatch, tiny_
     ("clutter.canvas", 48, "data.fashion-clutter.clutter.canvas: 48 is not allowed; allowed: 32"),
     ("clutter.scale", 0.5, "data.fashion-clutter.clutter.scale: unknown key; allowed: canvas, item_size"),
 ])
-def test_bad_settings_are_refused_in_one_line_and_write_nothing(tmp_path, monkeypatch, tiny_params, dotted, value, words):
+def test_bad_settings_are_refused_in_one_line_and_write_nothing(tmp_path, monkeypatch, tiny_params, dotted, value,
+                                                                words):
     root = write_fashion_mnist(tmp_path / "fm", 30, 20)
     params = clutter_params(tiny_params, root)
     monkeypatch.chdir(tmp_path)
@@ -224,7 +228,8 @@ def test_validate_refuses_a_file_made_with_other_settings(tmp_path, monkeypatch,
     params["data"]["fashion-clutter"]["clutter"]["fragments"] = 5
     r = stage(tmp_path, params, "validate")
     assert r.exit_code == 2 and "data.fashion-clutter.clutter: data/fashion-clutter.pt was generated with" in r.output
-    assert "delete data/fashion-clutter.pt" in r.output and (tmp_path / "data/fashion-clutter.pt").read_bytes() == before
+    assert "delete data/fashion-clutter.pt" in r.output
+    assert (tmp_path / "data/fashion-clutter.pt").read_bytes() == before
     assert stage(tmp_path, params, "data", "fashion-clutter").exit_code == 0  # regenerating it settles it
     assert stage(tmp_path, params, "validate").exit_code == 0
 

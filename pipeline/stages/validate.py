@@ -58,7 +58,7 @@ def check_generated(params) -> None:
         return
     wanted = {"clutter": (cfg.clutter or ClutterSettings()).as_dict()}
     if made != wanted:
-        raise ParamsError(f"data.{NAME}.clutter: {path} was generated with {made} but params ask for {wanted}; "
+        raise ParamsError(f"data.{NAME}.clutter: {path} was generated with {made or 'no recorded settings'} but params ask for {wanted}; "
                           f"DVC tracks data.{NAME}.root alone, so delete {path} and rerun `dvc repro`")
 
 
