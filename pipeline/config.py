@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from gattanet.models.registry import ARCHS
-from gattanet.data.clutter import ClutterSettings
+from gattanet.data.clutter import NAME as CLUTTERED, ClutterSettings
 from gattanet.data.specs import DATASETS
 from pipeline.errors import ParamsError, UsageError
 from pipeline.paths import CACHE
@@ -492,14 +492,13 @@ def _check_data(name: str, raw: dict) -> None:
 
 def _check_clutter(name: str, raw: dict) -> None:
     """`clutter` settings belong to a generated dataset, whose canvas is the side its models are built for."""
-    from gattanet.data.clutter import NAME
     from gattanet.data.specs import get_spec
 
-    if "clutter" in raw and name != NAME:
-        raise ParamsError(f"data.{name}.clutter: only {NAME} is generated (its root is Fashion-MNIST's); "
+    if "clutter" in raw and name != CLUTTERED:
+        raise ParamsError(f"data.{name}.clutter: only {CLUTTERED} is generated (its root is Fashion-MNIST's); "
                           f"{name} is read as it is: remove the key")
     canvas = (raw.get("clutter") or {}).get("canvas", ClutterSettings.canvas)
-    if name == NAME and canvas != get_spec(name).size:
+    if name == CLUTTERED and canvas != get_spec(name).size:
         raise ParamsError(f"data.{name}.clutter.canvas: {canvas} is not allowed; allowed: {get_spec(name).size} (the "
                           f"input side the models are built for, gattanet/data/specs.py; another canvas changes the "
                           f"toy's dense layer and needs a dataset spec of its own)")
