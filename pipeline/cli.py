@@ -75,7 +75,7 @@ for _name, (_module, _keyed, _help) in STAGES.items():
 
 @app.command()
 def describe(backbone: str = typer.Option("toy", help="toy | resnet18 | resnet50"),
-             dataset: str = typer.Option("cifar10", help="fashion-mnist | cifar10 | cifar100 | imagenet"),
+             dataset: str = typer.Option("cifar10", help="fashion-mnist | fashion-clutter | cifar10 | cifar100 | imagenet"),
              attn_dim: int = typer.Option(16, help="Attention dimension d ≥ 1."),
              kq_norm: bool = typer.Option(False, help="Batch-norm on keys/queries (the paper's ResNet setting)."),
              score_norm: bool = typer.Option(False, help="Layer-norm on scores (the paper's ResNet setting)."),

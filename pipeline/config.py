@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from gattanet.models.registry import ARCHS
+from gattanet.data.clutter import NAME as CLUTTERED, ClutterSettings
 from gattanet.data.specs import DATASETS
 from pipeline.errors import ParamsError, UsageError
 from pipeline.paths import CACHE
@@ -245,6 +246,16 @@ class Augment:
     hflip: bool = param(boolean)
 
 
+def clutter_settings(v, key) -> ClutterSettings:
+    """The generator settings of a cluttered dataset (gattanet.data.clutter); each key left out takes its default."""
+    fields = [f.name for f in dataclasses.fields(ClutterSettings)]
+    d = _fields(v, key, tuple(fields), ())
+    try:
+        return ClutterSettings(**d)
+    except ValueError as e:  # the library's message starts with the field's name
+        raise ParamsError(f"{key}.{e}") from None
+
+
 @dataclass(frozen=True)
 class DataCfg:
     name: str
@@ -254,6 +265,7 @@ class DataCfg:
     workers: int = param(bounded(256, "DataLoader processes", lo=0), default=4)  # DataLoader processes decoding JPEGs / reading the cache
     eval_cache: bool = param(boolean, default=True)  # decode val/test crops once to uint8 shards, reuse them
     cache_dir: str = param(text, default=str(CACHE))  # where (content-keyed subfolders; safe to delete)
+    clutter: ClutterSettings | None = param(optional(clutter_settings), default=None)  # fashion-clutter only
 
 
 @dataclass(frozen=True)
@@ -563,6 +575,21 @@ def _check_data(name: str, raw: dict) -> None:
         if k in raw and name not in FOLDER_DATASETS:
             raise ParamsError(f"data.{name}.{k}: only an image-folder dataset ({', '.join(FOLDER_DATASETS)}) "
                               f"is read by DataLoader workers; {name} is held whole on the device: remove the key")
+    _check_clutter(name, raw)
+
+
+def _check_clutter(name: str, raw: dict) -> None:
+    """`clutter` settings belong to a generated dataset, whose canvas is the side its models are built for."""
+    from gattanet.data.specs import get_spec
+
+    if "clutter" in raw and name != CLUTTERED:
+        raise ParamsError(f"data.{name}.clutter: only {CLUTTERED} is generated (its root is Fashion-MNIST's); "
+                          f"{name} is read as it is: remove the key")
+    canvas = (raw.get("clutter") or {}).get("canvas", ClutterSettings.canvas)
+    if name == CLUTTERED and canvas != get_spec(name).size:
+        raise ParamsError(f"data.{name}.clutter.canvas: {canvas} is not allowed; allowed: {get_spec(name).size} (the "
+                          f"input side the models are built for, gattanet/data/specs.py; another canvas changes the "
+                          f"toy's dense layer and needs a dataset spec of its own)")
 
 
 def _check_backbone(k: str, run: BackboneRun, p: Params) -> None:

@@ -17,7 +17,7 @@ from gattanet.data.specs import get_spec
 from pipeline.paths import data_path
 
 # The datasets' standard (official) split sizes: train, test. ImageNet-1k (ILSVRC2012): train and val.
-STANDARD_SIZES = {"fashion-mnist": (60_000, 10_000), "cifar10": (50_000, 10_000),
+STANDARD_SIZES = {"fashion-mnist": (60_000, 10_000), "fashion-clutter": (60_000, 10_000), "cifar10": (50_000, 10_000),
                   "cifar100": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
 
 __all__ = ["STANDARD_SIZES", "Sizes", "Work", "dataset_sizes", "least", "model_spec", "no_model", "num",

@@ -145,7 +145,9 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _read_fashion_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_fashion_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One Fashion-MNIST split as stored: uint8 images (N, 28, 28) and labels (N,); DatasetError if missing or bad."""
+    root = Path(root)
     arrays = []
     for stem, ndim in zip(_IDX_STEMS[split], (3, 1)):
         path = _find_idx(root, stem)
@@ -163,6 +165,11 @@ def _read_fashion_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]
         raise DatasetError(f"{ipath}: expected 28x28 images, got {images.shape[1:]}")
     if len(labels) and labels.max() >= len(FASHION_CLASSES):
         raise DatasetError(f"{lpath}: label {labels.max()} outside [0, {len(FASHION_CLASSES)})")
+    return images, labels
+
+
+def _read_fashion_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = read_fashion_split(root, split)
     padded = np.pad(images, ((0, 0), (2, 2), (2, 2)))[:, None]  # 28 -> 32, one channel
     return padded, labels
 
@@ -276,9 +283,9 @@ def _digest(name: str, splits: dict[str, TensorData]) -> str:
     return h.hexdigest()
 
 
-def save_tensors(path: str | Path, splits: dict[str, TensorData], name: str) -> str:
+def save_tensors(path: str | Path, splits: dict[str, TensorData], name: str, source: dict | None = None) -> str:
     """Write train/test tensors, classes, statistics and a sha256 of it all atomically;
-    returns the sha256."""
+    returns the sha256. `source`: what a generated set was made with (kept beside it, read back in meta)."""
     if set(splits) != {"train", "test"}:
         raise ValueError(f"splits must be exactly 'train' and 'test', got {sorted(splits)}")
     train, test = splits["train"], splits["test"]
@@ -290,6 +297,7 @@ def save_tensors(path: str | Path, splits: dict[str, TensorData], name: str) -> 
         "mean": list(train.mean), "std": list(train.std), "sha256": digest,
         **{s: {"images": splits[s].images.contiguous(), "labels": splits[s].labels.contiguous()}
            for s in ("train", "test")},
+        **({"source": source} if source is not None else {}),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -297,7 +305,7 @@ def save_tensors(path: str | Path, splits: dict[str, TensorData], name: str) -> 
 
 
 def load_tensors(path: str | Path, hint: str = "rebuild it from the raw dataset") -> dict:
-    """{"train": TensorData, "test": TensorData, "meta": {name, classes, mean, std, sha256}}
+    """{"train": TensorData, "test": TensorData, "meta": {name, classes, mean, std, sha256[, source]}}
     from `save_tensors`; DatasetError if missing, corrupt or its sha256 does not match (ending with `hint`,
     what to do about it)."""
     path = Path(path)
@@ -308,7 +316,7 @@ def load_tensors(path: str | Path, hint: str = "rebuild it from the raw dataset"
         if payload.get("format") != FORMAT or payload.get("version") != VERSION:
             raise ValueError(f"format {payload.get('format')!r} v{payload.get('version')!r}, "
                              f"expected {FORMAT!r} v{VERSION}")
-        meta = {k: payload[k] for k in ("name", "classes", "mean", "std", "sha256")}
+        meta = {k: payload[k] for k in ("name", "classes", "mean", "std", "sha256", "source") if k in payload}
         splits = {s: TensorData(payload[s]["images"], payload[s]["labels"], meta["mean"],
                                 meta["std"], meta["classes"]) for s in ("train", "test")}
     except Exception as e:

@@ -22,6 +22,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(
         "fashion-mnist", 1, 32, 10, FASHION_CLASSES,
         {"clothing": (0, 1, 2, 3, 4, 6), "footwear": (5, 7, 9), "bags": (8,)}),
+    "fashion-clutter": DatasetSpec(  # generated from fashion-mnist (gattanet.data.clutter): a 32x32 canvas
+        "fashion-clutter", 1, 32, 10, FASHION_CLASSES,
+        {"clothing": (0, 1, 2, 3, 4, 6), "footwear": (5, 7, 9), "bags": (8,)}),
     "cifar10": DatasetSpec(
         "cifar10", 3, 32, 10, CIFAR10_CLASSES,
         {"vehicles": (0, 1, 8, 9), "animals": (2, 3, 4, 5, 6, 7)}),

@@ -24,7 +24,7 @@ from .across import spread_text as across_spread_text
 from .claims import CONTROL_LABELS, FULL_PROFILE_COMMAND, ci_text, estimate, paper_relative_gain, pct, pts
 from .load import Outputs
 
-DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
+DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "fashion-clutter": "cluttered Fashion-MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
                   "imagenet": "ImageNet-1k"}
 ARCH_LABELS = {"toy": "toy model", "resnet18": "ResNet18", "resnet50": "ResNet50"}
 PAPER_PROFILE_COMMAND = "gattanet-cli profile paper && dvc repro"

@@ -1,4 +1,5 @@
-"""data@NAME: materialise a small dataset once as uint8 tensors with a content hash (data/NAME.pt)."""
+"""data@NAME: materialise a small dataset once as uint8 tensors with a content hash (data/NAME.pt); the
+cluttered set (fashion-clutter) is generated here from Fashion-MNIST's files."""
 
 from gattanet.data.datasets import load_raw, save_tensors
 from pipeline.config import entry
@@ -6,7 +7,7 @@ from pipeline.paths import data_path
 
 
 def work(params, key: str) -> list:
-    """No model passes: the dataset's images are read and stored."""
+    """No model passes: the dataset's images are read (or generated) and stored."""
     from pipeline.work import dataset_sizes, no_model, num
 
     s = dataset_sizes(params, key)
@@ -20,6 +21,13 @@ def run(params, key: str) -> None:
 
         write_manifest(cfg.root, data_path(key))
         return
-    splits = load_raw(key, cfg.root)
-    save_tensors(data_path(key), splits, key)
+    source = None
+    if key == "fashion-clutter":
+        from gattanet.data.clutter import ClutterSettings, cluttered_fashion
+
+        settings = cfg.clutter or ClutterSettings()
+        splits, source = cluttered_fashion(cfg.root, settings), {"clutter": settings.as_dict()}
+    else:
+        splits = load_raw(key, cfg.root)
+    save_tensors(data_path(key), splits, key, source=source)
     print(f"{key}: {len(splits['train'])} train, {len(splits['test'])} test images -> {data_path(key)}")

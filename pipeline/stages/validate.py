@@ -11,7 +11,7 @@ import torch
 
 from gattanet.io import write_text
 from pipeline.errors import ParamsError
-from pipeline.paths import RESULTS
+from pipeline.paths import RESULTS, data_path
 from pipeline.runtime import resolve_device
 
 STAMP = RESULTS / "params.ok"
@@ -44,12 +44,31 @@ def check_machine(params) -> None:
                           f"has {cpu_cores()}; allowed: 1 to {cpu_cores()}")
 
 
+def check_generated(params) -> None:
+    """A generated dataset's file (fashion-clutter) was made with the settings params give: DVC tracks its
+    `root` alone (every data entry's tracked keys are the same), so a changed setting would go unseen."""
+    from gattanet.data.clutter import NAME, ClutterSettings
+
+    cfg, path = params.data.get(NAME), data_path(NAME)
+    if cfg is None or not path.is_file():
+        return
+    try:
+        made = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("source")
+    except Exception:  # unreadable: the data stage and its readers say so
+        return
+    wanted = {"clutter": (cfg.clutter or ClutterSettings()).as_dict()}
+    if made != wanted:
+        raise ParamsError(f"data.{NAME}.clutter: {path} was generated with {made or 'no recorded settings'} but params ask for {wanted}; "
+                          f"DVC tracks data.{NAME}.root alone, so delete {path} and rerun `dvc repro`")
+
+
 def run(params) -> None:
     check_machine(params)
     for name, cfg in params.data.items():
         if not Path(cfg.root).exists():
             raise ParamsError(f"data.{name}.root: {cfg.root!r} does not exist (for Fashion-MNIST run "
                               f"`make data`, or point the key at a folder holding the dataset's files)")
+    check_generated(params)
     for key, cfg in params.backbones.items():
         if cfg.weights not in ("scratch", "imagenet") and not Path(cfg.weights).is_file():
             raise ParamsError(f"backbones.{key}.weights: {cfg.weights!r} is not a file; "
