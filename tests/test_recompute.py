@@ -405,7 +405,7 @@ COMMITTED_RUNS = sorted(p for p in (ROOT / "reports").iterdir()
 
 @pytest.mark.parametrize("run", COMMITTED_RUNS, ids=lambda p: p.name)
 def test_each_committed_report_is_rendered_under_the_current_analysis_plan(run):
-    """scripts/rerender_committed.py re-renders every committed run with its own results under the plan: its page
+    """make rerender (pipeline/report/committed.py) re-renders every committed run with its own results under the plan: its page
     prints the plan's sha256 and each claim's overall verdicts as the arrays decide them today."""
     from markupsafe import escape
 

@@ -20,8 +20,8 @@ from tests.test_report import PROVENANCE, ClaimRows, _html_of
 def _new_claim() -> Claim:
     """A claim the report has never seen: one row, non-inferiority on a relative scale, with a margin."""
     est = effect_ci([(1.0, np.full((3, 500), 0.05) + np.linspace(-0.02, 0.02, 500))])
-    row = Evidence("toy-fmnist-d16: <b>new</b> row", "toy", SUPPORTED, {"effect (95 % CI)": ci_text(est)}, "",
-                   est, None, "non-inferior", paper_size=0.123, margin=0.02, unit="relative error reduction")
+    row = Evidence("toy-fmnist-d16: <b>new</b> row", "toy", SUPPORTED, {"effect (95 % CI)": ci_text(est)},
+                   test="non-inferior", effect=est, paper_size=0.123, margin=0.02, unit="relative error reduction")
     return Claim("new", "A claim added by another branch", "the paper's words", "its rule <i>text</i>", [row],
                  multiplicity="its multiplicity text")
 
