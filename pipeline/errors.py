@@ -14,6 +14,10 @@ class ParamsError(ValueError):
     """A params.yaml problem: the message names the key, the value and what is allowed."""
 
 
+class SettingsError(ValueError):
+    """Another settings file than params.yaml (the analysis plan) is missing or malformed: exit 2 like params."""
+
+
 class UsageError(ValueError):
     """A CLI argument or this machine does not allow what was asked."""
 
@@ -30,7 +34,7 @@ class StageFailed(RuntimeError):
         self.code = code
 
 
-EXIT_CODES: dict[type, int] = {ParamsError: 2, UsageError: 2, InputError: 1, MissingInputError: 1}
+EXIT_CODES: dict[type, int] = {ParamsError: 2, UsageError: 2, SettingsError: 2, InputError: 1, MissingInputError: 1}
 RESOURCES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}  # the machine's, not a bug
 
 
@@ -47,7 +51,7 @@ def message(error: BaseException) -> str:
 
 
 def exit_code(error: BaseException) -> int | None:
-    """The exit code of a user error (2: params or arguments; 1: data, checkpoints, a diverged
+    """The exit code of a user error (2: params, the analysis plan or arguments; 1: data, checkpoints, a diverged
     training, a write the machine refused), the workers' code for a failed torchrun, None for anything else."""
     if isinstance(error, StageFailed):
         return error.code

@@ -200,7 +200,7 @@ def test_the_cli_prints_a_bad_plan_as_one_error_line(tmp_path, monkeypatch):
     plan_file(tmp_path, monkeypatch, ("power", 0))
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, ["stage", "report", "--params", "params.yaml"])
-    assert r.exit_code == 1, r.output
+    assert r.exit_code == 2, r.output
     assert r.output.strip().splitlines() == [r.output.strip()] and "power is 0; allowed: a number in (0, 1)" in r.output
     assert not (tmp_path / "reports/index.html").exists()
 

@@ -200,7 +200,7 @@ def test_describe_counts_and_taps():
 
 @pytest.mark.parametrize("args, match", [
     (("vgg", "cifar10", 16), "allowed: toy, resnet18, resnet50"),
-    (("toy", "mnist", 16), "allowed: fashion-mnist, cifar10"),
+    (("toy", "mnist", 16), "allowed: fashion-mnist, fashion-clutter, cifar10"),
     (("toy", "cifar10", 0), ">= 1"),
 ])
 def test_describe_rejects_bad_input(args, match):

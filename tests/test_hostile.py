@@ -3,6 +3,7 @@ workers, stale temp folders, corrupt inputs. Each case once failed (issue 24) an
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -259,8 +260,20 @@ def test_a_bad_analysis_plan_is_refused_before_the_report_loses_a_figure(project
     elif plan is not None:
         path.write_text(plan_text(plan))
     before = hashes(project)
-    out = refused_in_one_line(runner.invoke(app, ["stage", "report"]), code=1)
+    out = refused_in_one_line(runner.invoke(app, ["stage", "report"]), code=2)
     assert "analysis_plan.yaml" in out and says in out, out
+    assert hashes(project) == before
+
+
+def test_a_missing_stage_output_is_refused_before_the_report_loses_a_figure(project):
+    """The report stage emptied reports/figures and only then found that a stage's results were missing."""
+    shutil.copy(ROOT / "analysis_plan.yaml", project / "analysis_plan.yaml")
+    for f in ("reports/figures/fig2.png", "reports/index.html"):
+        (project / f).parent.mkdir(parents=True, exist_ok=True)
+        (project / f).write_bytes(b"the last report")
+    before = hashes(project)
+    out = refused_in_one_line(runner.invoke(app, ["stage", "report"]), code=1)
+    assert "dvc repro" in out, out  # names the stage that makes the missing output
     assert hashes(project) == before
 
 

@@ -14,14 +14,16 @@ from pathlib import Path
 import yaml
 
 from gattanet.errors import InputError
+from pipeline.errors import SettingsError
 from pipeline.config import CONTROL_METHODS, UniqueKeyLoader, read_text_file, shown, yaml_problem
 
 PLAN_FILE = "analysis_plan.yaml"
 DEFAULT_PATH = Path(PLAN_FILE)  # relative: the project the command runs in, also for a wheel install
 
 
-class PlanError(InputError, ValueError):
-    """A missing or malformed analysis plan (a user error: the CLI prints it as one line, exit 1)."""
+class PlanError(SettingsError, InputError):
+    """A missing or malformed analysis plan: a settings file like params.yaml, so the CLI prints it as one line
+    and exits 2, as it does for bad params."""
 
 
 def _in_open_unit(v) -> bool:

@@ -12,6 +12,7 @@ import platform
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
@@ -70,8 +71,11 @@ def git_commit(root: Path) -> str:
     return res.stdout.strip() if res.returncode == 0 else "unknown (not a git checkout, or no commit yet)"
 
 
-def build_report(params: dict, root: Path, out_dir: Path, provenance: dict | None = None) -> Path:
-    """Write out_dir/index.html and out_dir/figures/*.png|svg; return the index path.
+def build_report(params: dict, root: Path, out_dir: Path, provenance: dict | None = None,
+                 before_write: Callable[[], None] | None = None) -> Path:
+    """Write out_dir/index.html and out_dir/figures/*.png|svg; return the index path. `before_write` runs once the
+    outputs have loaded, before the first figure is drawn (the report stage empties reports/figures there, so a
+    missing or bad input leaves the last report whole).
 
     The page is rendered to a string first and written atomically, so a crash never leaves
     a half index.html."""
@@ -79,6 +83,8 @@ def build_report(params: dict, root: Path, out_dir: Path, provenance: dict | Non
     out = load_outputs(params, root)
     if provenance is None:
         provenance = collect_provenance(root, params)
+    if before_write is not None:
+        before_write()
     html = render(build_context(params, out, out_dir, provenance))
     index = out_dir / "index.html"
     write_text(index, html)

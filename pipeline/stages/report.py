@@ -17,7 +17,7 @@ def run(params) -> None:
     from pipeline.report.build import build_report, collect_provenance
     from pipeline.stages import clear_folder_outputs
 
-    load_plan()  # a bad analysis plan is refused before the last report's figures go
-    clear_folder_outputs("report", None)
-    index = build_report(params.raw, Path("."), REPORTS, collect_provenance(Path("."), params.raw))
+    load_plan()  # a bad analysis plan, or a missing stage output, is refused before the last report's figures go
+    index = build_report(params.raw, Path("."), REPORTS, collect_provenance(Path("."), params.raw),
+                         before_write=lambda: clear_folder_outputs("report", None))
     print(f"report: {index.resolve().as_uri()}")
