@@ -64,7 +64,8 @@ def headline(claims: list[Claim], sections: dict[str, list[str]]) -> list[str]:
     tally = Counter(c.verdict for c in judged)
     out = [f"Of {len(judged)} claims tested, {tally[SUPPORTED]} {'is' if tally[SUPPORTED] == 1 else 'are'} supported, "
            f"{tally[CONTRADICTED]} contradicted and {len(judged) - tally[SUPPORTED] - tally[CONTRADICTED]} undecided "
-           "(a claim is decided when every row of a backbone family agrees)."]
+           "(a claim is supported when every row of a backbone family is, contradicted when one row is after Holm's "
+           "correction over the claim's rows)."]
     for verdict, words in ((SUPPORTED, "What holds"), (CONTRADICTED, "What does not hold")):
         parts = _by_claim(judged, verdict)
         if parts:
