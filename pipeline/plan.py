@@ -37,7 +37,7 @@ CPU_CLASS_WORDS = {
     "AVX512-BF16": "bf16 computed natively (the profiles' measured times are this class's).",
     "AVX-512": "no native bf16: the run computes in fp32.",
     "AVX2": "no native bf16: the run computes in fp32, about 4× slower per epoch than on an AVX512-BF16 CPU "
-            "(the default's make repro measured 85 min on a 2-core AVX2 EPYC, against about 30 min).",
+            "(the README gives the default's measured time on both).",
     "other": "no native bf16: the run computes in fp32."}
 LEGEND = ("ep: epochs, each followed by a validation pass (val); ≤ E ep: at most E, early stopping may end "
           "sooner; a – b: from the earliest stop (1 + patience epochs) to the epoch limit; (1+n): the baseline and n GAttANets from one shared first pass (1+n×p: n models under p "
