@@ -82,7 +82,7 @@ def describe(backbone: str = typer.Option("toy", help="toy | resnet18 | resnet50
              as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Parameter counts and taps of a backbone + GAttANet configuration."""
     from gattanet.models.registry import ARCHS
-    from gattanet.models.describe import describe as describe_config
+    from gattanet.models.describe import describe_model as describe_config
     from gattanet.data.specs import DATASETS
     def go():
         for option, value, allowed in (("--backbone", backbone, ARCHS), ("--dataset", dataset, DATASETS)):

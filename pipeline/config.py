@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from gattanet.models.registry import ARCHS
-from gattanet.data.clutter import NAME as CLUTTERED, ClutterSettings
+from gattanet.models.spec import PAPER, QUERIES
+from gattanet.data.clutter import NAME as CLUTTERED, SEED_END, ClutterSettings
 from gattanet.data.specs import DATASETS
 from pipeline.errors import ParamsError, UsageError
 from pipeline.paths import CACHE
@@ -31,13 +32,11 @@ FOLDER_KEYS = ("workers", "eval_cache", "cache_dir")
 ADDON_TRACK = ("gattanet", "se", "eca", "cbam", "bam", "gather-excite", "non-local", "aa-conv", "mhsa", "gsa",
                "ran-mask", "ltpa")  # on the frozen backbone, at GAttANet's budget (gattanet.adapters.addons)
 SCRATCH_TRACK = ("toy-scratch", "wider-toy", "gattanet-scratch", "sk", "splat", "condconv", "dynconv", "ram")  # trained
-# from scratch in the toy's place (gattanet.models.spec.FROM_SCRATCH; the wider toy at toy + GAttANet's size)
-BASELINE_METHODS = ADDON_TRACK + SCRATCH_TRACK
-SEED_END = 2 ** 32  # seeds must be below it: numpy's and UMAP's random states take 32-bit seeds
+# from scratch in the toy's place (gattanet.build.FROM_SCRATCH; the wider toy at toy + GAttANet's size)
+ALLOWED_BASELINES = ADDON_TRACK + SCRATCH_TRACK
 SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # entry keys name files, folders and DVC stages
-FIGURES = ("fig2", "fig4a", "fig4b", "fig4c")  # report.figures: the runs the paper's figures are drawn from
+PAPER_FIGURES = ("fig2", "fig4a", "fig4b", "fig4c")  # report.figures: the runs the paper's figures are drawn from
 CONTROL_METHODS = ("more-training", "vector-scaling", "logits", "residual-head")  # see gattanet.models.heads
-QUERIES = ("bottom-up", "top-down")  # attention.KEY.query: see gattanet.models.attention.QUERIES
 
 MAX_VALUES = 100_000  # values in a params file, YAML aliases counted where used: validation stays fast and small
 Check = Callable[[Any, str], Any]  # (value, dotted key) -> the checked, converted value
@@ -158,7 +157,7 @@ def section(cls) -> Check:
     return lambda v, key: read(cls, v, key)
 
 
-def entries(cls, name: str = "key", optional: bool = False) -> Check:
+def named_entries(cls, name: str = "key", optional: bool = False) -> Check:
     """A mapping of named entries (runs), each read as `cls` with its name in field `name`; the names
     are safe file names, since they name the entries' output files and DVC stages."""
     def check(v, key):
@@ -173,10 +172,6 @@ def safe_key(k, key: str) -> str:
         raise ParamsError(f"{key}: entry name {shown(k)} is not allowed; allowed: 1 to 64 letters, digits, '.', '_' "
                           f"or '-', starting with a letter or digit (it names files and DVC stages)")
     return k
-
-
-def mapping(v, key) -> dict:
-    return _mapping(v, key)
 
 
 def device(v, key) -> str:
@@ -211,7 +206,7 @@ def seeds(v, key) -> tuple[int, ...]:
     return s
 
 
-def sigmas(v, key) -> tuple[float, ...]:
+def sigma_grid(v, key) -> tuple[float, ...]:
     s = list_of(number(0, 10), "[0.0, 0.035, 0.1]", most=1000)(v, key)  # a pass over the test set per σ
     if len(s) < 2 or s[0] != 0 or any(b <= a for a, b in zip(s, s[1:])):
         raise ParamsError(f"{key}: must start at 0 (the clean gain) and increase strictly, with at least "
@@ -240,7 +235,7 @@ def _fields(d: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...
 
 
 @dataclass(frozen=True)
-class Augment:
+class AugmentCfg:
     rotation: float = param(number(0, 180))
     shift: float = param(number(0, 1))
     hflip: bool = param(boolean)
@@ -279,7 +274,7 @@ class BackboneRun:
     batch_size: int = param(BATCH)
     lr: float = param(number(0, lo_open=True))
     train_subset: int = param(integer(0))
-    augment: Augment = param(section(Augment))
+    augment: AugmentCfg = param(section(AugmentCfg))
     seed: int | None = param(seed_or_global, default=None)  # its own global seed: several backbones of one recipe
 
 
@@ -300,13 +295,13 @@ class AttentionRun:
     score_norm: bool = param(boolean)
     iterations: int = param(ITERATIONS)
     train_subset: int = param(integer(0))
-    augment: Augment = param(section(Augment))
+    augment: AugmentCfg = param(section(AugmentCfg))
     seeds: tuple[int, ...] = param(seeds)  # one model per training seed, all on the same backbone
     # beyond the paper (equations in gattanet.models.gattanet/.attention): an attention run keeps the paper's values
     # (checked in validate); an extension (ExtensionRun) changes them in the run it trains
-    heads: int = param(ATTN_DIM, default=1)  # H global queries of attn_dim / H features each
-    query: str = param(one_of(*QUERIES), default="bottom-up")  # top-down: from pass 1's class evidence
-    finetune: bool = param(boolean, default=False)  # the backbone trains too, at finetune_lr
+    heads: int = param(ATTN_DIM, default=PAPER["heads"])  # H global queries of attn_dim / H features each
+    query: str = param(one_of(*QUERIES), default=PAPER["query"])  # top-down: from pass 1's class evidence
+    finetune: bool = param(boolean, default=PAPER["finetune"])  # the backbone trains too, at finetune_lr
     finetune_lr: float | None = param(optional(number(0, lo_open=True)), default=None)  # needs finetune: true
     attention: bool = param(boolean, default=True)  # false: the fine-tuning control (needs finetune: true):
     # the backbone alone at finetune_lr, its entry otherwise a copy of the fine-tuning run's (attn_dim, lr, l2,
@@ -315,7 +310,7 @@ class AttentionRun:
 
 @dataclass(frozen=True)
 class NoiseCfg:
-    sigmas: tuple[float, ...] = param(sigmas)  # strictly increasing, from 0
+    sigmas: tuple[float, ...] = param(sigma_grid)  # strictly increasing, from 0
     peak_sigma: float = param(number(0, lo_open=True))  # σ*, fixed before the run: the claim tests gain(σ*) − gain(0)
     clip: bool = param(boolean)
     test_subset: int = param(integer(0))
@@ -340,7 +335,7 @@ class ControlRun:
     test_subset: int = param(integer(0))
 
 
-VARIANT_KEYS = ("iterations", "heads", "query", "finetune", "finetune_lr", "attention")  # what an extension may change
+EXTENSION_SETTINGS = (*PAPER, "finetune_lr", "attention")  # what an extension may change: the spec's variant fields + training's
 
 
 @dataclass(frozen=True)
@@ -361,7 +356,7 @@ class ExtensionRun:
     @property
     def changes(self) -> dict:
         """The settings this variant changes, as written."""
-        return {k: getattr(self, k) for k in VARIANT_KEYS if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in EXTENSION_SETTINGS if getattr(self, k) is not None}
 
     def variant_of(self, run: "AttentionRun") -> "AttentionRun":
         """The attention run this variant trains: `run`'s entry with `changes`, under this entry's key."""
@@ -387,7 +382,7 @@ class BaselinesCfg:
     run: str = param(text)  # an attention run
     backbone: str = param(text)
     dataset: str = param(text)
-    methods: tuple[str, ...] = param(list_of(one_of(*BASELINE_METHODS), "[se, eca]", nonempty=False))
+    methods: tuple[str, ...] = param(list_of(one_of(*ALLOWED_BASELINES), "[se, eca]", nonempty=False))
     epochs: int = param(EPOCHS)
     train_subset: int = param(integer(0))
     test_subset: int = param(integer(0))
@@ -396,7 +391,7 @@ class BaselinesCfg:
 @dataclass(frozen=True)
 class ReportCfg:
     title: str = param(text, default="GAttANet reproduction")
-    figures: dict = param(mapping, default={})  # figure (FIGURES) -> attention run, checked in `validate`
+    figures: dict = param(_mapping, default={})  # figure (PAPER_FIGURES) -> attention run, checked in `validate`
 
 
 @dataclass(frozen=True)
@@ -407,13 +402,13 @@ class Params:
     amp: bool = param(boolean)  # mixed precision: bf16/fp16 autocast where the device has it
     eval_batch_size: int = param(BATCH)  # images per batch wherever a stage only evaluates
     nproc: int = param(integer(1))  # processes of the training stages: > 1 runs them under torchrun with DDP
-    data: dict[str, DataCfg] = param(entries(DataCfg, name="name"))
-    backbones: dict[str, BackboneRun] = param(entries(BackboneRun))
-    attention: dict[str, AttentionRun] = param(entries(AttentionRun))
+    data: dict[str, DataCfg] = param(named_entries(DataCfg, name="name"))
+    backbones: dict[str, BackboneRun] = param(named_entries(BackboneRun))
+    attention: dict[str, AttentionRun] = param(named_entries(AttentionRun))
     noise: NoiseCfg = param(section(NoiseCfg))
-    lesions: dict[str, LesionRun] = param(entries(LesionRun, optional=True))
-    controls: dict[str, ControlRun] = param(entries(ControlRun, optional=True), default=None)
-    extensions: dict[str, ExtensionRun] = param(entries(ExtensionRun, optional=True), default=None)
+    lesions: dict[str, LesionRun] = param(named_entries(LesionRun, optional=True))
+    controls: dict[str, ControlRun] = param(named_entries(ControlRun, optional=True), default=None)
+    extensions: dict[str, ExtensionRun] = param(named_entries(ExtensionRun, optional=True), default=None)
     embedding: EmbeddingCfg = param(section(EmbeddingCfg))
     maps: MapsCfg = param(section(MapsCfg))
     report: ReportCfg = param(section(ReportCfg))
@@ -563,7 +558,7 @@ def validate(raw: dict) -> Params:
     for k, ext in p.extensions.items():
         _check_extension(k, ext, p)
     for fig, run in p.report.figures.items():
-        one_of(*FIGURES)(fig, "report.figures (a figure)")
+        one_of(*PAPER_FIGURES)(fig, "report.figures (a figure)")
         one_of(*p.attention)(run, f"report.figures.{fig}")
     _check_baselines(p)
     return p
@@ -608,8 +603,7 @@ def _check_attention(k: str, run: AttentionRun, p: Params) -> None:
                           f"(backbones.{run.backbone}.dataset = {backbone.dataset!r})")
     if run.lesion != "full":
         check_lesion(run.lesion, backbone.arch, run.dataset, f"{key}.lesion")
-    paper = {"heads": 1, "query": "bottom-up", "iterations": 1, "finetune": False, "attention": True}
-    for name, default in paper.items():
+    for name, default in (PAPER | {"attention": True}).items():
         if getattr(run, name) != default:
             raise ParamsError(f"{key}.{name}: {getattr(run, name)!r}: an attention run is the paper's GAttANet, which "
                               f"every analysis stage (noise, embed, maps, lesions, controls) studies; allowed: {default!r}. "
@@ -629,9 +623,9 @@ def _check_extension(k: str, ext: ExtensionRun, p: Params) -> None:
     if ext.finetune is False and ext.finetune_lr is not None:
         raise ParamsError(f"{key}.finetune_lr: set with finetune: false; remove it or set finetune: true")
     variant = ext.variant_of(run)
-    if all(getattr(variant, name) == getattr(run, name) for name in VARIANT_KEYS):
+    if all(getattr(variant, name) == getattr(run, name) for name in EXTENSION_SETTINGS):
         raise ParamsError(f"{key}: changes nothing of attention.{ext.run}; set at least one of "
-                          f"{', '.join(VARIANT_KEYS)} to a value other than the run's")
+                          f"{', '.join(EXTENSION_SETTINGS)} to a value other than the run's")
     _check_variant(key, variant)
 
 
@@ -651,8 +645,8 @@ def _check_variant(key: str, run: AttentionRun) -> None:
         if not run.finetune:
             raise ParamsError(f"{key}.attention: false is the fine-tuning control (the backbone fine-tuned "
                               f"without attention); it needs finetune: true and finetune_lr")
-        paper = {"heads": 1, "query": "bottom-up", "iterations": 1, "lesion": "full"}
-        for name, default in paper.items():
+        unused = {k: v for k, v in PAPER.items() if k != "finetune"} | {"lesion": "full"}
+        for name, default in unused.items():
             if getattr(run, name) != default:
                 raise ParamsError(f"{key}.{name}: {getattr(run, name)!r} means nothing with attention: false "
                                   f"(no attention is trained); allowed: {default!r}")

@@ -161,7 +161,7 @@ def make_plan(params, params_path: str | Path, device: str | None = None, figure
             f"training steps divided by {nproc} (ideal scaling, one GPU per process; validation runs whole "
             "on every process and is not divided)" if dev.type == "cuda" else
             "processes on the CPU share its cores, so no speed-up is assumed"))
-    items = cost.estimate(works, rate_of, processes)
+    items = cost.estimate_seconds(works, rate_of, processes)
     used = [figures.get(dev, prec, p) for p in cost.probes_of(works)]
     used = [r for r in used if r and r.get("img_per_s")]
     dates = sorted(r["measured"] for r in used if r.get("measured"))

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gattanet.cost.rates import AttnSpec, ModelSpec, Work
+from gattanet.cost.rates import ModelSpec, Work
+from gattanet.models.spec import AttentionSpec
 from gattanet.data.specs import get_spec
 from pipeline.paths import data_path
 
@@ -85,7 +86,7 @@ def seeds_text(k: int) -> str:
 def model_spec(dataset: str, arch: str, kind: str = "backbone", run=None) -> ModelSpec:
     """The cost model's description of a backbone (or of a GAttANet/adapter of attention run `run`)."""
     spec = get_spec(dataset)
-    attn = None if run is None else AttnSpec.from_settings(run)
+    attn = None if run is None else AttentionSpec.from_settings(run)
     return ModelSpec(arch, spec.channels, spec.size, spec.num_classes, kind, attn)
 
 

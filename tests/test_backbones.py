@@ -1,4 +1,4 @@
-"""Backbones: parameter counts, taps, transforms, ResNet weights handling, describe()."""
+"""Backbones: parameter counts, taps, transforms, ResNet weights handling, describe_model()."""
 
 import subprocess
 import sys
@@ -9,8 +9,8 @@ import torchvision
 
 from gattanet.models.backbone import Backbone
 from gattanet.models.registry import ARCHS, build_backbone
-from gattanet.models.describe import describe
-from gattanet.models.resnet import ResNetBackbone, WeightsError, imagenet_cache_path, weights_transforms
+from gattanet.models.describe import describe_model
+from gattanet.models.resnet import ResNetBackbone, WeightsError, imagenet_cache_path
 from gattanet.models.toy import ToyCNN
 
 
@@ -175,22 +175,14 @@ def test_imagenet_weights_come_only_from_the_hub_cache(tmp_path, monkeypatch):
     assert torch.equal(grey.layer4[1].conv2.weight, fake["layer4.1.conv2.weight"])
 
 
-def test_weights_transforms_need_no_download():
-    t = weights_transforms("resnet50")
-    assert list(t.crop_size) == [224] and list(t.resize_size) == [256]  # the V1 presets
-    assert list(weights_transforms("resnet18").mean) == [0.485, 0.456, 0.406]
-    with pytest.raises(ValueError, match="allowed: resnet18, resnet50"):
-        weights_transforms("toy")
-
-
 # --- describe --------------------------------------------------------------------------------
 
 def test_describe_counts_and_taps():
-    d = describe("toy", "cifar10", 16)
+    d = describe_model("toy", "cifar10", 16)
     assert (d["backbone_params"], d["attention_params"]) == (620_362, 15_781)
     assert d["input_shape"] == [3, 32, 32] and d["num_classes"] == 10
     assert d["taps"][2] == {"name": "conv3", "kind": "conv", "shape": [128, 8, 8]}
-    r = describe("resnet18", "imagenet", 16, kq_norm=True, score_norm=True)
+    r = describe_model("resnet18", "imagenet", 16, kq_norm=True, score_norm=True)
     assert r["backbone_params"] == 11_689_512 and r["input_shape"] == [3, 224, 224]
     assert r["taps"][-1] == {"name": "logits", "kind": "dense", "shape": [1000]}
     # keys+queries: 1x1 convs with bias on layer1-4, per-unit vectors on avgpool/logits, 2 BNs (2d) per tap, α
@@ -205,4 +197,4 @@ def test_describe_counts_and_taps():
 ])
 def test_describe_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
-        describe(*args)
+        describe_model(*args)

@@ -10,7 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from gattanet.cost import rates as cost
-from gattanet.cost.rates import AttnSpec, ModelSpec, Probe
+from gattanet.cost.rates import ModelSpec, Probe
+from gattanet.models.spec import AttentionSpec
 from pipeline.cli import app
 from pipeline.config import SCRATCH_TRACK, load_params
 from pipeline.plan import STANDARD_SIZES, build_works, entries, make_plan
@@ -117,12 +118,12 @@ def test_retrain_lesions_count_every_pattern_and_seed(tmp_path, monkeypatch, tin
 
 def test_passes_per_image():
     toy = ModelSpec("toy", 3, 32, 10)
-    g = ModelSpec("toy", 3, 32, 10, "gattanet", AttnSpec(16))
+    g = ModelSpec("toy", 3, 32, 10, "gattanet", AttentionSpec(16))
     assert Probe("train", toy, 8).passes == 1 and Probe("train", g, 8).passes == 2
     assert Probe("shared", g, 8, n=3).passes == 4 and Probe("states", g, 8, n=3).passes == 1
     assert Probe("shared-lesions", g, 8, n=3).passes == 1 + 3 * TOY_PATTERNS
     assert Probe("separate", g, 8, n=3).passes == 7
-    assert Probe("separate", ModelSpec("toy", 3, 32, 10, "se", AttnSpec(16)), 8, n=3).passes == 4
+    assert Probe("separate", ModelSpec("toy", 3, 32, 10, "se", AttentionSpec(16)), 8, n=3).passes == 4
     with pytest.raises(ValueError, match="mode"):
         Probe("fly", toy, 8)
     with pytest.raises(ValueError, match="GAttANets"):
@@ -130,19 +131,19 @@ def test_passes_per_image():
 
 
 def test_estimate_divides_images_by_rates():
-    g = ModelSpec("toy", 3, 32, 10, "gattanet", AttnSpec(16))
+    g = ModelSpec("toy", 3, 32, 10, "gattanet", AttentionSpec(16))
     works = [cost.Work("noise", "k", "a", 1000, Probe("shared", g, 100, n=2)),
              cost.Work("noise", "k", "b", 600, Probe("eval", g, 100)),
              cost.Work("dims", None, "no model", 0)]
     rates = {works[0].probe.key: 500.0}
-    rows = cost.estimate(works, lambda p: {"img_per_s": rates[p.key]} if p.key in rates else None)
+    rows = cost.estimate_seconds(works, lambda p: {"img_per_s": rates[p.key]} if p.key in rates else None)
     assert rows[0]["seconds"] == pytest.approx(2.0) and rows[0]["image_passes"] == 3000
     assert rows[1]["seconds"] is None and rows[1]["why_not"] == "not measured"
     assert rows[2]["seconds"] is None and rows[2]["probe"] is None
-    stops = cost.estimate([cost.Work("pretrain", "k", "a", 1000, works[0].probe, least=0.25)], lambda p: {"img_per_s": 500.0})
+    stops = cost.estimate_seconds([cost.Work("pretrain", "k", "a", 1000, works[0].probe, least=0.25)], lambda p: {"img_per_s": 500.0})
     assert stops[0]["bound"] and stops[0]["min_seconds"] == pytest.approx(0.5) and stops[0]["min_images"] == 250
     sharded = [cost.Work("train-attn", "k", "a", 1000, works[0].probe, sharded=True), works[0]]
-    rows = cost.estimate(sharded, lambda p: {"img_per_s": 500.0}, processes=4)
+    rows = cost.estimate_seconds(sharded, lambda p: {"img_per_s": 500.0}, processes=4)
     assert [r["seconds"] for r in rows] == [pytest.approx(0.5), pytest.approx(2.0)]  # validation is not sharded
 
 
@@ -163,11 +164,11 @@ def test_nproc_on_the_cpu_assumes_no_speedup(tmp_path, monkeypatch, tiny_params)
 
 
 @pytest.mark.parametrize("probe", [
-    Probe("train", ModelSpec("toy", 1, 32, 10, "gattanet", AttnSpec(4)), 16, l2=1e-5),
-    Probe("shared-lesions", ModelSpec("toy", 1, 32, 10, "gattanet", AttnSpec(4)), 16, n=2),
-    Probe("shared-retrained", ModelSpec("toy", 1, 32, 10, "gattanet", AttnSpec(4)), 16, n=1),
-    Probe("separate", ModelSpec("toy", 1, 32, 10, "se", AttnSpec(4)), 16, n=1),
-    Probe("eval", ModelSpec("toy", 1, 32, 10, "wider-toy", AttnSpec(4)), 16),
+    Probe("train", ModelSpec("toy", 1, 32, 10, "gattanet", AttentionSpec(4)), 16, l2=1e-5),
+    Probe("shared-lesions", ModelSpec("toy", 1, 32, 10, "gattanet", AttentionSpec(4)), 16, n=2),
+    Probe("shared-retrained", ModelSpec("toy", 1, 32, 10, "gattanet", AttentionSpec(4)), 16, n=1),
+    Probe("separate", ModelSpec("toy", 1, 32, 10, "se", AttentionSpec(4)), 16, n=1),
+    Probe("eval", ModelSpec("toy", 1, 32, 10, "wider-toy", AttentionSpec(4)), 16),
 ], ids=lambda p: f"{p.mode}-{p.model.kind}")
 def test_measure_gives_a_rate_at_a_stated_batch(probe):
     r = cost.measure(probe, "cpu", amp=False, seconds=0.2)

@@ -12,7 +12,8 @@ import yaml
 from gattanet.adapters.budget import BUDGET_TOL
 from gattanet.adapters.scratch import toy_total
 from gattanet.models.registry import build_backbone
-from gattanet.models.spec import FROM_SCRATCH, AttentionSpec, build_model
+from gattanet.build import FROM_SCRATCH, build_model
+from gattanet.models.spec import AttentionSpec
 
 ATTN = AttentionSpec(16, 0.25, False, False, 1, "full")
 
@@ -83,14 +84,14 @@ def test_baselines_stage_pairs_a_from_scratch_method_with_joint_gattanet(project
 
 def test_what_the_protocols_force_is_listed_once_per_track_and_per_method():
     from gattanet.adapters import ram
-    from gattanet.adapters.addons import DEVIATIONS as ADDON_DEVIATIONS
+    from gattanet.adapters.addons import ADDON_DEVIATIONS
     from pipeline.report.tables import method_deviations
 
     assert method_deviations(["gattanet", "toy-scratch", "wider-toy"]) == []
     groups = {g["label"]: g["items"] for g in method_deviations(["gattanet", "se", "eca", "ram"])}
     assert list(groups) == ["Every add-on module (add-on track)", "ECA", "RAM"]  # SE's own list is empty
     assert groups["Every add-on module (add-on track)"] == list(ADDON_DEVIATIONS["*"])
-    assert groups["RAM"] == list(ram.DEVIATIONS)
+    assert groups["RAM"] == list(ram.RAM_DEVIATIONS)
 
 
 def test_a_tracks_methods_left_out_of_the_profile_are_named():

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from gattanet.adapters.budget import within_budget
-from gattanet.cost.rates import AttnSpec, ModelSpec, build_model as plan_build_model
+from gattanet.cost.rates import ModelSpec, placed_model
 from gattanet.engine.checkpoint import load_gattanet, save_backbone, save_gattanet
-from gattanet.models.describe import describe
+from gattanet.models.describe import describe_model
 from gattanet.models.lesion import full_pattern
 from gattanet.models.registry import backbone_taps, build_backbone
-from gattanet.models.spec import AttentionSpec, build_model
+from gattanet.build import build_model
+from gattanet.models.spec import AttentionSpec
 
 
 def toy(classes: int = 10, channels: int = 1):
@@ -40,8 +41,7 @@ def test_the_spec_builds_what_it_says_and_counts_it_without_building_weights():
     rng = torch.random.get_rng_state()
     counted = AttentionSpec(16).trainable_params(backbone_taps("toy", 10, 3, 32))
     assert torch.equal(rng, torch.random.get_rng_state())  # the meta device draws nothing
-    assert counted == describe("toy", "cifar10", 16)["attention_params"]
-    assert AttnSpec is AttentionSpec  # the cost plan's settings are the spec
+    assert counted == describe_model("toy", "cifar10", 16)["attention_params"]
 
 
 def test_checkpoint_meta_is_the_specs_and_reads_back_to_it(tmp_path):
@@ -88,7 +88,7 @@ def test_build_model_makes_each_kind_over_the_backbone_at_the_gattanet_budget(ki
     else:
         base = sum(p.numel() for p in backbone.parameters())
         assert set(built.width) == {"widths", "hidden"} and abs(n - (base + budget)) < budget  # nearer the target than the backbone
-    plan_model, plan_trainable = plan_build_model(ModelSpec("toy", 1, 32, 10, kind, spec), toy(), "cpu")
+    plan_model, plan_trainable = placed_model(ModelSpec("toy", 1, 32, 10, kind, spec), toy(), "cpu")
     assert type(plan_model) is type(built.model) and sum(p.numel() for p in plan_trainable) == n
     if kind != "backbone":
         with pytest.raises(ValueError, match="attention settings"):

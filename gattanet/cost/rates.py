@@ -44,9 +44,6 @@ class FiguresError(InputError):
 # ---------------------------------------------------------------- what is measured
 
 
-AttnSpec = AttentionSpec  # the attention settings that change a GAttANet's cost (its learning rate does not)
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """A model as the pipeline builds it, on input of shape (channels, size, size) with `classes` outputs.
@@ -57,7 +54,7 @@ class ModelSpec:
     size: int
     classes: int
     kind: str = "backbone"
-    attn: AttnSpec | None = None
+    attn: AttentionSpec | None = None
 
     def __post_init__(self) -> None:
         if self.kind != "backbone" and self.attn is None:
@@ -144,11 +141,11 @@ def _gattanet(spec: ModelSpec, backbone, device: torch.device, lesion: str | Non
     return place(spec.attn.build(backbone, lesion), device)
 
 
-def build_model(spec: ModelSpec, backbone, device: torch.device):
+def placed_model(spec: ModelSpec, backbone, device: torch.device):
     """(model, trainable parameters) of `spec` on `backbone` (a fresh one for kind "backbone") on `device`,
-    as the stages build it (gattanet.models.spec.build_model)."""
+    as the stages build it (gattanet.build.build_model)."""
     from gattanet.engine.placement import place
-    from gattanet.models.spec import build_model as build
+    from gattanet.build import build_model as build
 
     built = build(spec.kind, backbone, spec.attn)
     return place(built.model, device), built.trainable
@@ -163,14 +160,14 @@ def _call(probe: Probe, device: torch.device, dtype: torch.dtype | None) -> Call
     torch.manual_seed(0)
     backbone = _backbone(spec, device).eval()
     if probe.mode == "train":
-        model, trainable = build_model(spec, backbone, device)
+        model, trainable = placed_model(spec, backbone, device)
         step = Step(model, trainable, TrainConfig(1, 1, lr=1e-3, l2=probe.l2, amp=dtype is not None))
         model.train()
     elif probe.mode == "eval":
-        model, _ = build_model(spec, backbone, device)
+        model, _ = placed_model(spec, backbone, device)
         model.eval()
     elif probe.mode == "separate":
-        models = [build_model(spec, backbone, device)[0].eval() for _ in range(probe.n)]
+        models = [placed_model(spec, backbone, device)[0].eval() for _ in range(probe.n)]
     else:
         if probe.mode == "shared-retrained":
             patterns = [p for p in lesion_patterns(spec) if set(p) != {"."}]
@@ -368,7 +365,7 @@ class Work:
         return self.images * self.probe.passes if self.probe is not None else 0
 
 
-def estimate(works: Iterable[Work], rate_of: Callable[[Probe], dict | None], processes: int = 1) -> list[dict]:
+def estimate_seconds(works: Iterable[Work], rate_of: Callable[[Probe], dict | None], processes: int = 1) -> list[dict]:
     """Each work item with its rate (`rate_of(probe)`'s record, or None: not measured) and seconds;
     `processes` > 1 divides the time of the sharded items by it (ideal data-parallel scaling)."""
     rows = []

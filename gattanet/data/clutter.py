@@ -21,7 +21,7 @@ NAME = "fashion-clutter"  # the dataset's name in gattanet.data.specs.DATASETS
 SPLITS = ("train", "test")  # each its own random stream, its canvases made of its own items only
 MAX_CANVAS = 128  # 70,000 canvases of canvas² bytes are held in memory
 MAX_FRAGMENTS = 64
-SEED_END = 2 ** 32
+SEED_END = 2 ** 32  # seeds must be below it: numpy's (and UMAP's) random states take 32-bit seeds
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gattanet.models.spec import PAPER, QUERIES
 from gattanet.models.taps import Tap
 
 
@@ -166,9 +167,6 @@ class TapKeysQueries(nn.Module):
         return w, b
 
 
-QUERIES = ("bottom-up", "top-down")  # where the global query comes from: the layers' queries (the paper) or the class evidence
-
-
 class GlobalAttention(nn.Module):
     """Keys, queries, the global query and the agreement scores of every tap; α (one per tap, 0 at init;
     (taps, heads) with several heads). `fast` (default True) lets `forward` hand over to `forward_batched` /
@@ -181,7 +179,7 @@ class GlobalAttention(nn.Module):
     default the size of the tap named "logits"); the taps then project keys only."""
 
     def __init__(self, taps: Sequence[Tap], dim: int, dropout: float = 0.25,
-                 kq_norm: bool = False, score_norm: bool = False, heads: int = 1, query: str = "bottom-up",
+                 kq_norm: bool = False, score_norm: bool = False, heads: int = PAPER["heads"], query: str = PAPER["query"],
                  classes: int | None = None):
         super().__init__()
         if not isinstance(dim, int) or dim < 1:

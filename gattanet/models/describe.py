@@ -5,7 +5,7 @@ from gattanet.models.registry import ARCHS, backbone_taps, meta_backbone
 from gattanet.models.spec import AttentionSpec
 
 
-def describe(arch: str, dataset: str, attn_dim: int, kq_norm: bool = False, score_norm: bool = False) -> dict:
+def describe_model(arch: str, dataset: str, attn_dim: int, kq_norm: bool = False, score_norm: bool = False) -> dict:
     """Backbone and attention parameter counts and the taps' shapes, built on the meta device (no weights)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")

@@ -22,13 +22,14 @@ from torch import Tensor, nn
 from gattanet.models.attention import AttentionState, GlobalAttention
 from gattanet.models.backbone import Backbone
 from gattanet.models.lesion import full_pattern, parse_lesion
+from gattanet.models.spec import PAPER, AttentionSpec
 
 
 class GAttANet(nn.Module):
     """Backbone (frozen and always in eval mode, unless `finetune`) + global attention (the trainable part)."""
 
     def __init__(self, backbone: Backbone, attention: GlobalAttention, lesion: str | None = None,
-                 iterations: int = 1, finetune: bool = False):
+                 iterations: int = PAPER["iterations"], finetune: bool = PAPER["finetune"]):
         super().__init__()
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
@@ -92,9 +93,8 @@ class GAttANet(nn.Module):
 
     @property
     def shares_first_pass(self) -> bool:
-        """Whether gattanet.engine.fast_eval's shared evaluation computes this model: one iteration, a frozen
-        backbone, and scores made of the first pass's activations alone (a bottom-up query)."""
-        return self.iterations == 1 and not self.finetune and self.attention.query == "bottom-up"
+        """Whether gattanet.engine.fast_eval's shared evaluation computes this model (AttentionSpec.shares_first_pass)."""
+        return AttentionSpec.of(self).shares_first_pass
 
     @torch.no_grad()
     def baseline(self, x: Tensor) -> Tensor:

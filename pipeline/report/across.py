@@ -1,5 +1,5 @@
 """The clean gain across backbones: where ≥ 3 backbones of one arch and dataset each carry an attention run of
-the same kind (d, lesion, iterations, heads, query, finetune), their clean per-image gains (the noise arrays at σ = 0) combine into one
+the same kind (d, lesion, the variant fields of gattanet.models.spec.PAPER), their clean per-image gains (the noise arrays at σ = 0) combine into one
 random-effects interval with backbones as the top level (gattanet.analysis.stats.across_backbones), so the
 verdict is about the recipe that trains a backbone, not one trained network.
 """
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gattanet.analysis.stats import Estimate, across_backbones
+from gattanet.models.spec import PAPER
 from pipeline import outputs
 
 from .load import Outputs
@@ -39,8 +40,8 @@ def across_groups(out: Outputs) -> list[AcrossGroup]:
     the same lesion and iterations; a backbone's first such run), in the order of the attention runs."""
     groups: dict[tuple, dict[str, str]] = {}
     for key, m in out.train_attn.items():
-        kind = (m["arch"], m["dataset"], m["attn_dim"], m.get("lesion"), m.get("iterations"), m.get("heads", 1),
-                m.get("query", "bottom-up"), m.get("finetune", False), m.get("attention", True))
+        kind = (m["arch"], m["dataset"], m["attn_dim"], m.get("lesion"), *(m.get(k, v) for k, v in PAPER.items()),
+                m.get("attention", True))
         groups.setdefault(kind, {}).setdefault(m["backbone_run"], key)
     found = []
     for (arch, dataset, d, *_), runs in groups.items():
@@ -86,7 +87,7 @@ def clean_baseline(out: Outputs, key: str) -> float:
         return float(z["baseline"][i].mean())
 
 
-def spread_text(group: AcrossGroup) -> str:
+def across_spread_text(group: AcrossGroup) -> str:
     """What the across-backbone interval was made of, in backbones where a seed-level one counts seeds."""
     est, b = group.effect, len(group.runs)
     clamped = (" — the between-backbone component is estimated at 0 (clamped), so the width is the images' (a "

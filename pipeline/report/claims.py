@@ -16,7 +16,7 @@ from gattanet.data.specs import get_spec
 from gattanet.analysis.sweeps import relative_sigma
 
 from .across import AcrossGroup, across_groups
-from .across import spread_text as across_spread_text
+from .across import across_spread_text
 from .analysis_plan import load_plan
 from .load import Outputs, stage_command
 

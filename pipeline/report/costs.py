@@ -9,7 +9,8 @@ import torch
 from gattanet.cost.bench import forward_macs
 from gattanet.data.specs import get_spec
 from gattanet.models.registry import build_backbone
-from gattanet.models.spec import AttentionSpec, build_model
+from gattanet.build import build_model
+from gattanet.models.spec import AttentionSpec
 
 
 def baselines_macs(params: dict) -> dict[str, float]:

@@ -11,16 +11,16 @@ import pandas as pd
 
 from gattanet.adapters import ram
 from gattanet.adapters.addons import ADDONS
-from gattanet.adapters.addons import DEVIATIONS as ADDON_DEVIATIONS
+from gattanet.adapters.addons import ADDON_DEVIATIONS
 from gattanet.adapters.budget import BUDGET_TOL
-from gattanet.adapters.scratch import DEVIATIONS as SCRATCH_DEVIATIONS
+from gattanet.adapters.scratch import SCRATCH_DEVIATIONS
 from gattanet.adapters.scratch import SCRATCH
 from pipeline.config import ADDON_TRACK, SCRATCH_TRACK
 from pipeline.profiles import available as available_profiles
 from gattanet.analysis.stats import Estimate
 
 from .across import across_groups
-from .across import spread_text as across_spread_text
+from .across import across_spread_text
 from .claims import CONTROL_LABELS, FULL_PROFILE_COMMAND, ci_text, estimate, paper_relative_gain, pct, pts
 from .load import Outputs
 
@@ -410,7 +410,7 @@ def method_deviations(methods: list[str]) -> list[dict]:
     groups += [(_method(m)[0], ADDON_DEVIATIONS.get(m, ())) for m in addons]
     groups += [("Every conv replacement (from-scratch track)", SCRATCH_DEVIATIONS["*"] if convs else ())]
     groups += [(_method(m)[0], SCRATCH_DEVIATIONS.get(m, ())) for m in convs]
-    groups += [("RAM", ram.DEVIATIONS if "ram" in methods else ())]
+    groups += [("RAM", ram.RAM_DEVIATIONS if "ram" in methods else ())]
     return [{"label": label, "items": list(items)} for label, items in groups if items]
 
 

@@ -8,7 +8,7 @@ import torch
 
 from gattanet.engine import distributed
 from gattanet.adapters.budget import UNMATCHABLE, within_budget
-from gattanet.models.spec import build_model
+from gattanet.build import build_model
 from gattanet.cost.bench import timed  # synchronises CUDA: queued kernels are counted, not just launched
 from gattanet.io import atomic_path, write_json
 from gattanet.engine.placement import place
