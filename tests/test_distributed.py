@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from gattanet.data.datasets import TensorData
-from gattanet.engine.distributed import SINGLE, World
+from gattanet.world import SINGLE, World
 from gattanet.data.loader import Finish, FolderLoader, TensorLoader
 from pipeline.cli import app
 

@@ -51,13 +51,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gattanet.engine.distributed import SINGLE
+from gattanet.world import SINGLE
 from gattanet.errors import InputError
 from gattanet.io import atomic_path, write_json
 from gattanet.data.loader import Finish, _EpochBatches, _check_batch_size
 
-FORMAT = "gattanet-decoded-cache"
-VERSION = 1
+CACHE_FORMAT = "gattanet-decoded-cache"
+CACHE_VERSION = 1
 SHARD_SIZE = 1024  # images per shard: 154 MB of 3×224×224 crops
 _DECODE_BATCH = 32
 
@@ -96,7 +96,7 @@ def folder_identity(folder) -> dict:
         return path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
 
     files = hashlib.sha256("".join(f"{relative(p)}\t{y}\n" for p, y in folder.samples).encode())
-    return {"format": FORMAT, "version": VERSION, "root": root, "classes": len(folder.classes),
+    return {"format": CACHE_FORMAT, "version": CACHE_VERSION, "root": root, "classes": len(folder.classes),
             "images": len(folder.samples), "files_sha256": files.hexdigest(), "transform": transform,
             "pillow": PIL.__version__, "torchvision": torchvision.__version__}
 

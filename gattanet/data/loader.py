@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gattanet.data.augment import Augment
 from gattanet.data.datasets import TensorData
-from gattanet.engine.distributed import SINGLE, World
+from gattanet.world import SINGLE, World
 from gattanet.data.noise import add_noise, derive_seed, indexed_noise
 
 

@@ -11,32 +11,12 @@ the gradient of the global batch's mean loss. What cannot match is randomness dr
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the one process that logs, saves resume files and writes outputs."""
-        return self.rank == 0
-
-    def share(self, n: int) -> slice:
-        """This rank's contiguous part of a global batch of n items (sizes differ by at most one)."""
-        base, extra = divmod(n, self.size)
-        start = self.rank * base + min(self.rank, extra)
-        return slice(start, start + base + (self.rank < extra))
-
-
-SINGLE = World()
+from gattanet.world import SINGLE, World
 
 
 def launched() -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gattanet.engine.distributed import SINGLE, World
+from gattanet.world import SINGLE, World
 from gattanet.io import atomic_path
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gattanet.engine import distributed
 from gattanet.engine import precision
-from gattanet.engine.distributed import SINGLE, World
+from gattanet.world import SINGLE, World
 from gattanet.engine.resume import Resume, ResumeFile, TrainState, fingerprint_parts
 from gattanet.errors import InputError
 from gattanet.data.loader import Loader
