@@ -130,13 +130,3 @@ def read_json(path):
     return json.loads(Path(path).read_text())
 
 
-def write_csv(path, rows: list[dict], columns: list[str]) -> None:
-    lines = [",".join(columns)]
-    lines += [",".join(_fmt(r[c]) for c in columns) for r in rows]
-    write_text(path, "\n".join(lines) + "\n")
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gattanet.adapters.budget import within_budget
-from gattanet.io import write_csv, write_json
+from gattanet.io import write_json, write_text
 from gattanet.models.lesion import ablation_patterns, full_pattern
 from gattanet.data.specs import get_spec
 from gattanet.analysis.stats import effect_ci
@@ -338,8 +338,7 @@ def _embedding(out: Path, key: str, a: dict, rng: np.random.Generator) -> None:
     spec = get_spec(a["dataset"])
     labels = np.arange(200) % 10
     xy = np.stack([np.cos(labels), np.sin(labels)], 1) * 5 + rng.normal(size=(200, 2))
-    write_csv(out / "points.csv", [{"x": float(x), "y": float(y), "label": int(c)} for (x, y), c in zip(xy, labels)],
-              ["x", "y", "label"])
+    write_text(out / "points.csv", "x,y,label\n" + "".join(f"{x!r},{y!r},{c}\n" for (x, y), c in zip(xy.tolist(), labels)))
     seeds = len(a["seeds"])
     largest = max(len(c) for c in spec.groups.values()) / spec.num_classes  # labels are balanced
     arrays = {"query": _hits(rng, QUERY_KNN, seeds), "group_query": _hits(rng, GROUP_KNN, seeds)}

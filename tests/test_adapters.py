@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gattanet.adapters import (ADDONS, BUDGET_TOL, DEVIATIONS, MATCHING_RULE, UNMATCHABLE, AdaptedModel,
+from gattanet.adapters import (ADDONS, BUDGET_TOL, ADDON_DEVIATIONS, MATCHING_RULE, UNMATCHABLE, AdaptedModel,
                                adapter_params, addon_rows, build_addon, match_width, wider_toy_widths,
                                within_budget)
 from gattanet.adapters.addons import eca_kernel, reduced
@@ -161,9 +161,9 @@ def test_axial_positional_matches_the_definition(axis):
 def test_every_method_states_its_source_knob_identity_and_deviations():
     for name, a in ADDONS.items():
         assert a.title and a.source and a.knob and a.identity, name
-        assert name in DEVIATIONS
+        assert name in ADDON_DEVIATIONS
         assert (a.source.startswith("timm.")) != (a.source.startswith("own")), name
-    assert DEVIATIONS["*"] and any("narrow" in d for d in DEVIATIONS["aa-conv"])
+    assert ADDON_DEVIATIONS["*"] and any("narrow" in d for d in ADDON_DEVIATIONS["aa-conv"])
 
 
 # --- identity at init, shapes, the frozen backbone ----------------------------------------------

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from gattanet.adapters.budget import BUDGET_TOL
-from gattanet.adapters.ram import (LOCATION_STD, RAM, build_ram, glimpse, hybrid_loss, ram_params,
-                                   ram_sizes)
+from gattanet.adapters.ram import LOCATION_STD, RAM, build_ram, glimpse, ram_params, ram_sizes
 from gattanet.adapters.scratch import count_params, toy_total
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,18 +116,17 @@ def test_extra_loss_needs_a_training_forward():
         model.extra_loss(model(torch.rand(2, 1, 32, 32)), torch.zeros(2, dtype=torch.long))
 
 
-def test_hybrid_loss_trains_the_model():
+def test_the_training_step_trains_the_model():
+    from gattanet.engine.train import Step, TrainConfig
+
     torch.manual_seed(0)
     model = RAM(1, 2, 16, 32, glimpses=2).train()
     x = torch.rand(32, 1, 32, 32)
     y = (x[:, 0, 12:20, 12:20].mean((1, 2)) > 0.5).long()  # visible in the first (central) glimpse
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    step = Step(model, model.parameters(), TrainConfig(1, 1, lr=1e-2))
     losses = []
-    for _ in range(60):
-        loss = hybrid_loss(model, x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    for i in range(60):
+        step(x, y, 1, i)
         with torch.no_grad():
             losses.append(float(F.cross_entropy(model.eval()(x), y)))
         model.train()
@@ -153,7 +151,8 @@ def test_the_training_step_adds_the_models_own_loss_terms():
     torch.manual_seed(5)
     Step(one, one.parameters(), TrainConfig(1, 1, lr=1e-3))(x, y, 1, 1)
     torch.manual_seed(5)
-    hybrid_loss(other, x, y).backward()
+    logits = other(x)  # the paper's hybrid loss as written: cross-entropy of the action plus extra_loss
+    (F.cross_entropy(logits, y) + other.extra_loss(logits, y)).backward()
     for (name, p), q in zip(one.named_parameters(), other.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
     assert one.locator.weight.grad.abs().sum() > 0

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from gattanet.adapters.budget import BUDGET_TOL
-from gattanet.adapters.scratch import (DEVIATIONS, SCRATCH, RoutedConv2d, ScratchToy, build_scratch,
-                                       count_params, dynconv_temperature, scratch_formula, scratch_widths,
-                                       set_temperature, toy_total)
+from gattanet.adapters.scratch import (SCRATCH_DEVIATIONS, SCRATCH, RoutedConv2d, ScratchToy, build_scratch,
+                                       count_params, plain_params, scratch_widths, toy_total)
 from gattanet.data.specs import get_spec
 from gattanet.models.attention import GlobalAttention
 from gattanet.models.gattanet import GAttANet
@@ -18,6 +17,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 METHODS = list(SCRATCH)
 DATASETS = ["fashion-mnist", "cifar10"]
 PAIRS = [(4, 24), (24, 50), (64, 128), (32, 640)]  # 640: SK's d = C/r = 40 > L; 64 → 128: splat's a = 64 > 32
+
+
+def scratch_formula(method: str, widths, hidden: int, in_channels: int, num_classes: int, input_size: int = 32) -> int:
+    """The ScratchToy's count by the papers' formulas: its conv layers + fc1 + fc2."""
+    side = input_size >> len(widths)
+    convs = sum(plain_params(a, b) if kind == "plain" else SCRATCH[kind].formula(a, b)
+                for kind, a, b in SCRATCH[method].layers(in_channels, widths))
+    return convs + (widths[-1] * side * side + 1) * hidden + (hidden + 1) * num_classes
 
 # (C_in, C_out) = (32, 64), counted by hand from each paper's layer:
 HAND = {
@@ -129,7 +136,7 @@ def test_routing_weights():
     assert a.shape == (5, 8) and ((a > 0) & (a < 1)).all() and not torch.allclose(a.sum(1), torch.ones(5))
     pi = dyn.router(x.mean((2, 3)))
     assert pi.shape == (5, 4) and torch.allclose(pi.sum(1), torch.ones(5))
-    assert set_temperature(dyn, 30.0) == 1
+    dyn.router.temperature = 30.0
     flat = dyn.router(x.mean((2, 3)))
     assert (flat.max(1).values - flat.min(1).values < pi.max(1).values - pi.min(1).values).all()
     # one image's kernel is the π-weighted sum of the K kernels
@@ -138,14 +145,6 @@ def test_routing_weights():
     b = flat[:1] @ conv.bias
     assert torch.allclose(dyn(x[:1]), torch.nn.functional.conv2d(x[:1], w, b[0], padding=1), atol=1e-5)
     assert isinstance(dyn, RoutedConv2d)
-
-
-def test_dynconv_temperature_schedule():
-    assert [dynconv_temperature(e) for e in (0, 5, 10, 20)] == [30.0, 15.5, 1.0, 1.0]
-    with pytest.raises(ValueError, match="epoch"):
-        dynconv_temperature(-1)
-    with pytest.raises(ValueError, match="temperature"):
-        set_temperature(ScratchToy("dynconv", 1, 10, (4, 4, 4), 8), 0)
 
 
 def test_bad_arguments():
@@ -157,4 +156,4 @@ def test_bad_arguments():
         ScratchToy("splat", 1, 10, (5, 8, 8), 16)
     with pytest.raises(ValueError, match="target parameter count"):
         scratch_widths("sk", 0, 1, 10)
-    assert set(DEVIATIONS) == {"*", *METHODS}
+    assert set(SCRATCH_DEVIATIONS) == {"*", *METHODS}

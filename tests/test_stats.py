@@ -7,7 +7,7 @@ import pytest
 
 from scipy import stats as sps
 
-from gattanet.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, effect_ci, paired_ci, verdict
+from gattanet.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, effect_ci, verdict
 
 
 def _gains(rng, effect: float, seeds: int, images: int, seed_sd: float, flip: float = 0.08) -> np.ndarray:
@@ -146,7 +146,7 @@ def test_coverage_of_a_paired_difference_and_pairing_narrows_it():
     for _ in range(REPS // 200):
         a, b = _two_runs(rng, 200)
         for x, y in zip(a, b):
-            est = paired_ci(x, y)
+            est = effect_ci([(1.0, x), (-1.0, y)], paired=True)
             hits += est.low <= 0.003 <= est.high
             widths.append((est.half_width, effect_ci([(1.0, x), (-1.0, y)]).half_width))
     assert BAND[0] <= hits / REPS <= BAND[1]

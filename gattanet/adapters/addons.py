@@ -1,7 +1,7 @@
 """The add-on track's methods: each related-work module as its paper defines it, where it comes from
 (timm's layer or gattanet.adapters.modules), its budget knob and the paper's value of it, its parameter
 count as a formula (`*_params`, checked against the built module by tests/test_adapters.py), how it is
-the identity at init, and the deviations the frozen-backbone protocol forces (`ADDONS`, `DEVIATIONS`).
+the identity at init, and the deviations the frozen-backbone protocol forces (`ADDONS`, `ADDON_DEVIATIONS`).
 
 Widths follow the papers' ratios: one knob per method shared by every conv tap, so the layers keep the
 paper's proportions. A reduction ratio r gives hidden = max(1, round(C / r)) (timm's make_divisible with
@@ -277,7 +277,7 @@ ADDONS: dict[str, AddOn] = {a.name: a for a in [
 
 UNMATCHABLE = tuple(a.name for a in ADDONS.values() if a.knob_kind == "fixed")
 
-DEVIATIONS: dict[str, tuple[str, ...]] = {
+ADDON_DEVIATIONS: dict[str, tuple[str, ...]] = {
     "*": ("The backbone is frozen and pretrained (GAttANet's protocol): every module is added after a tapped "
           "conv layer's output (after its ReLU, as GAttANet modulates it), on every conv tap, and trained alone; "
           "the papers train it jointly with the network, inside each block.",

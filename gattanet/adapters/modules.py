@@ -164,7 +164,7 @@ class MultiHeadSelfAttention(nn.Module):
         return x + self.proj(upsample_bilinear(self.attend(avg_pool_3x3_s2(x)), x.shape[-2:]))
 
 
-def relative_index(n: int, max_n: int, device: torch.device | None = None) -> Tensor:
+def relative_position_index(n: int, max_n: int, device: torch.device | None = None) -> Tensor:
     """idx[i, j] = j − i + max_n − 1: the row of a (2·max_n − 1)-row relative embedding for offset j − i."""
     if n > max_n:
         raise ValueError(f"input side {n} exceeds the side {max_n} the relative embeddings were built for")
@@ -176,7 +176,7 @@ def axial_positional(q: Tensor, v: Tensor, rel: Tensor, axis: int) -> Tensor:
     """GSA's column-only (axis=3, along H) or row-only (axis=4, along W) positional attention,
     y_ab = Σ_δ (q_ab · r_δ) v_{(a,b)+δ}, with the relative embeddings r as keys and no softmax
     (Shen et al., appendix). q: (B, heads, k, H, W); v: (B, heads, v, H, W); rel: (2·side − 1, k)."""
-    p = rel[relative_index(q.shape[axis], (rel.shape[0] + 1) // 2, q.device)]  # (side_i, side_j, k)
+    p = rel[relative_position_index(q.shape[axis], (rel.shape[0] + 1) // 2, q.device)]  # (side_i, side_j, k)
     if axis == 3:
         s = torch.einsum("bnkxy,xik->bnxyi", q, p)
         return torch.einsum("bnxyi,bnviy->bnvxy", s, v)

@@ -11,7 +11,7 @@ never sees the whole image, only T glimpses at locations it chooses, trained by 
 
 Sizes are the paper's (h_g, h_l: 128; g, h: 256) scaled by one factor to the plain toy's parameter count
 (`ram_sizes`), as every from-scratch method is. `RAM.extra_loss` gives the REINFORCE and baseline terms
-for a training loop that adds them to its cross-entropy; `hybrid_loss` is the whole loss.
+for a training loop that adds them to its cross-entropy (gattanet.engine.train's Step does).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ GLIMPSE_HIDDEN, CORE_HIDDEN = 128, 256  # h_g and h_l; g and h ("for all attenti
 LOCATION_STD = 0.11  # σ of the policy: the paper fixes it without printing it; the Torch `rnn` RAM example's default
 LOCATION_DIMS = 2  # (x, y) in [-1, 1]², (0, 0) the image's centre
 
-DEVIATIONS: tuple[str, ...] = (
+RAM_DEVIATIONS: tuple[str, ...] = (
     f"Glimpses: the paper's setting for centred 28×28 MNIST ({GLIMPSES} glimpses of {PATCH}×{PATCH} at "
     f"{SCALES} scale), on the 32×32 padded images; the first glimpse is at the centre (the paper does not say).",
     f"The policy's σ = {LOCATION_STD} (fixed, as in the paper, which does not give its value); sampled locations "
@@ -144,12 +144,6 @@ class RAM(nn.Module):
         advantage = reward - self.trace.baseline.detach()
         reinforce = -(self.trace.log_pi * advantage).sum(1).mean()
         return reinforce + (reward - self.trace.baseline).square().sum(1).mean()
-
-
-def hybrid_loss(model: RAM, x: Tensor, y: Tensor) -> Tensor:
-    """The paper's whole training loss on one batch: cross-entropy of the action plus `extra_loss`."""
-    logits = model(x)
-    return F.cross_entropy(logits.float(), y) + model.extra_loss(logits.float(), y)
 
 
 def ram_params(in_channels: int, num_classes: int, glimpse_hidden: int = GLIMPSE_HIDDEN,

@@ -5,7 +5,7 @@ the wider toy's rule), to be trained from scratch with the backbone's protocol.
 
 `SCRATCH` gives each method's paper, its layer (timm's where timm has one), its parameter count as a
 formula of (C_in, C_out) (`*_params`, checked against the built layer by tests/test_scratch.py) and,
-in `DEVIATIONS`, what the toy forces. Recurrent Models of Visual Attention (Mnih et al., 2014) replaces
+in `SCRATCH_DEVIATIONS`, what the toy forces. Recurrent Models of Visual Attention (Mnih et al., 2014) replaces
 the whole network too but is not here: its glimpse policy trains by REINFORCE, a loss the training loop
 does not have.
 """
@@ -63,7 +63,7 @@ class SigmoidRouter(nn.Module):
 
 class SoftmaxRouter(nn.Module):
     """DynConv's kernel attention π(x) = softmax(FC₂(ReLU(FC₁(GAP(x)))) / τ), FC₁: C_in → h, FC₂: h → K:
-    Σ_k π_k = 1. `temperature` τ is a plain attribute (see `set_temperature`)."""
+    Σ_k π_k = 1. `temperature` τ is a plain attribute (fixed: see SCRATCH_DEVIATIONS["dynconv"])."""
 
     def __init__(self, in_channels: int, hidden: int, kernels: int, temperature: float = DYNCONV_TAU_END):
         super().__init__()
@@ -198,7 +198,7 @@ SCRATCH: dict[str, ScratchMethod] = {s.name: s for s in [
                   dynconv_layer, dynconv_params),
 ]}
 
-DEVIATIONS: dict[str, tuple[str, ...]] = {
+SCRATCH_DEVIATIONS: dict[str, tuple[str, ...]] = {
     "*": ("Each method replaces the toy's three 3×3 convs in the toy CNN (the rest — ReLU, 2×2 max-pool, "
           "dropout, the hidden dense layer, the logits, and the taps — is the toy's); the papers put them in "
           "deep residual networks with a BN after every conv. The toy has no BN, so none is added outside "
@@ -223,9 +223,10 @@ DEVIATIONS: dict[str, tuple[str, ...]] = {
                  "convs are followed by BN and have none).",
                  "All three convs are CondConv layers; the paper mostly converts the later layers of its "
                  "networks. No dropout on the routing weights."),
-    "dynconv": ("The training loop has no per-epoch hook: τ stays fixed at 1, the paper's value after its "
-                "anneal; the paper's τ falling linearly from 30 to 1 over the first 10 epochs is "
-                "`dynconv_temperature(epoch)`, applied with `set_temperature(model, τ)` where a loop calls it.",
+    "dynconv": (f"τ stays fixed at {DYNCONV_TAU_END:g}, the paper's value after its anneal: the paper's τ falling "
+                f"linearly from {DYNCONV_TAU_START:g} to {DYNCONV_TAU_END:g} over the first {DYNCONV_TAU_EPOCHS} "
+                f"epochs is not run (the training loop's per-epoch hook, fit's `on_epoch`, could set it; the "
+                f"committed runs were trained at the fixed τ).",
                 "The attention has no BN (the paper's figure: GAP → FC → ReLU → FC → softmax); its hidden "
                 "width is C_in/4 but at least K = 4: on conv1, reading a 1- or 3-channel image, C_in/4 "
                 "gives one ReLU unit, which can die and freeze that layer's attention."),
@@ -238,29 +239,6 @@ def scratch_method(method: str) -> ScratchMethod:
         return SCRATCH[method]
     except (KeyError, TypeError):
         raise ValueError(f"unknown from-scratch method {method!r}; allowed: {', '.join(SCRATCH)}") from None
-
-
-def layer_params(kind: str, c_in: int, c_out: int) -> int:
-    """The formula's count of one conv layer of `kind` ("plain" or a method)."""
-    return plain_params(c_in, c_out) if kind == "plain" else scratch_method(kind).formula(c_in, c_out)
-
-
-def dynconv_temperature(epoch: float, start: float = DYNCONV_TAU_START, end: float = DYNCONV_TAU_END,
-                        epochs: float = DYNCONV_TAU_EPOCHS) -> float:
-    """DY-CNN's schedule: τ falls linearly from `start` to `end` over the first `epochs` epochs, then stays."""
-    if epoch < 0 or epochs <= 0:
-        raise ValueError(f"need epoch >= 0 and epochs > 0, got epoch={epoch!r}, epochs={epochs!r}")
-    return end + (start - end) * max(0.0, 1 - epoch / epochs)
-
-
-def set_temperature(model: nn.Module, tau: float) -> int:
-    """Set τ of every DynConv attention in `model`; returns how many were set."""
-    if not tau > 0:
-        raise ValueError(f"temperature must be > 0, got {tau!r}")
-    routers = [m for m in model.modules() if isinstance(m, SoftmaxRouter)]
-    for r in routers:
-        r.temperature = float(tau)
-    return len(routers)
 
 
 # --- the network -----------------------------------------------------------------------------------
@@ -277,14 +255,6 @@ class ScratchToy(ToyCNN):
         self.method, self.arch = method, f"scratch-{method}"
         self.convs = nn.ModuleList(plain_conv(a, b) if kind == "plain" else spec.layer(a, b)
                                    for kind, a, b in spec.layers(in_channels, self.widths))
-
-
-def scratch_formula(method: str, widths: Sequence[int], hidden: int, in_channels: int, num_classes: int,
-                    input_size: int = 32) -> int:
-    """The ScratchToy's count by the papers' formulas: its conv layers + fc1 + fc2."""
-    side = input_size >> len(widths)
-    convs = sum(layer_params(*layer) for layer in scratch_method(method).layers(in_channels, widths))
-    return convs + (widths[-1] * side * side + 1) * hidden + (hidden + 1) * num_classes
 
 
 def count_params(net: nn.Module) -> int:

@@ -163,11 +163,6 @@ def effect_ci(groups: Sequence[tuple[float, np.ndarray]], offset: float = 0.0,
                     tuple(tuple(float(w * m) for m in v.mean(axis=1)) for w, v in zip(weights, arrays)), paired)
 
 
-def paired_ci(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> Estimate:
-    """CI of mean(a) − mean(b) where seed s of a and of b share their seed effect (same derived seed)."""
-    return effect_ci([(1.0, a), (-1.0, b)], level=level, paired=True)
-
-
 def verdict(est: Estimate, direction: int = 1, paper_size: float | None = None) -> str:
     """'supported' when the CI excludes zero on the paper's side (direction +1: the effect is > 0),
     'contradicted' when it excludes that side or the size the paper states, else 'inconclusive'."""

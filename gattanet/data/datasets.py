@@ -28,8 +28,8 @@ DEFAULT_ROOTS = {
     "cifar10": Path("data/raw"),  # holds cifar-10-batches-py/
     "cifar100": Path("data/raw"),  # holds cifar-100-python/
 }
-FORMAT = "gattanet-data"
-VERSION = 1
+DATA_FORMAT = "gattanet-data"
+DATA_VERSION = 1
 
 
 class DatasetError(InputError):
@@ -293,7 +293,7 @@ def save_tensors(path: str | Path, splits: dict[str, TensorData], name: str, sou
         raise ValueError("train and test must share classes and mean/std")
     digest = _digest(name, splits)
     payload = {
-        "format": FORMAT, "version": VERSION, "name": name, "classes": list(train.classes),
+        "format": DATA_FORMAT, "version": DATA_VERSION, "name": name, "classes": list(train.classes),
         "mean": list(train.mean), "std": list(train.std), "sha256": digest,
         **{s: {"images": splits[s].images.contiguous(), "labels": splits[s].labels.contiguous()}
            for s in ("train", "test")},
@@ -313,9 +313,9 @@ def load_tensors(path: str | Path, hint: str = "rebuild it from the raw dataset"
         raise DatasetError(f"dataset tensors not found: {path}; {hint}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != FORMAT or payload.get("version") != VERSION:
+        if payload.get("format") != DATA_FORMAT or payload.get("version") != DATA_VERSION:
             raise ValueError(f"format {payload.get('format')!r} v{payload.get('version')!r}, "
-                             f"expected {FORMAT!r} v{VERSION}")
+                             f"expected {DATA_FORMAT!r} v{DATA_VERSION}")
         meta = {k: payload[k] for k in ("name", "classes", "mean", "std", "sha256", "source") if k in payload}
         splits = {s: TensorData(payload[s]["images"], payload[s]["labels"], meta["mean"],
                                 meta["std"], meta["classes"]) for s in ("train", "test")}

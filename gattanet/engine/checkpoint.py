@@ -26,7 +26,7 @@ from gattanet.models.gattanet import GAttANet
 from gattanet.models.spec import AttentionSpec
 from gattanet.models.taps import Tap
 
-FORMAT, VERSION = "gattanet", 1
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "gattanet", 1
 
 
 class CheckpointError(InputError):
@@ -38,7 +38,7 @@ def save_checkpoint(path, state_dict: dict[str, Tensor], meta: dict) -> None:
     tensors as contiguous CPU copies that own their storage (the same bytes whatever the memory format
     or device they were trained in), meta with its dicts' keys sorted, serialised by `io.torch_bytes`
     (no file name, timestamp or pickle back-reference in the bytes). The state_dict keeps its order."""
-    payload = {"format": FORMAT, "version": VERSION, "library_version": gattanet.__version__,
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "library_version": gattanet.__version__,
                "meta": _canonical(meta), "state_dict": {k: _canonical(v) for k, v in state_dict.items()}}
     save_torch(path, payload)
 
@@ -93,12 +93,12 @@ def load_checkpoint(path, expect: dict | None = None) -> tuple[dict[str, Tensor]
             raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain "
                                   f"data (weights_only=True); {_remedy(path)} ({_cause(e)})") from e
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint; {_remedy(path)} ({_cause(e)})") from e
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a gattanet checkpoint (no format={FORMAT!r} header); "
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a gattanet checkpoint (no format={CHECKPOINT_FORMAT!r} header); "
                               f"{_remedy(path)} (save checkpoints with gattanet.engine.checkpoint.save_checkpoint)")
-    if obj.get("version") != VERSION:
+    if obj.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}, this library "
-                              f"reads version {VERSION}; regenerate it: `dvc repro {_writer_stage(path)}`")
+                              f"reads version {CHECKPOINT_VERSION}; regenerate it: `dvc repro {_writer_stage(path)}`")
     meta = obj.get("meta")
     if not isinstance(meta, dict) or not isinstance(obj.get("state_dict"), dict):
         raise CheckpointError(f"{path}: malformed gattanet checkpoint (meta or state_dict missing); "

@@ -24,11 +24,6 @@ class WeightsError(ValueError):
     """Pretrained weights are missing, unreadable, or do not fit the requested network."""
 
 
-def weights_transforms(arch: str):
-    """The ImageNet eval preprocessing of the weights (resize 256, crop 224, normalise); no download."""
-    return _weights_enum(arch).transforms()
-
-
 def imagenet_cache_path(arch: str) -> Path:
     """Where torch hub keeps (and where we look for) the ImageNet weights file of `arch`."""
     url = _weights_enum(arch).url
