@@ -66,8 +66,8 @@ def _stage_command(name: str, keyed: bool, help: str) -> None:
     stage_app.command(name, help=help)(command)
 
 
-for _name, (_module, _keyed, _help) in STAGES.items():
-    _stage_command(_name, _keyed, _help)
+for _stage in STAGES.values():
+    _stage_command(_stage.name, _stage.keyed, _stage.help)
 
 
 # ---------------------------------------------------------------- tools

@@ -10,6 +10,8 @@ ATTENTION = Path("models/attention")
 EXTENSIONS = Path("models/extensions")
 RESULTS = Path("results")
 REPORTS = Path("reports")
+PARAMS_OK = RESULTS / "params.ok"  # the validate stage's stamp, on which every other stage depends
+FIGURES = REPORTS / "figures"  # the report's figures, beside reports/index.html
 RESUME = Path(".gattanet/resume")  # not a DVC output, so `dvc repro` keeps it across a kill
 CACHE = Path(".gattanet/cache")  # decoded ImageNet crops (gattanet.data.decoded_cache): content-keyed, not a DVC output
 
@@ -23,11 +25,21 @@ def backbone_path(key: str) -> Path:
     return BACKBONES / f"{key}.pt"
 
 
+def attention_dir(key: str) -> Path:
+    """The folder of attention run `key`'s checkpoints, one per training seed."""
+    return ATTENTION / key
+
+
 def attention_path(key: str, seed: int) -> Path:
     """The checkpoint of training seed `seed` of attention run `key`."""
-    return ATTENTION / key / f"seed-{seed}.pt"
+    return attention_dir(key) / f"seed-{seed}.pt"
+
+
+def extension_dir(key: str) -> Path:
+    """The folder of extension `key`'s checkpoints (a variant of an attention run), one per training seed."""
+    return EXTENSIONS / key
 
 
 def extension_path(key: str, seed: int) -> Path:
-    """The checkpoint of training seed `seed` of extension `key` (a variant of an attention run)."""
-    return EXTENSIONS / key / f"seed-{seed}.pt"
+    """The checkpoint of training seed `seed` of extension `key`."""
+    return extension_dir(key) / f"seed-{seed}.pt"

@@ -10,7 +10,6 @@ from data/NAME.pt when it is materialised, else from the datasets' standard size
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,14 +52,14 @@ def entries(params, name: str) -> list[str | None]:
 
 
 def build_works(params) -> tuple[list[Work], dict[str, Sizes]]:
-    """Every stage entry's work as its stage module's `work(params, key)` counts it, in dvc.yaml's order, and
-    the dataset sizes it was counted from."""
+    """Every stage entry's work as its stage module's `work(params, key)` counts it, in the registry's order
+    (pipeline/stages/registry.py), and the dataset sizes it was counted from."""
     works: list[Work] = []
-    for name, (module, _, _) in STAGES.items():
-        stage = importlib.import_module(f"pipeline.stages.{module}")
-        for key in entries(params, name):
-            works += (stage.work(params, key) if hasattr(stage, "work") else  # a stage still to be counted
-                      [Work(name, key, f"not counted: pipeline/stages/{module}.py has no work()", 0)])
+    for stage in STAGES.values():
+        code = stage.code()
+        for key in entries(params, stage.name):
+            works += (code.work(params, key) if hasattr(code, "work") else  # a stage still to be counted
+                      [Work(stage.name, key, f"not counted: pipeline/stages/{stage.module}.py has no work()", 0)])
     return works, {name: dataset_sizes(params, name) for name in params.data}
 
 

@@ -1,6 +1,8 @@
 """The project files each DVC stage runs, found by walking imports; `python -m tests.stage_deps`
 prints them as dvc.yaml `deps` lines (what tests/test_stage_deps.py holds dvc.yaml to), and
-`python -m tests.stage_deps --write` puts them into dvc.yaml in place of the .py lines there.
+`python -m tests.stage_deps --write` puts them into dvc.yaml in place of the .py lines there. The rest of a
+stage that pipeline/stages/registry.py knows (foreach source, command, outputs) is `registry_skeleton`, which
+tests/test_stage_deps.py holds dvc.yaml's `dvc_skeleton` to.
 
 A stage runs `gattanet-cli stage NAME`: pipeline/cli.py (only its module-level imports run; its other
 commands import lazily), the stage runner pipeline/stages/__init__.py, and pipeline/stages/NAME.py;
@@ -105,11 +107,37 @@ def rewrite(text: str, files: dict[str, set[str]]) -> str:
     return "\n".join(out)
 
 
+def key_variable(foreach: str, params: dict) -> str:
+    """dvc.yaml's name for a stage's KEY: `${item}` for a foreach over a list in `params`, `${key}` over a dict."""
+    value = params
+    for part in foreach.split("."):
+        value = (value or {}).get(part)
+    return "${item}" if isinstance(value, list) else "${key}"
+
+
+def registry_skeleton(stage, params: dict) -> dict:
+    """What dvc.yaml must say of `stage` (a pipeline/stages/registry.py record) beyond its deps and params: its
+    foreach source, its command, and its outputs by section (sorted)."""
+    var = key_variable(stage.foreach, params) if stage.keyed else ""
+    return {"foreach": "${%s}" % stage.foreach if stage.keyed else None,
+            "cmd": f"gattanet-cli stage {stage.name} {var}".rstrip(),
+            **{section: sorted(p.replace("{key}", var) for p in getattr(stage, section))
+               for section in ("outs", "metrics", "plots")}}
+
+
+def dvc_skeleton(body: dict) -> dict:
+    """The same of a dvc.yaml stage `body`."""
+    do = body.get("do", body)
+    return {"foreach": body.get("foreach"), "cmd": do.get("cmd"),
+            **{section: sorted(next(iter(o)) if isinstance(o, dict) else o for o in do.get(section, []))
+               for section in ("outs", "metrics", "plots")}}
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     from pipeline.stages import STAGES
 
-    files = {name: stage_files(module) for name, (module, _, _) in STAGES.items()}
+    files = {name: stage_files(stage.module) for name, stage in STAGES.items()}
     if sys.argv[1:] == ["--write"]:
         path = ROOT / "dvc.yaml"
         path.write_text(rewrite(path.read_text(), files))

@@ -237,7 +237,7 @@ def test_editing_a_module_reruns_exactly_the_stages_that_run_it(repo):
             status = set(json.loads(sh(["dvc", "status", "--json"], repo).stdout))
         finally:
             path.write_bytes(original)
-        runs = {name for name, (mod, _, _) in STAGES.items() if module in stage_files(mod)}
+        runs = {name for name, stage in STAGES.items() if module in stage_files(stage.module)}
         assert status and {s.split("@")[0] for s in status} == runs, (module, sorted(status), runs)
         assert all(s.split("@")[0] != "validate" for s in status)
     assert "up to date" in sh(["dvc", "status"], repo).stdout

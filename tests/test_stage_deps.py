@@ -1,5 +1,6 @@
 """dvc.yaml's code deps are exactly the project files each stage runs (walked from its imports), so
-editing a module reruns the stages that run it and no others; and every stage waits for `validate`."""
+editing a module reruns the stages that run it and no others; dvc.yaml's stages, foreach sources, commands
+and outputs are the stage registry's (pipeline/stages/registry.py); and every stage waits for `validate`."""
 
 from pathlib import Path
 
@@ -8,9 +9,10 @@ import yaml
 
 from pipeline.stages import STAGES
 from tests.helpers import ROOT
-from tests.stage_deps import PACKAGES, rewrite, stage_files
+from tests.stage_deps import PACKAGES, dvc_skeleton, registry_skeleton, rewrite, stage_files
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def _stage(name: str) -> tuple[str, dict]:
@@ -27,7 +29,7 @@ def test_code_deps_are_exactly_the_files_the_stage_runs(name):
     dirs = [d for d in code if (ROOT / d).is_dir() and any((ROOT / d).rglob("*.py"))]
     assert not dirs, f"{name}: list the modules, not folders of them: {dirs}"
     listed = {d for d in code if d.endswith(".py")}
-    runs = stage_files(STAGES[cli_name][0])
+    runs = stage_files(STAGES[cli_name].module)
     assert not runs - listed, (f"dvc.yaml stage {name} misses files it runs (`python -m tests.stage_deps` "
                                f"prints every stage's list): {sorted(runs - listed)}")
     assert not listed - runs, f"dvc.yaml stage {name} lists files it never runs: {sorted(listed - runs)}"
@@ -36,10 +38,37 @@ def test_code_deps_are_exactly_the_files_the_stage_runs(name):
 
 def test_the_writer_restores_a_missing_dep_and_keeps_everything_else():
     text = (ROOT / "dvc.yaml").read_text()
-    files = {name: stage_files(module) for name, (module, _, _) in STAGES.items()}
+    files = {name: stage_files(stage.module) for name, stage in STAGES.items()}
     assert rewrite(text, files) == text
     broken = text.replace("        - gattanet/data/loader.py\n", "", 1).replace("        - gattanet/data/noise.py\n", "", 1)
     assert broken != text and rewrite(broken, files) == text
+
+
+def test_dvc_yaml_has_exactly_the_registry_s_stages():
+    assert set(DVC) == set(STAGES), (f"in dvc.yaml only: {sorted(set(DVC) - set(STAGES))}; in "
+                                     f"pipeline/stages/registry.py only: {sorted(set(STAGES) - set(DVC))}")
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_dvc_yaml_runs_and_declares_each_stage_as_the_registry_says(name):
+    """Its foreach source (the params section of its KEYs), `gattanet-cli stage NAME [KEY]`, and its outs, metrics
+    and plots: the folders the stage empties, the plan's entries and the report's loading are the registry's."""
+    if name not in DVC:
+        pytest.skip(f"{name} is not in dvc.yaml (the test above fails)")
+    assert dvc_skeleton(DVC[name]) == registry_skeleton(STAGES[name], PARAMS)
+
+
+def test_the_skeleton_check_sees_a_stage_out_of_step():
+    stage = STAGES["extend"]
+    body = yaml.safe_load(yaml.safe_dump(DVC["extend"]))
+    body["do"]["outs"] = body["do"]["outs"][1:]  # the checkpoints' folder left out
+    assert dvc_skeleton(body) != registry_skeleton(stage, PARAMS)
+    body = yaml.safe_load(yaml.safe_dump(DVC["baselines"]))
+    body["do"]["cmd"] = body["do"]["cmd"].replace("${item}", "${key}")  # baselines runs over a list of methods
+    assert dvc_skeleton(body) != registry_skeleton(STAGES["baselines"], PARAMS)
+    body = yaml.safe_load(yaml.safe_dump(DVC["noise"]))
+    body["foreach"] = "${lesions}"
+    assert dvc_skeleton(body) != registry_skeleton(STAGES["noise"], PARAMS)
 
 
 def test_non_code_deps_exist():

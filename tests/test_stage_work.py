@@ -87,10 +87,10 @@ def counted_run(tmp_path_factory):
         mp.setattr(embed, "umap_2d", lambda q, seed, n_neighbors: rng.normal(size=(len(q), 2)))  # no model pass
         p = load_params(where / "params.yaml")
         works, skipped = {}, []
-        for name, (module, _, _) in STAGES.items():
+        for name, registered in STAGES.items():
             if name == "report":  # renders the others' outputs: no model pass, and the slowest to run
                 continue
-            stage = __import__(f"pipeline.stages.{module}", fromlist=["run"])
+            stage = registered.code()
             if not hasattr(stage, "work"):  # the plan says so ("not counted"); nothing to compare
                 skipped.append(name)
                 continue
@@ -143,15 +143,12 @@ def test_every_output_of_the_run_has_its_declared_fields(counted_run):
     from pipeline.curves import CURVES, read_curves
 
     root, p = counted_run["where"], counted_run["params"]
-    keys = {"pretrain": p.backbones, "train-attn": p.attention, "noise": p.attention, "embed": p.attention,
-            "maps": p.attention, "lesions": p.lesions, "baselines": p.baselines.methods, "controls": p.controls or {},
-            "extend": p.extensions}
     seen = 0
     for o in outputs.OUTPUTS:
         stage = o.stage.split("@")[0]
         if stage == "report" or stage in counted_run["skipped"]:
             continue
-        for key in keys.get(stage, [None]):
+        for key in entries(p, stage):
             path = o.path(key, root)
             assert path.exists(), path
             optional = {outputs.field_name(f) for f in o.fields if f.endswith(" or absent")}
@@ -181,6 +178,6 @@ def test_a_stage_does_not_depend_on_the_plan_s_counting():
     DVC deps, so changing how the plan times work reruns no stage."""
     from tests.stage_deps import stage_files
 
-    for name, (module, _, _) in STAGES.items():
-        files = stage_files(module)
+    for name, stage in STAGES.items():
+        files = stage_files(stage.module)
         assert "pipeline/work.py" not in files and "gattanet/cost/rates.py" not in files, name

@@ -19,6 +19,7 @@ from gattanet.errors import InputError
 from pipeline import outputs
 from pipeline.curves import read_curves
 from pipeline.recompute import SHARE, recompute_outputs
+from pipeline.stages.registry import stage_entries
 
 from .analysis_plan import PlanError, load_plan
 
@@ -151,9 +152,10 @@ def stage_command(params: dict, section: str, stage: str, key: str) -> str:
 
 
 def load_outputs(params: dict, root: Path) -> Outputs:
-    """Read every output the params call for. Train-attn metrics are required for each attention run."""
+    """Read every output the params call for: each stage's entries are the registry's (pipeline/stages/registry.py).
+    Train-attn metrics are required for each attention run."""
     root = Path(root)
-    runs = params.get("attention") or {}
+    runs = stage_entries(params, "train-attn")
     if not runs:
         raise ReportInputError("params: `attention` lists no runs; the report needs at least one")
     train_attn = {}
@@ -164,38 +166,38 @@ def load_outputs(params: dict, root: Path) -> Outputs:
         train_attn[key] = read_json(path, TRAIN_ATTN_KEYS)
     out = Outputs(root=root, train_attn=train_attn)
 
-    for key in params.get("backbones") or {}:
+    for key in stage_entries(params, "pretrain"):
         path = outputs.PRETRAIN_METRICS.path(key, root)
         if path.exists():
             out.pretrain[key] = read_json(path, PRETRAIN_KEYS)
         history = read_history(outputs.PRETRAIN_CURVES.path(key, root))
         if history:
             out.pretrain_history[key] = history
-    for key in runs:
+    for key in stage_entries(params, "noise"):
         path = outputs.NOISE_SWEEP.path(key, root)
         if path.exists():
             out.noise[key] = _check_sweep(path, read_json(path, SWEEP_KEYS))
-    for key in params.get("lesions") or {}:
+    for key in stage_entries(params, "lesions"):
         path = outputs.LESIONS.path(key, root)
         if path.exists():
             out.lesions[key] = read_json(path, LESION_KEYS)
-    for key in runs:  # embed@KEY and maps@KEY run for every attention run
+    for key in stage_entries(params, "embed"):
         stats, points = outputs.EMBED_STATS.path(key, root), outputs.EMBED_POINTS.path(key, root)
         if stats.exists() and points.exists():
             out.embedding[key] = {"stats": read_json(stats, EMBED_KEYS), "points": read_points(points)}
-    for key in runs:
+    for key in stage_entries(params, "maps"):
         maps, stats = outputs.MAPS.path(key, root), outputs.MAPS_STATS.path(key, root)
         if maps.exists() and stats.exists():
             out.maps[key] = {"maps": read_json(maps, MAPS_KEYS), "stats": read_json(stats, MAPS_STATS_KEYS)}
-    for method in (params.get("baselines") or {}).get("methods") or ():
+    for method in stage_entries(params, "baselines"):
         path = outputs.BASELINES.path(method, root)
         if path.exists():
             out.baselines[method] = _check_baseline(path, method, read_json(path, BASELINE_KEYS))
-    for key in params.get("controls") or {}:
+    for key in stage_entries(params, "controls"):
         path = outputs.CONTROLS.path(key, root)
         if path.exists():
             out.controls[key] = _check_controls(path, read_json(path, CONTROLS_KEYS))
-    for key in params.get("extensions") or {}:
+    for key in stage_entries(params, "extend"):
         path = outputs.EXTENSION_METRICS.path(key, root)
         if path.exists():
             out.extensions[key] = read_json(path, EXTENSION_KEYS)

@@ -17,6 +17,7 @@ from gattanet.adapters.scratch import SCRATCH_DEVIATIONS
 from gattanet.adapters.scratch import SCRATCH
 from pipeline.config import ADDON_TRACK, SCRATCH_TRACK
 from pipeline.profiles import available as available_profiles
+from pipeline.stages.registry import STAGES
 from gattanet.analysis.stats import Estimate
 
 from .across import across_groups
@@ -297,17 +298,15 @@ def _show(v: object) -> str:
 
 
 def stage_times(out: Outputs) -> list[dict]:
-    """Every stage output's wall time (`seconds`), device and precision, in pipeline order."""
-    outputs = ([(f"pretrain@{k}", m) for k, m in out.pretrain.items()]
-               + [(f"train-attn@{k}", m) for k, m in out.train_attn.items()]
-               + [(f"noise@{k}", s) for k, s in out.noise.items()]
-               + [(f"lesions@{k}", s) for k, s in out.lesions.items()]
-               + [(f"embed@{k}", e["stats"]) for k, e in out.embedding.items()]
-               + [(f"maps@{k}", m["stats"]) for k, m in out.maps.items()]
-               + [(f"baselines@{k}", r) for k, r in out.baselines.items()]
-               + [(f"controls@{k}", r) for k, r in out.controls.items()])
-    return [{"stage": stage, "seconds": o["seconds"], "device": o.get("device"), "precision": o.get("precision")}
-            for stage, o in outputs]
+    """The wall time (`seconds`), device and precision of every loaded entry of a stage the registry times
+    (pipeline/stages/registry.py, `timed`), in its order: the report's compute total sums them."""
+    loaded = {"pretrain": out.pretrain, "train-attn": out.train_attn, "noise": out.noise, "lesions": out.lesions,
+              "embed": {k: e["stats"] for k, e in out.embedding.items()},
+              "maps": {k: m["stats"] for k, m in out.maps.items()},
+              "baselines": out.baselines, "controls": out.controls, "extend": out.extensions}
+    return [{"stage": f"{stage.name}@{key}", "seconds": o["seconds"], "device": o.get("device"),
+             "precision": o.get("precision")}
+            for stage in STAGES.values() if stage.timed for key, o in loaded[stage.name].items()]
 
 
 # What each baselines method is and where its code comes from (gattanet/adapters/modules.py).

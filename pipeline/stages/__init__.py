@@ -1,36 +1,15 @@
-"""The pipeline's stages, one module each with `run(params[, key])`; `run_stage` is what
-`gattanet-cli stage NAME [KEY]` (and so `dvc repro`) calls."""
+"""The pipeline's stages, one module each with `run(params[, key])`, listed in `registry.STAGES`; `run_stage` is
+what `gattanet-cli stage NAME [KEY]` (and so `dvc repro`) calls."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
 
-STAGES = {  # CLI name -> (module in pipeline.stages, takes a KEY, help)
-    "validate": ("validate", False, "Check params.yaml whole before any other stage runs: results/params.ok."),
-    "data": ("data", True, "Materialise a dataset as uint8 tensors: data/KEY.pt (KEY in params `data`)."),
-    "pretrain": ("pretrain", True, "Pretrain (or load) a backbone: models/backbones/KEY.pt (KEY in params `backbones`)."),
-    "train-attn": ("train_attn", True, "Train GAttANet on a frozen backbone, one model per seed: "
-                                       "models/attention/KEY/ (KEY in params `attention`)."),
-    "noise": ("noise", True, "Noise sweep, baseline vs GAttANet on the same draws: results/noise/KEY/ (KEY an attention run)."),
-    "dims": ("dims", False, "Attention-dimension comparison over all attention runs: results/dims.json."),
-    "lesions": ("lesions", True, "Lesion ablations (Fig. 4c): results/lesions/KEY.json (KEY in params `lesions`)."),
-    "embed": ("embed", True, "UMAP of the global query (Fig. 2b): results/embedding/KEY/ (KEY an attention run)."),
-    "maps": ("maps", True, "Agreement maps (Fig. 3) and true-class-on-top rate: results/maps/KEY/ (KEY an attention run)."),
-    "baselines": ("baselines", True, "Related-work attention adapters on the frozen backbone: results/baselines/KEY.json."),
-    "controls": ("controls", True, "More training and head recalibration at GAttANet's budget, vs GAttANet: "
-                                   "results/controls/KEY.json (KEY in params `controls`)."),
-    "extend": ("extend", True, "A variant of an attention run (iterations, heads, top-down query, fine-tuning) trained "
-                               "and compared with it: results/extensions/KEY/ (KEY in params `extensions`)."),
-    "summary": ("summary", False, "Table 1 of this run as a DVC metric: reports/summary.json."),
-    "report": ("report", False, "Render the HTML report from the stage outputs: reports/index.html."),
-}
+from pipeline.stages.registry import STAGES, Stage, stage_entries
 
-
-FOLDER_OUTPUTS = {"train-attn": "models/attention/{key}", "extend": "models/extensions/{key}",
-                  "report": "reports/figures"}  # dvc.yaml's folder outs
+__all__ = ["STAGES", "Stage", "check_key", "clear_folder_outputs", "run_stage", "stage_entries"]
 
 
 def clear_folder_outputs(name: str, key: str | None) -> None:
@@ -42,26 +21,12 @@ def clear_folder_outputs(name: str, key: str | None) -> None:
     through it: the folder it points to is someone else's) and the stage writes a real folder in its place."""
     import shutil
 
-    if name not in FOLDER_OUTPUTS:
-        return
-    folder = Path(FOLDER_OUTPUTS[name].format(key=key))
-    if folder.is_symlink() or folder.is_file():
-        folder.unlink()
-    elif folder.exists():
-        shutil.rmtree(folder)
-
-
-def stage_entries(params, name: str) -> list[str] | None:
-    """The KEYs stage `name` takes (its foreach entries in params), or None for a stage without a KEY."""
-    keyed = {"data": params.data, "pretrain": params.backbones, "train-attn": params.attention,
-             "noise": params.attention, "lesions": params.lesions, "embed": params.attention,
-             "maps": params.attention, "baselines": params.baselines.methods, "controls": params.controls or {},
-             "extend": params.extensions or {}}
-    if not STAGES[name][1]:
-        return None
-    if name not in keyed:
-        raise KeyError(f"pipeline/stages/__init__.py stage_entries: which params keys does stage {name!r} run on?")
-    return list(keyed[name])
+    for pattern in STAGES[name].folders:
+        folder = Path(pattern.format(key=key))
+        if folder.is_symlink() or folder.is_file():
+            folder.unlink()
+        elif folder.exists():
+            shutil.rmtree(folder)
 
 
 def check_key(params, name: str, key: str | None) -> None:
@@ -75,15 +40,6 @@ def check_key(params, name: str, key: str | None) -> None:
         return
     why = "" if isinstance(key, str) and SAFE_KEY.fullmatch(key) else " (a KEY is an entry name, not a path)"
     raise UsageError(f"{name}: no entry {shown(key)} in params{why}; entries: {', '.join(entries) or '(none)'}")
-
-
-def trains(params, name: str, key: str | None) -> bool:
-    """Whether stage `name` on `key` trains models, and so runs data-parallel when params `nproc` > 1."""
-    if name == "pretrain":
-        return key in params.backbones and params.backbones[key].weights == "scratch"
-    if name == "lesions":
-        return key in params.lesions and params.lesions[key].mode == "retrain"
-    return name in ("train-attn", "baselines", "controls", "extend")
 
 
 def run_stage(name: str, key: str | None, params_path: Path, overrides: list[str] | None) -> None:
@@ -101,15 +57,13 @@ def run_stage(name: str, key: str | None, params_path: Path, overrides: list[str
     if distributed.launched():
         die_with_parent()
     else:
-        if params.nproc > 1 and trains(params, name, key):
+        if params.nproc > 1 and STAGES[name].trains(params, key):
             return relaunch(params.nproc, name, key, params_path, overrides)
     world = distributed.init(resolve_device(params.device)) if distributed.launched() else distributed.SINGLE
     logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING,
                         format="%(name)s: %(message)s" if world.size == 1 else f"[rank {world.rank}] %(name)s: %(message)s")
-    module, keyed, _ = STAGES[name]
-    stage = importlib.import_module(f"pipeline.stages.{module}")
     try:
-        stage.run(params, key) if keyed else stage.run(params)
+        STAGES[name].run(params, key)
     finally:
         distributed.leave()
 

@@ -11,10 +11,10 @@ import torch
 
 from gattanet.io import write_text
 from pipeline.errors import ParamsError
-from pipeline.paths import RESULTS, data_path
+from pipeline.paths import PARAMS_OK, data_path
 from pipeline.runtime import resolve_device
 
-STAMP = RESULTS / "params.ok"
+STAMP = PARAMS_OK
 TEXT = ("params.yaml passed `gattanet-cli stage validate`.\n"
         "Every stage depends on this file so that the check runs first; its content never changes,\n"
         "so a passing check reruns nothing.\n")
