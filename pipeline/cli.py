@@ -23,6 +23,8 @@ app.add_typer(stage_app, name="stage")
 console = Console(stderr=True)
 
 PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file to read.")
+PLAN_PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file to read, or a profile's "
+                               "file (pipeline/profiles/NAME.yaml: composed on default.yaml).")
 SET_OPT = typer.Option(None, "--set", "-S", help="Override a param, e.g. -S attention.toy-fmnist-d16.epochs=2 (repeatable).")
 
 
@@ -117,7 +119,7 @@ def bench(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
           n_images: int = typer.Option(2048, min=64, help="Images per measurement."),
           plan_: bool = typer.Option(False, "--plan", help="Instead: measure every kind of pass the plan of "
                                      "--params needs, at its batch sizes (what `gattanet-cli plan` reads)."),
-          params: Path = PARAMS_OPT,
+          params: Path = PLAN_PARAMS_OPT,
           probe_seconds: float = typer.Option(5.0, min=0.1, help="With --plan: seconds per kind of pass."),
           save: bool = typer.Option(False, "--save", help="Write the figures to --figures (this machine's, "
                                     "with the date), for `gattanet-cli plan`."),
@@ -192,11 +194,10 @@ def _save_engine_bench(result: dict, path: Path) -> None:
 def _bench_plan(params_path: Path, device: str, seconds: float, save: bool, path: Path, as_json: bool) -> None:
     """`bench --plan`: measure (again) every probe of the plan of `params_path`, print, optionally save."""
     from gattanet.cost import rates as cost
-    from pipeline.config import load_params
     from pipeline.plan import build_works, plan_device
     from gattanet.engine.precision import autocast_dtype, precision_name
 
-    params = load_params(params_path)
+    params = _read_params(params_path)
     dev, notes = plan_device(params, None if device == "auto" and params.device != "auto" else device)
     prec = precision_name(autocast_dtype(dev, params.amp))
     machine = cost.machine_info(dev)
@@ -229,8 +230,17 @@ def _bench_plan(params_path: Path, device: str, seconds: float, save: bool, path
               highlight=False)
 
 
+def _read_params(path: Path):
+    """A params file, validated; a profile's own file (pipeline/profiles/NAME.yaml, an overlay) is composed first,
+    so `plan -p pipeline/profiles/full.yaml` sizes the full profile without switching params.yaml to it."""
+    from pipeline.config import load_params, validate
+
+    name = profiles.named_by(path)
+    return validate(profiles.compose(name)) if name else load_params(path)
+
+
 @app.command()
-def plan(params: Path = PARAMS_OPT,
+def plan(params: Path = PLAN_PARAMS_OPT,
          device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: params' device)."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON (every work item, rate and estimate)."),
          detail: bool = typer.Option(False, "--detail", help="Also list every work item with its rate."),
@@ -242,11 +252,10 @@ def plan(params: Path = PARAMS_OPT,
          stale: bool = typer.Option(False, "--stale", help="Only the stage entries `dvc repro` would run now "
                                     "(what `dvc status` lists; all of them where DVC cannot say).")) -> None:
     """Each stage's work (images × passes × epochs at most) and its estimated time on this machine, with the total."""
-    from pipeline.config import load_params
     from pipeline.plan import make_plan, render, stale_entries
 
     def go():
-        p = load_params(params)
+        p = _read_params(params)
         only = stale_entries() if stale else None
         result = make_plan(p, params, device, figures, measure=measure, probe_seconds=probe_seconds, save=save,
                            progress=lambda msg: console.print(msg, highlight=False), only=only)
@@ -261,7 +270,7 @@ def plan(params: Path = PARAMS_OPT,
 @app.command()
 def profile(name: str = typer.Argument(..., help=f"{' | '.join(profiles.available())} (the files in pipeline/profiles/)"),
             params: Path = PARAMS_OPT) -> None:
-    """Replace params.yaml with a named profile and print what changed."""
+    """Write params.yaml as a named profile (pipeline/profiles/default.yaml + NAME.yaml) and print what changed."""
     from pipeline.profiles import switch_profile
 
     guarded(lambda: switch_profile(name, params, Console()))

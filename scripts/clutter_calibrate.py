@@ -23,8 +23,9 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.profiles import compose
+
 ROOT = Path(__file__).resolve().parent.parent
-PROFILE = ROOT / "pipeline/profiles/clutter.yaml"
 DATASET, BACKBONE = "fashion-clutter", "toy-clutter"
 BAND, TARGET = (0.15, 0.30), 0.225
 
@@ -48,7 +49,7 @@ def run_candidate(name: str, settings: dict) -> dict:
     """The profile's data and pretrain stages on one candidate, in its own scratch project; their metrics."""
     work = ROOT / ".gattanet/calibrate" / name
     work.mkdir(parents=True, exist_ok=True)
-    params = yaml.safe_load(PROFILE.read_text())
+    params = compose("clutter")  # default.yaml + pipeline/profiles/clutter.yaml
     params["data"][DATASET]["clutter"] = settings
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

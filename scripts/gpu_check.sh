@@ -62,7 +62,7 @@ section "$PROFILE profile, stage by stage on $DEVICE"
 work=$(mktemp -d)   # a copy of the checkout: the stages write there, never over the committed outputs here
 tar --exclude=./.git --exclude=./.venv --exclude=./.gpu_carry --exclude=./gpu-check-out -cf - . | tar -xf - -C "$work"
 params=$work/params.yaml
-cp "pipeline/profiles/$PROFILE.yaml" "$params"
+cli profile "$PROFILE" --params "$params" >/dev/null   # default.yaml + the profile's overlay, composed
 root=$PWD/$CARRY/fashion-mnist
 [ -d "$root" ] || root=/usr/share/datasets/fashion-mnist
 set_=(--set "device=$DEVICE" --set "data.fashion-mnist.root=$root")
@@ -85,7 +85,7 @@ cp "$work/reports/summary.json" "$OUT/" 2>/dev/null || true
 
 if [ "$PAPER_PLAN" = 1 ]; then
   section "gattanet-cli plan --device $DEVICE (paper profile) from rates measured here"
-  cp pipeline/profiles/paper.yaml "$work/paper.yaml"
+  cli profile paper --params "$work/paper.yaml" >/dev/null
   cli bench --plan --params "$work/paper.yaml" --device "$DEVICE" --probe-seconds 2 --save --figures "$OUT/bench_$DEVICE.json" >/dev/null
   cli plan --params "$work/paper.yaml" --device "$DEVICE" --figures "$OUT/bench_$DEVICE.json" --no-measure
 fi

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, cached_files, make_project, project_env, sh, write_fashion_mnist
+from pipeline.profiles import compose
+from tests.helpers import cached_files, make_project, project_env, sh, write_fashion_mnist
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def fmnist_root(tmp_path) -> Path:
 
 @pytest.fixture
 def tiny_params() -> dict:
-    return yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
+    return compose("tiny")
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +39,7 @@ def tiny_run(tmp_path_factory) -> dict:
     pushed to a folder remote (the DVC-cached data, models and per-image results). Tests that change the
     workspace leave HEAD and the remote as they were, so a `git clone` + `dvc pull` is this run."""
     where = tmp_path_factory.mktemp("tiny-run")
-    params = yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
+    params = compose("tiny")
     repo = make_project(where, params)
     remote = where / "remote"
     sh(["dvc", "remote", "add", "-d", "store", str(remote)], repo)  # no --local: .dvc/config travels with git

@@ -4,13 +4,13 @@ import pytest
 import yaml
 
 from pipeline.config import ParamsError, apply_override, load_params, validate
-from pipeline.profiles import available
+from pipeline.profiles import available, compose
 from tests.helpers import ROOT, with_param
 
 
 @pytest.mark.parametrize("profile", available())
 def test_profiles_validate(profile):
-    p = validate(yaml.safe_load((ROOT / "pipeline" / "profiles" / f"{profile}.yaml").read_text()))
+    p = validate(compose(profile))
     assert p.attention and p.backbones
 
 
@@ -142,7 +142,7 @@ def test_default_profile_is_planned_for_evidence():
     every evaluation, and at least three training seeds for the runs behind the headline claims. Issue 35: the
     primary endpoint (d = 16) and its controls, trained to patience 3, take the default's time; d = 64 (the
     dimension claim) runs in full."""
-    p = validate(yaml.safe_load((ROOT / "pipeline" / "profiles" / "default.yaml").read_text()))
+    p = validate(compose("default"))
     assert p.backbones["toy-fmnist"].train_subset == 0
     assert {k: r.attn_dim for k, r in p.attention.items()} == {"toy-fmnist-d16": 16}
     assert set(p.controls) == {"toy-fmnist-d16"} and p.attention["toy-fmnist-d16"].patience == 3
@@ -151,7 +151,7 @@ def test_default_profile_is_planned_for_evidence():
     assert all(les.test_subset == 0 for les in p.lesions.values())
     assert set(p.lesions) == set(p.attention)  # every attention run is dissected (issue 20)
     assert p.noise.peak_sigma in p.noise.sigmas and 0.03 <= p.noise.peak_sigma <= 0.04
-    full = validate(yaml.safe_load((ROOT / "pipeline" / "profiles" / "full.yaml").read_text()))
+    full = validate(compose("full"))
     assert {r.attn_dim for r in full.attention.values()} >= {4, 16, 64}
     assert len(full.baselines.methods) == 13 and full.lesions["toy-fmnist-d16"].mode == "retrain"
     assert {"toy-fmnist-d16", "toy-fmnist-d64"} <= set(full.lesions)

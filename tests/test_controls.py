@@ -208,22 +208,20 @@ def test_the_default_profile_trains_to_early_stopping_and_runs_every_control():
     """Issue 19's floor: the backbone and the attention runs on the whole training split, each ended by early
     stopping with room under its epochs cap; the d = 16 run's controls, all of them, on every test image; the
     full profile the same for every toy attention run, and every profile valid with its controls."""
-    import yaml
+    from pipeline.config import CONTROL_METHODS, validate
+    from pipeline.profiles import compose
 
-    from pipeline.config import CONTROL_METHODS, load_params, validate
-    from tests.helpers import ROOT
-
-    p = validate(yaml.safe_load((ROOT / "pipeline/profiles/default.yaml").read_text()))
+    p = validate(compose("default"))
     bb = p.backbones["toy-fmnist"]
     assert bb.train_subset == 0 and bb.epochs >= 3 * bb.patience
     for run in p.attention.values():
         assert run.train_subset == 0 and run.epochs > run.patience + 1 and len(run.seeds) >= 3
     assert p.controls["toy-fmnist-d16"].methods == CONTROL_METHODS and p.controls["toy-fmnist-d16"].test_subset == 0
-    full = validate(yaml.safe_load((ROOT / "pipeline/profiles/full.yaml").read_text()))
+    full = validate(compose("full"))
     assert {k for k, r in full.attention.items() if full.backbones[r.backbone].arch == "toy" and r.attn_dim >= 16} \
         <= set(full.controls)
     for name in ("tiny", "paper"):
-        assert load_params(ROOT / f"pipeline/profiles/{name}.yaml").controls
+        assert validate(compose(name)).controls
 
 
 def test_bad_controls_params_are_refused_in_one_line(tiny_params):

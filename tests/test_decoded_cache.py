@@ -18,7 +18,8 @@ from gattanet.data.datasets import imagenet_split, plain_transform
 from gattanet.data.decoded_cache import CachedLoader, CacheError, DecodedCache, folder_and_indices
 from gattanet.data.loader import Finish, FolderLoader
 from pipeline.config import ParamsError, validate
-from tests.helpers import ROOT, with_param
+from pipeline.profiles import compose
+from tests.helpers import with_param
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -269,7 +270,7 @@ class _Scale(_Dim):
 
 
 def imagenet_params(root: Path, **data) -> dict:
-    raw = yaml.safe_load((ROOT / "pipeline" / "profiles" / "paper.yaml").read_text())
+    raw = compose("paper")
     raw["data"]["imagenet"].update(root=str(root), val_fraction=0.2, **data)
     return raw
 

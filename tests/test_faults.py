@@ -14,14 +14,15 @@ from typer.testing import CliRunner
 
 from gattanet.io import atomic_path, write_json
 from pipeline.cli import app
-from tests.helpers import ROOT, make_project, project_env, sh, write_fashion_mnist
+from pipeline.profiles import compose
+from tests.helpers import make_project, project_env, sh, write_fashion_mnist
 from tests.test_hostile import hashes
 
 runner = CliRunner()
 
 
 def tiny(**backbone) -> dict:
-    params = yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
+    params = compose("tiny")
     params["backbones"]["toy-fmnist"].update(backbone)
     return params
 

@@ -17,13 +17,14 @@ from typer.testing import CliRunner
 from gattanet.io import atomic_path
 from pipeline.cli import app
 from pipeline.stages.validate import cpu_cores
+from pipeline.profiles import compose
 from tests.helpers import ROOT, project_env, sh
 
 runner = CliRunner()
 
 
 def tiny() -> dict:
-    return yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
+    return compose("tiny")
 
 
 def hashes(root) -> dict[str, str]:

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from gattanet.engine.precision import autocast_dtype, precision_name
+from pipeline.profiles import compose
 from tests.helpers import ROOT, sh, with_param
 
 pytestmark = pytest.mark.slow
@@ -133,7 +134,7 @@ def test_dvc_tools_work_on_the_outputs(repo, tmp_path):
     want = {f"results_pretrain_toy-fmnist_live_plots_metrics_{c}_tsv" for c in CURVES} | {
         f"results_train-attn_{run}_live_plots_metrics_seed-{s}_{c}_tsv" for run, ss in seeds.items() for s in ss
         for c in CURVES} | {f"results_noise_{run}_curve_csv" for run in seeds}
-    tiny = yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
+    tiny = compose("tiny")
     want |= {f"results_extensions_{key}_live_plots_metrics_seed-{s}_{c}_tsv" for key, e in tiny["extensions"].items()
              for s in seeds[e["run"]] for c in CURVES}  # each variant trains its run's seeds
 

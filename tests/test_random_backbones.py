@@ -89,13 +89,11 @@ def test_holm_adjusts_in_step_down_order_and_never_below_the_raw_p():
 
 
 def test_the_backbones_profile_has_three_backbones_each_its_own_seed_and_a_bad_seed_is_refused():
-    import yaml
-
     from pipeline.config import ParamsError, validate
-    from pipeline.profiles import PROFILES, available
+    from pipeline.profiles import available, compose
 
     assert "backbones" in available()
-    raw = yaml.safe_load((PROFILES / "backbones.yaml").read_text())
+    raw = compose("backbones")
     p = validate(raw)
     seeds = {k: b.seed for k, b in p.backbones.items()}
     assert len(set(seeds.values())) == len(seeds) >= 3

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from pipeline.config import load_params
 from pipeline.plan import entries
 from pipeline.stages import STAGES
+from pipeline.profiles import compose
 from tests.helpers import ROOT, write_fashion_mnist
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -73,7 +74,7 @@ def counted_run(tmp_path_factory):
     from pipeline.cli import app
 
     where = tmp_path_factory.mktemp("counted")
-    params = yaml.safe_load((ROOT / "pipeline" / "profiles" / "tiny.yaml").read_text())
+    params = compose("tiny")
     params["data"]["fashion-mnist"]["root"] = str(write_fashion_mnist(where / "fm", 200, 100))
     (where / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for name in ("analysis_plan.yaml",):

@@ -356,16 +356,16 @@ def test_the_profiles_train_attention_and_its_controls_under_one_stopping_rule()
     epochs and patience (pipeline/stages/controls.py): equal budget."""
     from pathlib import Path
 
-    import yaml
+    from pipeline.profiles import compose
 
     root = Path(__file__).resolve().parents[1]
     for name in ("default", "full", "backbones", "extensions", "related-addon", "related-scratch"):
-        params = yaml.safe_load((root / "pipeline/profiles" / f"{name}.yaml").read_text())
+        params = compose(name)
         for key, run in params["attention"].items():
             arch = params["backbones"][run["backbone"]]["arch"]
             if arch == "toy" and run.get("epochs", 0) > 2:
                 assert (run["patience"], run["epochs"]) == (3, 10), (name, key)
-    tiny = yaml.safe_load((root / "pipeline/profiles/tiny.yaml").read_text())
+    tiny = compose("tiny")
     assert all(r["patience"] == 3 and r["epochs"] == 1 for r in tiny["attention"].values())  # fast: one epoch
     controls = (root / "pipeline/stages/controls.py").read_text()
     assert "TrainConfig(epochs=att.epochs, patience=att.patience" in controls
