@@ -71,6 +71,13 @@ class DataSource:
         """sha256 of the materialised data file (the ImageNet manifest for ImageNet)."""
         return sha256_file(data_path(self.dataset))
 
+    @property
+    def fingerprint(self) -> dict:
+        """What shapes its splits, for a resume fingerprint: the data file's hash, and the seed and fraction that
+        carve the validation split from train."""
+        return {"data": self.digest, "seed": self.params.seed,
+                "val_fraction": self.params.data[self.dataset].val_fraction}
+
     def _finish(self, data, sigma: float = 0.0, noise_seed: int = 0, clip: bool = True) -> Finish:
         """The loaders' last step: noise, clip, normalisation by the training images' statistics (a TensorData
         carries them), on the device."""
@@ -99,6 +106,15 @@ class DataSource:
         data = subset(self.splits[split], limit, self.params.seed)
         return self._eval_loader(data, batch_size or self.params.eval_batch_size, sigma=sigma, noise_seed=noise_seed,
                                  clip=clip)
+
+    def noisy_test(self, noise, limit: int):
+        """σ -> the test loader of a noise sweep (params block `noise`: its batch size and clipping; the draws
+        seeded by the global seed), over the first `limit` test images: every stage that sweeps σ sees the same
+        noisy images."""
+        def loader_at(sigma: float):
+            return self.loader("test", noise.batch_size, sigma=sigma, noise_seed=self.params.seed, clip=noise.clip,
+                               limit=limit)
+        return loader_at
 
     def _eval_loader(self, data, batch_size: int, *, sigma: float = 0.0, noise_seed: int = 0, clip: bool = True):
         """`_loader`'s batches, read for an image folder with `eval_cache` on from its decoded crops (see

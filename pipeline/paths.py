@@ -41,5 +41,12 @@ def extension_dir(key: str) -> Path:
 
 
 def extension_path(key: str, seed: int) -> Path:
-    """The checkpoint of training seed `seed` of extension `key`."""
+    """The checkpoint of training seed `seed` of extension `key` (a variant of an attention run)."""
     return extension_dir(key) / f"seed-{seed}.pt"
+
+
+def resume_path(stage: str, key: str, seed: int | None = None) -> Path:
+    """Where the training of stage entry `stage@key` (its training seed `seed`, for a stage that trains several)
+    keeps its progress; kept after a seed finishes until the stage's outputs are written, so a stage killed at
+    its third seed resumes there and not at the first."""
+    return RESUME / f"{stage}-{key}{'' if seed is None else f'-seed{seed}'}.pt"

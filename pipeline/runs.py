@@ -1,7 +1,6 @@
-"""A run's pieces as the stages want them: its params entry, its training seed and resume context, an
-attention run's spec, one attention model trained for one seed (its parameter groups when the backbone is
-fine-tuned, or the fine-tuning control without attention), its checkpoint, and an attention run's trained
-models loaded (onto one shared backbone, or each on its own fine-tuned one)."""
+"""A run's pieces as the stages want them: its resume context, one attention model trained for one seed (its
+parameter groups when the backbone is fine-tuned, or the fine-tuning control without attention), its checkpoint,
+and an attention run's trained models loaded (onto one shared backbone, or each on its own fine-tuned one)."""
 
 from __future__ import annotations
 
@@ -20,31 +19,19 @@ from gattanet.engine.train import TrainConfig, fit
 from gattanet.models.spec import AttentionSpec
 from pipeline.data_source import DataSource
 from pipeline.config import entry
-from pipeline.paths import RESUME, attention_path, backbone_path
+from pipeline.paths import attention_path, backbone_path
 from pipeline.runtime import resolve_device, seeded
 
 FINETUNED = "gattanet-finetuned"  # meta kind of a fine-tuned GAttANet's checkpoint: attention and backbone weights
 
 
-def training_seed(params, seed: int) -> int:
-    """The seed that drives one attention model's init, shuffling and dropout: the run's global
-    `seed` and the model's entry in `seeds`, so a new global seed gives new models too."""
-    return derive_seed(params.seed, seed)
-
-
-def training_context(params, run, source: DataSource) -> dict:
-    """What shapes a training beyond its TrainConfig, for the resume fingerprint: the run's params, the
-    data file's content hash, and the backbone checkpoint's bytes (when the run has one)."""
+def training_context(run, source: DataSource) -> dict:
+    """What shapes a training beyond its TrainConfig, for the resume fingerprint: the run's params, what shapes
+    the data's splits (DataSource.fingerprint), and the backbone checkpoint's bytes (when the run has one)."""
     backbone = getattr(run, "backbone", None)
     path = backbone_path(backbone) if backbone else None
-    return {"run": repr(dataclasses.asdict(run)), "data": source.digest, "seed": params.seed,
-            "val_fraction": params.data[source.dataset].val_fraction,
+    return {"run": repr(dataclasses.asdict(run)), **source.fingerprint,
             "backbone": sha256_file(path) if path is not None and path.exists() else None}
-
-
-def attention_spec(run) -> AttentionSpec:
-    """The model settings of attention run `run` (its training settings go to TrainConfig)."""
-    return AttentionSpec.from_settings(run)
 
 
 def resume_at(path, context: dict, keep: bool = True) -> Resume:
@@ -59,12 +46,6 @@ def stage_code() -> str:
     .py files in sys.modules): a resume file written by other code is discarded. Taken once per process,
     at the same point of the stage whatever the resume files hold, so the same code gives the same digest."""
     return code_digest(("gattanet", "pipeline"))
-
-
-def resume_file(name: str, seed: int):
-    """Where training seed `seed` of `name` keeps its progress; kept when it finishes, until the stage's
-    outputs are written, so a stage killed at its third seed resumes there and not at the first."""
-    return RESUME / f"{name}-seed{seed}.pt"
 
 
 def load_run_backbone(run, device):
@@ -89,23 +70,24 @@ def check_backbone_fits(path, meta: dict, dataset: str) -> None:
                                   f"retrain it: `dvc repro pretrain@{Path(path).stem}`")
 
 
-def train_attention(params, run, source, device, backbone, seed: int, lesion: str | None = None,
-                    resume_name: str | None = None, on_epoch=None, stage: str = "train-attn"):
+def train_attention(run, source, device, backbone, seed: int, *, global_seed: int, amp: bool, resume: Path,
+                    lesion: str | None = None, on_epoch=None, stage: str = "train-attn"):
     """(model, TrainResult): one GAttANet of attention run `run` trained for training seed `seed` on
     `backbone` (optionally under another lesion pattern), in eval mode. A fine-tuning run trains its own copy
     of `backbone` with it; its control (`attention: false`) trains that copy alone, and returns it.
-    `stage` names the calling stage in the training log."""
-    train_seed = training_seed(params, seed)
+    Its init, shuffling and dropout follow derive_seed(`global_seed`, `seed`) (params `seed` and the run's
+    entry in `seeds`: a new global seed gives new models too); `amp`: params `amp`; its progress is kept at
+    `resume` (see resume_at); `stage` names the calling stage in the training log."""
+    train_seed = derive_seed(global_seed, seed)
     seeded(train_seed)
     model, groups = trained_model(run, copy.deepcopy(backbone) if run.finetune else backbone, lesion)
     model = place(model, device)
-    name = resume_name or f"train-attn-{run.key}"
     result = fit(model, groups,
                  source.train_loader(run.batch_size, augment_of(run.augment), run.train_subset, train_seed),
                  source.loader("val"),
                  TrainConfig(epochs=run.epochs, patience=run.patience, lr=run.lr if run.attention else run.finetune_lr,
-                             l2=run.l2, seed=train_seed, amp=params.amp),
-                 resume=resume_at(resume_file(name, seed), training_context(params, run, source)),
+                             l2=run.l2, seed=train_seed, amp=amp),
+                 resume=resume_at(resume, training_context(run, source)),
                  label=f"{stage} {run.key} seed {seed}" + (f" [{lesion}]" if lesion else ""), on_epoch=on_epoch)
     model.eval()
     return model, result
@@ -118,7 +100,7 @@ def trained_model(run, backbone, lesion: str | None = None):
     with `attention: false` (the fine-tuning control), the backbone alone, at `finetune_lr` (fit's lr), no L2."""
     if not run.attention:
         return backbone, [{"params": list(backbone.parameters()), "l2": False}]
-    model = attention_spec(run).build(backbone, lesion)
+    model = AttentionSpec.from_settings(run).build(backbone, lesion)
     if not run.finetune:
         return model, list(model.attention_parameters())
     return model, [{"params": model.attention_parameters()},

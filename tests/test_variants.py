@@ -379,13 +379,13 @@ def test_an_attention_run_keeps_the_papers_settings(tiny_params, name, value):
 def test_variant_keys_are_optional_with_the_papers_defaults(tiny_params):
     run = validate(tiny_params).attention["toy-fmnist-d16"]
     assert (run.heads, run.query, run.finetune, run.finetune_lr, run.attention) == (1, "bottom-up", False, None, True)
-    assert runs.attention_spec(run) == AttentionSpec(16, 0.25, False, False, 1, "full")
+    assert AttentionSpec.from_settings(run) == AttentionSpec(16, 0.25, False, False, 1, "full")
     changes = {"heads": 4, "query": "top-down", "iterations": 3, "finetune": True, "finetune_lr": 1e-4}
     p = validate(with_extension(tiny_params, **changes))
     ext = p.extensions["v"]
     assert ext.changes == changes
     variant = ext.variant_of(p.attention["toy-fmnist-d16"])
-    spec = runs.attention_spec(variant)
+    spec = AttentionSpec.from_settings(variant)
     assert (spec.heads, spec.query, spec.iterations, spec.finetune) == (4, "top-down", 3, True)
     assert (variant.key, variant.seeds, variant.train_subset, variant.lr) == ("v", run.seeds, run.train_subset, run.lr)
 
@@ -441,7 +441,7 @@ def test_each_variant_trains_through_the_extend_stage(project, caplog):
         metrics = json.loads(outputs.EXTENSION_METRICS.path(key).read_text())
         variant = p.extensions[key].variant_of(p.attention["toy-fmnist-d16"])
         taps = ToyCNN(1, 10).taps()
-        want = (runs.attention_spec(variant).trainable_params(taps) if variant.attention else 0) + \
+        want = (AttentionSpec.from_settings(variant).trainable_params(taps) if variant.attention else 0) + \
             (sum(t.numel() for t in loaded[0].parameters()) if variant.finetune else 0)
         assert metrics["trainable_params"] == want, key
         assert metrics["changes"] == VARIANTS[key] and metrics["seeds"] == [0, 1]

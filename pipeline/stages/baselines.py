@@ -6,9 +6,10 @@ import copy
 import numpy as np
 import torch
 
-from gattanet.engine import distributed
 from gattanet.adapters.budget import UNMATCHABLE, within_budget
 from gattanet.build import build_model
+from gattanet.data.noise import derive_seed
+from gattanet.models.spec import AttentionSpec
 from gattanet.cost.bench import timed  # synchronises CUDA: queued kernels are counted, not just launched
 from gattanet.io import atomic_path, write_json
 from gattanet.engine.placement import place
@@ -19,9 +20,9 @@ from pipeline.config import SCRATCH_TRACK
 from pipeline.data_source import DataSource
 from pipeline.errors import UsageError
 from pipeline import outputs
-from pipeline.runs import (attention_spec, augment_of, load_run_backbone, resume_at, resume_file,
-                           training_context, training_seed)
-from pipeline.runtime import resolve_device, seeded, stopwatch
+from pipeline.runs import augment_of, load_run_backbone, resume_at, training_context
+from pipeline.runtime import resolve_device, seeded
+from pipeline.seeds import train_seeds
 
 
 THROUGHPUT_BATCHES = 8  # timed batches per rate of _throughput, after one warm-up batch
@@ -79,71 +80,65 @@ def run(params, method: str) -> None:
     device = resolve_device(params.device)
     source = DataSource(params, att_run.dataset, device)
     backbone = load_run_backbone(att_run, device)
-    gattanet_params = attention_spec(att_run).trainable_params(backbone.taps())
+    spec = AttentionSpec.from_settings(att_run)
+    gattanet_params = spec.trainable_params(backbone.taps())
     noise, dtype = params.noise, autocast_dtype(device, params.amp)
-    models, width, n_trainable, epochs_run, resumed = {}, None, 0, [], 0.0
-    with stopwatch() as clock:
-        for seed in att_run.seeds:  # the GAttANet run's seeds: the same evidence grade
-            model, trainable, width, run_cfg, subset = _method(params, method, backbone, att_run, bb_run,
-                                                               gattanet_params, seed)
-            epochs = training_settings(params, method)[2]
-            train_seed = training_seed(params, seed)
-            result = fit(model, trainable,
-                         source.train_loader(run_cfg.batch_size, augment_of(run_cfg.augment), subset,
-                                             train_seed),
-                         source.loader("val"),
-                         TrainConfig(epochs=epochs, patience=run_cfg.patience, lr=run_cfg.lr,
-                                     l2=getattr(run_cfg, "l2", 0.0), seed=train_seed, amp=params.amp),
-                         resume=resume_at(resume_file(f"baselines-{method}", seed),
-                                          training_context(params, att_run, source)
-                                          | {"method": method, "baselines": repr(params.baselines)}),
-                         label=f"baselines {method} seed {seed}")
-            models[str(seed)] = model.eval()
-            n_trainable, epochs_run = sum(p.numel() for p in trainable), epochs_run + [result.epochs_run]
-            resumed += result.resumed_seconds
-        if not distributed.training_done():
-            return  # under torchrun, rank 0 alone evaluates and writes
-
-        def loader_at(sigma: float):
-            return source.loader("test", noise.batch_size, sigma=sigma, noise_seed=params.seed, clip=noise.clip,
-                                 limit=cfg.test_subset)
-
-        with autocast(device, dtype):
-            hits = sweep_correct(lambda x: {"baseline": backbone(x)} | {n: m(x) for n, m in models.items()},
-                                 loader_at, noise.sigmas)
-        speed = _throughput(models[str(att_run.seeds[0])], backbone, source, run_cfg.batch_size, trainable)
-    acc = np.stack([hits[n] for n in models])  # (seed, σ, N)
-    k = list(noise.sigmas).index(noise.peak_sigma)
-    with atomic_path(outputs.BASELINES_CORRECT.path(method)) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, sigmas=np.array(list(noise.sigmas)), seeds=np.array(att_run.seeds),
-                            baseline=hits["baseline"], correct=acc)  # before the JSON, its stage's last word
-    write_json(outputs.BASELINES.path(method), outputs.BASELINES.record({
-        "method": method, "run": cfg.run, "arch": bb_run.arch, "dataset": att_run.dataset, "width": width,
-        "seeds": list(att_run.seeds), "test_images": int(acc.shape[2]),
-        "trainable_params": n_trainable, "gattanet_params": gattanet_params,
-        "matchable": method not in UNMATCHABLE, "within_budget": within_budget(n_trainable, gattanet_params)
-        if method not in SCRATCH_TRACK else None,  # the from-scratch track is matched on the whole network
-        "clean_acc": float(acc[:, 0].mean()), "baseline_acc": float(hits["baseline"][0].mean()),
-        "clean_gain": gain_at(hits["baseline"], acc, 0).as_dict(),
-        "peak_sigma": noise.peak_sigma, "acc_at_peak": float(acc[:, k].mean()),
-        "baseline_at_peak": float(hits["baseline"][k].mean()), "gain_at_peak": gain_at(hits["baseline"], acc, k).as_dict(),
-        "sigmas": list(noise.sigmas), "acc": acc.mean(axis=(0, 2)).tolist(),
-        "baseline": hits["baseline"].mean(axis=1).tolist(),
-        **speed, "epochs_run": epochs_run, "precision": precision_name(dtype),
-        "seconds": round(clock["seconds"] + resumed, 3), "device": str(device)}))  # + time before a kill
-    for seed in att_run.seeds:
-        resume_file(f"baselines-{method}", seed).unlink(missing_ok=True)
-    print(f"baselines {method}: {n_trainable:,} params (GAttANet {gattanet_params:,}), "
-          f"clean {acc[:, 0].mean():.4f}, σ*={noise.peak_sigma}: {acc[:, k].mean():.4f}")
-
-
-def _method(params, method: str, backbone, att_run, bb_run, gattanet_params: int, seed: int):
-    """(model, trainable params, width, training settings, train subset) of one method for one seed."""
-    seeded(training_seed(params, seed))
-    built = build_model(method, backbone, attention_spec(att_run), gattanet_params)
-    place(built.model, backbone_device(backbone))
     # the from-scratch track (validated: the backbone is a toy one) trains like the backbone
-    return (built.model, built.trainable, built.width, *training_settings(params, method)[:2])
+    settings, subset, epochs = training_settings(params, method)
+    built = {}  # seed -> the method's Built (its model, trainable parameters and width)
+
+    def train(seed, resume, on_epoch):  # the GAttANet run's seeds: the same evidence grade
+        train_seed = derive_seed(params.seed, seed)
+        seeded(train_seed)
+        built[seed] = build_model(method, backbone, spec, gattanet_params)
+        model = place(built[seed].model, backbone_device(backbone))
+        result = fit(model, built[seed].trainable,
+                     source.train_loader(settings.batch_size, augment_of(settings.augment), subset, train_seed),
+                     source.loader("val"),
+                     TrainConfig(epochs=epochs, patience=settings.patience, lr=settings.lr,
+                                 l2=getattr(settings, "l2", 0.0), seed=train_seed, amp=params.amp),
+                     resume=resume_at(resume, training_context(att_run, source)
+                                      | {"method": method, "baselines": repr(params.baselines)}),
+                     label=f"baselines {method} seed {seed}", on_epoch=on_epoch)
+        return model.eval(), result
+
+    def evaluate(models):
+        """(hits, throughput): the noise sweep of the backbone and every seed, and the first seed's speed."""
+        named = {str(s): m for s, m in models.items()}
+        with autocast(device, dtype):
+            hits = sweep_correct(lambda x: {"baseline": backbone(x)} | {n: m(x) for n, m in named.items()},
+                                 source.noisy_test(noise, cfg.test_subset), noise.sigmas)
+        first = att_run.seeds[0]
+        return hits, _throughput(models[first], backbone, source, settings.batch_size, built[first].trainable)
+
+    def write(trained, evaluated):
+        hits, speed = evaluated
+        acc = np.stack([hits[str(s)] for s in trained.models])  # (seed, σ, N)
+        k = list(noise.sigmas).index(noise.peak_sigma)
+        first = built[att_run.seeds[0]]  # every seed's model has the same size
+        n_trainable, width = sum(p.numel() for p in first.trainable), first.width
+        with atomic_path(outputs.BASELINES_CORRECT.path(method)) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, sigmas=np.array(list(noise.sigmas)), seeds=np.array(att_run.seeds),
+                                baseline=hits["baseline"], correct=acc)  # before the JSON, its stage's last word
+        write_json(outputs.BASELINES.path(method), outputs.BASELINES.record({
+            "method": method, "run": cfg.run, "arch": bb_run.arch, "dataset": att_run.dataset, "width": width,
+            "seeds": list(att_run.seeds), "test_images": int(acc.shape[2]),
+            "trainable_params": n_trainable, "gattanet_params": gattanet_params,
+            "matchable": method not in UNMATCHABLE, "within_budget": within_budget(n_trainable, gattanet_params)
+            if method not in SCRATCH_TRACK else None,  # the from-scratch track is matched on the whole network
+            "clean_acc": float(acc[:, 0].mean()), "baseline_acc": float(hits["baseline"][0].mean()),
+            "clean_gain": gain_at(hits["baseline"], acc, 0).as_dict(),
+            "peak_sigma": noise.peak_sigma, "acc_at_peak": float(acc[:, k].mean()),
+            "baseline_at_peak": float(hits["baseline"][k].mean()),
+            "gain_at_peak": gain_at(hits["baseline"], acc, k).as_dict(),
+            "sigmas": list(noise.sigmas), "acc": acc.mean(axis=(0, 2)).tolist(),
+            "baseline": hits["baseline"].mean(axis=1).tolist(),
+            **speed, "epochs_run": [r.epochs_run for r in trained.results.values()],
+            "precision": precision_name(dtype), "seconds": trained.seconds, "device": str(device)}))
+        print(f"baselines {method}: {n_trainable:,} params (GAttANet {gattanet_params:,}), "
+              f"clean {acc[:, 0].mean():.4f}, σ*={noise.peak_sigma}: {acc[:, k].mean():.4f}")
+
+    train_seeds("baselines", method, att_run.seeds, train, evaluate, write)
 
 
 def backbone_device(backbone):

@@ -5,7 +5,7 @@ per-image correctness goes to KEY.npz (git-tracked), from which the report recom
 
 import numpy as np
 
-from gattanet.engine import distributed
+from gattanet.data.noise import derive_seed
 from gattanet.engine.evaluate import correct_batched
 from gattanet.engine.fast_eval import shared_logits
 from gattanet.engine.placement import place
@@ -15,10 +15,11 @@ from gattanet.io import atomic_path, write_json
 from gattanet.models.heads import HeadControl, trained_on
 from pipeline.config import entry
 from pipeline import outputs
-from pipeline.paths import RESUME
+from pipeline.paths import resume_path
 from pipeline.recompute import controls_estimates
-from pipeline.runs import augment_of, open_run, resume_at, training_context, training_seed
-from pipeline.runtime import seeded, stopwatch
+from pipeline.runs import augment_of, open_run, resume_at, training_context
+from pipeline.runtime import seeded
+from pipeline.seeds import train_seeds
 
 
 def work(params, key: str) -> list:
@@ -55,73 +56,69 @@ def run(params, key: str) -> None:
     backbone = gattanets[att.seeds[0]].backbone
     budget = sum(p.numel() for p in gattanets[att.seeds[0]].attention_parameters())
     dtype = autocast_dtype(device, params.amp)
-    trained, results = {}, {}
-    with stopwatch() as clock:
-        for method in cfg.methods:
-            for seed in att.seeds:  # GAttANet's seeds: same init draws, shuffling and training images
-                train_seed = training_seed(params, seed)
-                seeded(train_seed)
-                if method == "more-training":  # the backbone's own optimiser settings and augmentation
-                    model = place(trained_on(backbone), device)
-                    trainable, settings = list(model.parameters()), (bb.batch_size, bb.augment, bb.lr, 0.0)
-                else:
-                    model = place(HeadControl(backbone, method, budget), device)
-                    trainable, settings = model.head_parameters(), (att.batch_size, att.augment, att.lr, att.l2)
-                batch_size, augment, lr, l2 = settings
-                results[method, seed] = fit(
-                    model, trainable, source.train_loader(batch_size, augment_of(augment), att.train_subset, train_seed),
-                    source.loader("val"),
-                    TrainConfig(epochs=att.epochs, patience=att.patience, lr=lr, l2=l2, seed=train_seed, amp=params.amp),
-                    resume=resume_at(_resume(key, method, seed),
-                                     training_context(params, att, source) | {"control": method, "controls": repr(cfg)}),
-                    label=f"controls {key} {method} seed {seed}")
-                trained[method, seed] = model.eval()
-        if not distributed.training_done():
-            return  # under torchrun, rank 0 alone evaluates and writes
+    # GAttANet's seeds: same init draws, shuffling and training images
+    jobs = [(method, seed) for method in cfg.methods for seed in att.seeds]
+
+    def train(job, resume, on_epoch):
+        method, seed = job
+        train_seed = derive_seed(params.seed, seed)
+        seeded(train_seed)
+        if method == "more-training":  # the backbone's own optimiser settings and augmentation
+            model = place(trained_on(backbone), device)
+            trainable, settings = list(model.parameters()), (bb.batch_size, bb.augment, bb.lr, 0.0)
+        else:
+            model = place(HeadControl(backbone, method, budget), device)
+            trainable, settings = model.head_parameters(), (att.batch_size, att.augment, att.lr, att.l2)
+        batch_size, augment, lr, l2 = settings
+        result = fit(
+            model, trainable, source.train_loader(batch_size, augment_of(augment), att.train_subset, train_seed),
+            source.loader("val"),
+            TrainConfig(epochs=att.epochs, patience=att.patience, lr=lr, l2=l2, seed=train_seed, amp=params.amp),
+            resume=resume_at(resume, training_context(att, source) | {"control": method, "controls": repr(cfg)}),
+            label=f"controls {key} {method} seed {seed}", on_epoch=on_epoch)
+        return model.eval(), result
+
+    def evaluate(trained):
         named = {str(s): m for s, m in gattanets.items()}
         with autocast(device, dtype):
-            hits = correct_batched(lambda x: shared_logits(named, x) | {f"{m}:{s}": c(x) for (m, s), c in trained.items()},
+            return correct_batched(lambda x: shared_logits(named, x) | {f"{m}:{s}": c(x) for (m, s), c in trained.items()},
                                    source.loader("test", limit=cfg.test_subset))
-    base = hits["baseline"][:, 0].numpy().astype(float)
 
-    def acc(name) -> np.ndarray:  # (seeds, N): per seed, per test image
-        return np.stack([hits[f"{name}{s}"][:, 0].numpy().astype(float) for s in att.seeds])
+    def write(trained, hits):
+        base = hits["baseline"][:, 0].numpy().astype(float)
 
-    full = acc("")
-    ctls = [acc(f"{method}:") for method in cfg.methods]
-    correct = np.stack(ctls).astype(bool)  # (methods, seeds, N)
-    est = controls_estimates(base.astype(bool), full.astype(bool), correct)  # as the report recomputes them
-    rows = []
-    for method, ctl, e in zip(cfg.methods, ctls, est["controls"]):
-        per = [results[method, s] for s in att.seeds]
-        model = trained[method, att.seeds[0]]
-        rows.append({"method": method, "kind": "training" if method == "more-training" else "head",
-                     "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                     "rank": getattr(model, "rank", None) or None,
-                     "accuracy": float(ctl.mean()), "per_seed": ctl.mean(axis=1).tolist(),
-                     "gain": e["gain"], "vs_gattanet": e["vs_gattanet"],  # vs_gattanet: seed s − seed s
-                     "kept": e["kept"],  # control − baseline − share · GAttANet's gain: the non-inferiority contrast
-                     "epochs_run": [r.epochs_run for r in per], "best_epoch": [r.best_epoch for r in per],
-                     "val_acc": [r.best_val_acc for r in per]})
-    with atomic_path(outputs.CONTROLS_CORRECT.path(key)) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, seeds=np.array(att.seeds), methods=np.array(list(cfg.methods)),
-                            baseline=base.astype(bool), gattanet=full.astype(bool), correct=correct)
-    write_json(outputs.CONTROLS.path(key), outputs.CONTROLS.record({
-        "run": key, "backbone_run": att.backbone, "arch": bb.arch, "dataset": att.dataset, "attn_dim": att.attn_dim,
-        "seeds": list(att.seeds), "test_images": len(base), "gattanet_params": budget,
-        "epochs": att.epochs, "patience": att.patience, "train_subset": att.train_subset,
-        "baseline_acc": float(base.mean()), "gattanet_acc": float(full.mean()),
-        "gattanet_gain": est["gattanet_gain"], "controls": rows,
-        "precision": precision_name(dtype),
-        "seconds": round(clock["seconds"] + sum(r.resumed_seconds for r in results.values()), 3),
-        "device": str(device)}))
-    for method, seed in results:
-        _resume(key, method, seed).unlink(missing_ok=True)
-    for r in rows:
-        print(f"controls {key} {r['method']}: {r['trainable_params']:,} params, {r['accuracy']:.4f} "
-              f"(GAttANet {full.mean():.4f})")
+        def acc(name) -> np.ndarray:  # (seeds, N): per seed, per test image
+            return np.stack([hits[f"{name}{s}"][:, 0].numpy().astype(float) for s in att.seeds])
 
+        full = acc("")
+        ctls = [acc(f"{method}:") for method in cfg.methods]
+        correct = np.stack(ctls).astype(bool)  # (methods, seeds, N)
+        est = controls_estimates(base.astype(bool), full.astype(bool), correct)  # as the report recomputes them
+        rows = []
+        for method, ctl, e in zip(cfg.methods, ctls, est["controls"]):
+            per = [trained.results[method, s] for s in att.seeds]
+            model = trained.models[method, att.seeds[0]]
+            rows.append({"method": method, "kind": "training" if method == "more-training" else "head",
+                         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                         "rank": getattr(model, "rank", None) or None,
+                         "accuracy": float(ctl.mean()), "per_seed": ctl.mean(axis=1).tolist(),
+                         "gain": e["gain"], "vs_gattanet": e["vs_gattanet"],  # vs_gattanet: seed s − seed s
+                         "kept": e["kept"],  # control − baseline − share · GAttANet's gain: the non-inferiority contrast
+                         "epochs_run": [r.epochs_run for r in per], "best_epoch": [r.best_epoch for r in per],
+                         "val_acc": [r.best_val_acc for r in per]})
+        with atomic_path(outputs.CONTROLS_CORRECT.path(key)) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, seeds=np.array(att.seeds), methods=np.array(list(cfg.methods)),
+                                baseline=base.astype(bool), gattanet=full.astype(bool), correct=correct)
+        write_json(outputs.CONTROLS.path(key), outputs.CONTROLS.record({
+            "run": key, "backbone_run": att.backbone, "arch": bb.arch, "dataset": att.dataset, "attn_dim": att.attn_dim,
+            "seeds": list(att.seeds), "test_images": len(base), "gattanet_params": budget,
+            "epochs": att.epochs, "patience": att.patience, "train_subset": att.train_subset,
+            "baseline_acc": float(base.mean()), "gattanet_acc": float(full.mean()),
+            "gattanet_gain": est["gattanet_gain"], "controls": rows,
+            "precision": precision_name(dtype), "seconds": trained.seconds, "device": str(device)}))
+        for r in rows:
+            print(f"controls {key} {r['method']}: {r['trainable_params']:,} params, {r['accuracy']:.4f} "
+                  f"(GAttANet {full.mean():.4f})")
 
-def _resume(key: str, method: str, seed: int):
-    """Where one control's training keeps its progress until the stage's outputs are written."""
-    return RESUME / f"controls-{key}-{method}-seed{seed}.pt"
+    train_seeds("controls", key, jobs, train, evaluate, write,
+                resume_of=lambda job: resume_path("controls", f"{key}-{job[0]}", job[1]))

@@ -8,20 +8,18 @@ recomputes every interval), and its parameters, multiply-adds and inference spee
 import numpy as np
 
 from gattanet.cost.bench import forward_macs, inference_rates
-from gattanet.engine import distributed
 from gattanet.engine.fast_eval import shared_logits
 from gattanet.engine.precision import autocast, autocast_dtype, precision_name
 from gattanet.analysis.sweeps import sweep_correct
 from gattanet.io import atomic_path, write_json
 from pipeline import outputs
 from pipeline.config import entry
-from pipeline.curves import Curves
 from pipeline.data_source import DataSource
 from pipeline.paths import backbone_path, extension_path
 from pipeline.recompute import extension_estimates
-from pipeline.runs import load_run_backbone, load_run_models, resume_file, save_run_model, train_attention
-from pipeline.runtime import resolve_device, stopwatch
-from pipeline.stages import clear_folder_outputs
+from pipeline.runs import load_run_backbone, load_run_models, save_run_model, train_attention
+from pipeline.runtime import resolve_device
+from pipeline.seeds import train_seeds
 
 SPEED_BATCH = 128  # images per timed inference batch (the training batch of every profile's toy runs)
 SPEED_WARMUP, SPEED_REPEATS = 1, 5  # inference_rates' untimed and timed passes of the batch, per model
@@ -66,72 +64,69 @@ def work(params, key: str) -> list:
 
 
 def run(params, key: str) -> None:
-    ext, ref_run, var = variant(params, key)
+    ext, _, var = variant(params, key)
     device = resolve_device(params.device)
     source = DataSource(params, var.dataset, device)
     backbone = load_run_backbone(var, device)
-    curves = Curves(outputs.EXTENSION_CURVES.path(key))
     dtype = autocast_dtype(device, params.amp)
-    models, results = {}, {}
-    with stopwatch() as clock:
-        for seed in var.seeds:  # the run's seeds: the same derived seed drives both models of a pair
-            models[seed], results[seed] = train_attention(params, var, source, device, backbone, seed,
-                                                          resume_name=f"extend-{key}", stage="extend",
-                                                          on_epoch=curves.callback(f"seed-{seed}/"))
-        if not distributed.training_done():
-            return  # under torchrun, rank 0 alone evaluates and writes
-        reference = load_run_models(params, ext.run, device)
-        noise = params.noise
 
-        def loader_at(sigma: float):
-            return source.loader("test", noise.batch_size, sigma=sigma, noise_seed=params.seed, clip=noise.clip,
-                                 limit=noise.test_subset)
+    def train(seed, resume, on_epoch):  # the run's seeds: the same derived seed drives both models of a pair
+        return train_attention(var, source, device, backbone, seed, global_seed=params.seed, amp=params.amp,
+                               resume=resume, on_epoch=on_epoch, stage="extend")
+
+    def evaluate(models):
+        """(hits, the run's models, their inference speed, their multiply-adds)."""
+        reference = load_run_models(params, ext.run, device)
 
         def logits(x):
             return shared_logits({str(s): m for s, m in reference.items()}, x) | {f"v{s}": m(x) for s, m in models.items()}
 
         with autocast(device, dtype):
-            hits = sweep_correct(logits, loader_at, sigmas(params))
+            hits = sweep_correct(logits, source.noisy_test(params.noise, params.noise.test_subset), sigmas(params))
             x, _ = next(iter(source.loader("test", SPEED_BATCH, limit=SPEED_BATCH).epoch(0)))
             first, ref_first = models[var.seeds[0]], reference[var.seeds[0]]
             speed = inference_rates({"variant": first, "reference": ref_first}, x, SPEED_REPEATS, SPEED_WARMUP)
             macs = {"variant": forward_macs(first, x), "reference": forward_macs(ref_first, x)}
-    baseline = hits["baseline"]                                   # (σ, N)
-    gattanet = np.stack([hits[str(s)] for s in var.seeds])        # (seed, σ, N)
-    variant_hits = np.stack([hits[f"v{s}"] for s in var.seeds])   # (seed, σ, N)
-    clear_folder_outputs("extend", key)  # now that the new models exist: no file of the last run stays
-    for seed, model in models.items():
+        return hits, reference, speed, macs
+
+    def save(seed, model):
         save_run_model(extension_path(key, seed), var, model, backbone_path(var.backbone),
                        {"run": key, "backbone_run": var.backbone, "dataset": var.dataset, "seed": seed,
                         "extends": ext.run})
-    with atomic_path(outputs.EXTENSION_CORRECT.path(key)) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, sigmas=np.array(sigmas(params)), seeds=np.array(var.seeds), baseline=baseline,
-                            gattanet=gattanet, variant=variant_hits)
-    est = extension_estimates(baseline, gattanet, variant_hits)  # as the report recomputes them
-    trainable = sum(p.numel() for p in _trained(first, var))
-    curves.finish({f"seed-{s}/": results[s].history for s in var.seeds})
-    write_json(outputs.EXTENSION_METRICS.path(key), outputs.EXTENSION_METRICS.record({
-        "key": key, "run": ext.run, "changes": ext.changes, "arch": params.backbones[var.backbone].arch,
-        "dataset": var.dataset, "attn_dim": var.attn_dim, "iterations": var.iterations, "heads": var.heads,
-        "query": var.query, "finetune": var.finetune, "finetune_lr": var.finetune_lr, "attention": var.attention,
-        "seeds": list(var.seeds), "test_images": int(baseline.shape[1]), "sigmas": sigmas(params),
-        "trainable_params": trainable, "reference_params": sum(p.numel() for p in ref_first.attention_parameters()),
-        "macs_per_image": macs["variant"], "reference_macs_per_image": macs["reference"],
-        "infer_img_per_s": speed["variant"], "reference_infer_img_per_s": speed["reference"],
-        "baseline_acc": baseline.mean(axis=1).tolist(), "reference_acc": gattanet.mean(axis=(0, 2)).tolist(),
-        "variant_acc": variant_hits.mean(axis=(0, 2)).tolist(), "variant_per_seed": variant_hits.mean(axis=2).tolist(),
-        "gain": est["gain"], "vs_gattanet": est["vs_gattanet"],
-        "per_seed": [{"seed": s, "val_acc": results[s].best_val_acc, "best_epoch": results[s].best_epoch,
-                      "epochs_run": results[s].epochs_run} for s in var.seeds],
-        "precision": precision_name(dtype),
-        "seconds": round(clock["seconds"] + sum(r.resumed_seconds for r in results.values()), 3),
-        "device": str(device)}))
-    for seed in var.seeds:
-        resume_file(f"extend-{key}", seed).unlink(missing_ok=True)
-    d = est["vs_gattanet"][0]
-    print(f"extend {key} ({', '.join(f'{k}={v}' for k, v in ext.changes.items())}): clean "
-          f"{variant_hits[:, 0].mean():.4f} vs {ext.run} {gattanet[:, 0].mean():.4f}, "
-          f"{100 * d['mean']:+.2f} pts [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]")
+
+    def write(trained, evaluated):
+        hits, reference, speed, macs = evaluated
+        first, ref_first = trained.models[var.seeds[0]], reference[var.seeds[0]]
+        baseline = hits["baseline"]                                   # (σ, N)
+        gattanet = np.stack([hits[str(s)] for s in var.seeds])        # (seed, σ, N)
+        variant_hits = np.stack([hits[f"v{s}"] for s in var.seeds])   # (seed, σ, N)
+        with atomic_path(outputs.EXTENSION_CORRECT.path(key)) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, sigmas=np.array(sigmas(params)), seeds=np.array(var.seeds), baseline=baseline,
+                                gattanet=gattanet, variant=variant_hits)
+        est = extension_estimates(baseline, gattanet, variant_hits)  # as the report recomputes them
+        results = trained.results
+        write_json(outputs.EXTENSION_METRICS.path(key), outputs.EXTENSION_METRICS.record({
+            "key": key, "run": ext.run, "changes": ext.changes, "arch": params.backbones[var.backbone].arch,
+            "dataset": var.dataset, "attn_dim": var.attn_dim, "iterations": var.iterations, "heads": var.heads,
+            "query": var.query, "finetune": var.finetune, "finetune_lr": var.finetune_lr, "attention": var.attention,
+            "seeds": list(var.seeds), "test_images": int(baseline.shape[1]), "sigmas": sigmas(params),
+            "trainable_params": sum(p.numel() for p in _trained(first, var)),
+            "reference_params": sum(p.numel() for p in ref_first.attention_parameters()),
+            "macs_per_image": macs["variant"], "reference_macs_per_image": macs["reference"],
+            "infer_img_per_s": speed["variant"], "reference_infer_img_per_s": speed["reference"],
+            "baseline_acc": baseline.mean(axis=1).tolist(), "reference_acc": gattanet.mean(axis=(0, 2)).tolist(),
+            "variant_acc": variant_hits.mean(axis=(0, 2)).tolist(), "variant_per_seed": variant_hits.mean(axis=2).tolist(),
+            "gain": est["gain"], "vs_gattanet": est["vs_gattanet"],
+            "per_seed": [{"seed": s, "val_acc": results[s].best_val_acc, "best_epoch": results[s].best_epoch,
+                          "epochs_run": results[s].epochs_run} for s in var.seeds],
+            "precision": precision_name(dtype), "seconds": trained.seconds, "device": str(device)}))
+        d = est["vs_gattanet"][0]
+        print(f"extend {key} ({', '.join(f'{k}={v}' for k, v in ext.changes.items())}): clean "
+              f"{variant_hits[:, 0].mean():.4f} vs {ext.run} {gattanet[:, 0].mean():.4f}, "
+              f"{100 * d['mean']:+.2f} pts [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]")
+
+    train_seeds("extend", key, var.seeds, train, evaluate, write, save=save,
+                curves=outputs.EXTENSION_CURVES.path(key))
 
 
 def _trained(model, var) -> list:

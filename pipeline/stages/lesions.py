@@ -17,7 +17,8 @@ from gattanet.engine.precision import autocast, autocast_dtype, precision_name
 from pipeline.config import entry
 from pipeline import outputs
 from pipeline.recompute import lesion_estimates
-from pipeline.runs import open_run, resume_file, train_attention
+from pipeline.paths import resume_path
+from pipeline.runs import open_run, train_attention
 from pipeline.runtime import stopwatch
 
 
@@ -60,7 +61,7 @@ def run(params, key: str) -> None:
     patterns = ablation_patterns(taps)
     test = source.loader("test", limit=cfg.test_subset)
     dtype = autocast_dtype(device, params.amp)
-    resume_names: list[str] = []
+    resumes = []  # every retrained pattern's and seed's resume file
     with stopwatch() as clock:
         if cfg.mode == "eval":
             named = {str(s): m for s, m in models.items()}
@@ -70,11 +71,11 @@ def run(params, key: str) -> None:
             backbone = models[seeds[0]].backbone
             retrained = {f"{s}:{full_pattern(taps)}": models[s] for s in seeds}
             for p in retrained_patterns(patterns):
-                resume_names.append(f"lesions-{key}-{p['pattern'].replace('.', '_')}")
                 for s in seeds:
+                    resumes.append(resume_path("lesions", f"{key}-{p['pattern'].replace('.', '_')}", s))
                     retrained[f"{s}:{p['pattern']}"], _ = train_attention(
-                        params, run_cfg, source, device, backbone, s, lesion=p["pattern"],
-                        resume_name=resume_names[-1], stage="lesions")
+                        run_cfg, source, device, backbone, s, global_seed=params.seed, amp=params.amp,
+                        resume=resumes[-1], lesion=p["pattern"], stage="lesions")
             if not distributed.training_done():
                 return  # under torchrun, rank 0 alone evaluates and writes
             with autocast(device, dtype):
@@ -98,8 +99,7 @@ def run(params, key: str) -> None:
         "run": key, "mode": cfg.mode, "seeds": list(seeds), "test_images": len(base),
         "taps": [t.name for t in taps], "baseline_acc": float(base.mean()), "full_acc": float(full.mean()),
         "patterns": rows, "precision": precision_name(dtype), "seconds": clock["seconds"], "device": str(device)}))
-    for name in resume_names:
-        for s in seeds:
-            resume_file(name, s).unlink(missing_ok=True)
+    for path in resumes:
+        path.unlink(missing_ok=True)
     for r in rows:
         print(f"lesions {key} [{cfg.mode}] {r['pattern']}: {r['accuracy']:.4f}")

@@ -35,12 +35,9 @@ def run(params, key: str) -> None:
     named = {str(s): m for s, m in models.items()}
     dtype = autocast_dtype(device, params.amp)
 
-    def loader_at(sigma: float):
-        return source.loader("test", noise.batch_size, sigma=sigma, noise_seed=params.seed, clip=noise.clip,
-                             limit=noise.test_subset)
-
     with stopwatch() as clock, autocast(device, dtype):
-        hits = sweep_correct(lambda x: shared_logits(named, x), loader_at, noise.sigmas)
+        hits = sweep_correct(lambda x: shared_logits(named, x), source.noisy_test(noise, noise.test_subset),
+                             noise.sigmas)
     baseline = hits["baseline"]                                    # (σ, N)
     gattanet = np.stack([hits[str(s)] for s in run_cfg.seeds])     # (seed, σ, N)
     sigmas = list(noise.sigmas)

@@ -12,7 +12,7 @@ from gattanet.engine.train import TrainConfig, fit
 from pipeline.config import entry
 from pipeline.data_source import DataSource
 from pipeline import outputs
-from pipeline.paths import BACKBONES, RESUME
+from pipeline.paths import backbone_path, resume_path
 from pipeline.curves import Curves
 from pipeline.runs import augment_of, resume_at, training_context
 from pipeline.runtime import resolve_device, seeded, stopwatch
@@ -57,7 +57,7 @@ def run(params, key: str) -> None:
             result = fit(backbone, list(backbone.parameters()), train, val,
                          TrainConfig(epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, seed=seed,
                                      amp=params.amp),
-                         resume=resume_at(RESUME / f"pretrain-{key}.pt", training_context(params, cfg, source),
+                         resume=resume_at(resume_path("pretrain", key), training_context(cfg, source),
                                           keep=False), label=f"pretrain {key}", on_epoch=curves.callback())
             history, best_epoch, epochs_run = result.history, result.best_epoch, result.epochs_run
             val_acc, resumed = result.best_val_acc, result.resumed_seconds  # time before a kill, if resumed
@@ -67,7 +67,7 @@ def run(params, key: str) -> None:
         with autocast(device, dtype):
             test = accuracy(backbone, source.loader("test"), topk=source.topk)
     seconds = round(clock["seconds"] + resumed, 3)  # the whole run: this process and any killed one before
-    save_backbone(BACKBONES / f"{key}.pt", backbone, cfg.dataset, source.classes,
+    save_backbone(backbone_path(key), backbone, cfg.dataset, source.classes,
                   {"run": key, "weights": cfg.weights})
     curves.finish({"": history})
     metrics = {"run": key, "arch": cfg.arch, "dataset": cfg.dataset, "weights": cfg.weights,

@@ -10,20 +10,19 @@ paper's one iteration on one frozen backbone, bottom-up), else through each mode
 import numpy as np
 import torch
 
-from gattanet.engine import distributed
 from gattanet.engine.evaluate import correct_batched, topk_accuracy
 from gattanet.engine.fast_eval import shared_logits
 from gattanet.io import write_json
 from gattanet.engine.precision import autocast, autocast_dtype, precision_name
 from gattanet.analysis.stats import effect_ci
+from gattanet.models.spec import AttentionSpec
 from pipeline.config import entry
 from pipeline.data_source import DataSource
 from pipeline import outputs
-from pipeline.paths import BACKBONES, attention_path
-from pipeline.curves import Curves
-from pipeline.runs import load_run_backbone, resume_file, save_run_model, train_attention
-from pipeline.runtime import resolve_device, stopwatch
-from pipeline.stages import clear_folder_outputs
+from pipeline.paths import attention_path, backbone_path
+from pipeline.runs import load_run_backbone, save_run_model, train_attention
+from pipeline.runtime import resolve_device
+from pipeline.seeds import train_seeds
 
 
 def work(params, key: str) -> list:
@@ -46,8 +45,9 @@ def work(params, key: str) -> list:
 
 
 def shares_first_pass(run) -> bool:
-    """Whether the run's models are evaluated through one shared first pass: GAttANet.shares_first_pass, from params."""
-    return run.attention and run.iterations == 1 and not run.finetune and run.query == "bottom-up"
+    """Whether the run's models are evaluated through one shared first pass (the spec says; the fine-tuning
+    control, `attention: false`, has no GAttANet to share it)."""
+    return run.attention and AttentionSpec.from_settings(run).shares_first_pass
 
 
 def eval_logits(run, models: dict, backbone):
@@ -66,53 +66,53 @@ def run(params, key: str) -> None:
     device = resolve_device(params.device)
     source = DataSource(params, run_cfg.dataset, device)
     backbone = load_run_backbone(run_cfg, device)
-    models, results = {}, {}
-    curves = Curves(outputs.TRAIN_ATTN_CURVES.path(key))  # DVCLive: each seed's curves under seed-S/
     dtype = autocast_dtype(device, params.amp)
-    with stopwatch() as clock:
-        for seed in run_cfg.seeds:
-            models[seed], results[seed] = train_attention(params, run_cfg, source, device, backbone, seed,
-                                                          on_epoch=curves.callback(f"seed-{seed}/"))
-        if not distributed.training_done():
-            return  # under torchrun, rank 0 alone evaluates and writes
+
+    def train(seed, resume, on_epoch):
+        return train_attention(run_cfg, source, device, backbone, seed, global_seed=params.seed, amp=params.amp,
+                               resume=resume, on_epoch=on_epoch)
+
+    def evaluate(models):
         with autocast(device, dtype):
-            hits = correct_batched(eval_logits(run_cfg, models, backbone), source.loader("test"), topk=source.topk)
-    base = hits["baseline"][:, 0].numpy().astype(float)
-    gains = np.stack([hits[str(s)][:, 0].numpy() - base for s in run_cfg.seeds])
-    gain = effect_ci([(1.0, gains)])
-    backbone_path = BACKBONES / f"{run_cfg.backbone}.pt"
-    clear_folder_outputs("train-attn", key)  # now that the new models exist: no file of the last run stays
-    for seed, model in models.items():
-        save_run_model(attention_path(key, seed), run_cfg, model, backbone_path,
+            return correct_batched(eval_logits(run_cfg, models, backbone), source.loader("test"), topk=source.topk)
+
+    def save(seed, model):
+        save_run_model(attention_path(key, seed), run_cfg, model, backbone_path(run_cfg.backbone),
                        {"run": key, "backbone_run": run_cfg.backbone, "dataset": run_cfg.dataset, "seed": seed})
-    per_seed = [{"seed": s, "gattanet_acc": topk_accuracy(hits[str(s)], source.topk)["top1"],
-                 "gattanet_top5": topk_accuracy(hits[str(s)], source.topk).get("top5"),
-                 "val_acc": results[s].best_val_acc, "best_epoch": results[s].best_epoch,
-                 "epochs_run": results[s].epochs_run, "alpha": alpha_of(models[s])} for s in run_cfg.seeds]
-    baseline = topk_accuracy(hits["baseline"], source.topk)
-    model = models[run_cfg.seeds[0]]
-    net = model.backbone if run_cfg.attention else model  # the control's model is the backbone
-    attention = model.attention_parameters() if run_cfg.attention else []
-    curves.finish({f"seed-{s}/": results[s].history for s in run_cfg.seeds})
-    seconds = round(clock["seconds"] + sum(r.resumed_seconds for r in results.values()), 3)  # + before a kill
-    write_json(outputs.TRAIN_ATTN_METRICS.path(key), outputs.TRAIN_ATTN_METRICS.record({
-        "run": key, "backbone_run": run_cfg.backbone, "arch": net.arch, "dataset": run_cfg.dataset,
-        "attn_dim": run_cfg.attn_dim, "lesion": model.lesion if run_cfg.attention else run_cfg.lesion,
-        "iterations": run_cfg.iterations, "heads": run_cfg.heads, "query": run_cfg.query,
-        "finetune": run_cfg.finetune, "attention": run_cfg.attention,
-        "seeds": list(run_cfg.seeds), "test_images": len(base),
-        "backbone_params": sum(p.numel() for p in net.parameters()),
-        "attention_params": sum(p.numel() for p in attention),
-        "baseline_acc": baseline["top1"], "baseline_top5": baseline.get("top5"),
-        "gattanet_acc": float(np.mean([r["gattanet_acc"] for r in per_seed])),
-        "gain": gain.as_dict(), "per_seed": per_seed,
-        "precision": precision_name(dtype), "seconds": seconds, "device": str(device),
-        "taps": [t.as_dict() for t in net.taps()],
-    }))
-    for seed in run_cfg.seeds:
-        resume_file(f"train-attn-{key}", seed).unlink(missing_ok=True)
-    print(f"train-attn {key}{'' if run_cfg.attention else ' (fine-tuning control, no attention)'}: baseline {baseline['top1']:.4f}, gain {100 * gain.mean:+.2f} pts "
-          f"[{100 * gain.low:+.2f}, {100 * gain.high:+.2f}] over {len(run_cfg.seeds)} seeds")
+
+    def write(trained, hits):
+        models, results = trained.models, trained.results
+        base = hits["baseline"][:, 0].numpy().astype(float)
+        gains = np.stack([hits[str(s)][:, 0].numpy() - base for s in run_cfg.seeds])
+        gain = effect_ci([(1.0, gains)])
+        per_seed = [{"seed": s, "gattanet_acc": topk_accuracy(hits[str(s)], source.topk)["top1"],
+                     "gattanet_top5": topk_accuracy(hits[str(s)], source.topk).get("top5"),
+                     "val_acc": results[s].best_val_acc, "best_epoch": results[s].best_epoch,
+                     "epochs_run": results[s].epochs_run, "alpha": alpha_of(models[s])} for s in run_cfg.seeds]
+        baseline = topk_accuracy(hits["baseline"], source.topk)
+        model = models[run_cfg.seeds[0]]
+        net = model.backbone if run_cfg.attention else model  # the control's model is the backbone
+        attention = model.attention_parameters() if run_cfg.attention else []
+        write_json(outputs.TRAIN_ATTN_METRICS.path(key), outputs.TRAIN_ATTN_METRICS.record({
+            "run": key, "backbone_run": run_cfg.backbone, "arch": net.arch, "dataset": run_cfg.dataset,
+            "attn_dim": run_cfg.attn_dim, "lesion": model.lesion if run_cfg.attention else run_cfg.lesion,
+            "iterations": run_cfg.iterations, "heads": run_cfg.heads, "query": run_cfg.query,
+            "finetune": run_cfg.finetune, "attention": run_cfg.attention,
+            "seeds": list(run_cfg.seeds), "test_images": len(base),
+            "backbone_params": sum(p.numel() for p in net.parameters()),
+            "attention_params": sum(p.numel() for p in attention),
+            "baseline_acc": baseline["top1"], "baseline_top5": baseline.get("top5"),
+            "gattanet_acc": float(np.mean([r["gattanet_acc"] for r in per_seed])),
+            "gain": gain.as_dict(), "per_seed": per_seed,
+            "precision": precision_name(dtype), "seconds": trained.seconds, "device": str(device),
+            "taps": [t.as_dict() for t in net.taps()],
+        }))
+        print(f"train-attn {key}{'' if run_cfg.attention else ' (fine-tuning control, no attention)'}: "
+              f"baseline {baseline['top1']:.4f}, gain {100 * gain.mean:+.2f} pts "
+              f"[{100 * gain.low:+.2f}, {100 * gain.high:+.2f}] over {len(run_cfg.seeds)} seeds")
+
+    train_seeds("train-attn", key, run_cfg.seeds, train, evaluate, write, save=save,
+                curves=outputs.TRAIN_ATTN_CURVES.path(key))  # DVCLive: each seed's curves under seed-S/
 
 
 def alpha_of(model) -> list:
