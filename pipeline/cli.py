@@ -252,7 +252,7 @@ def plan(params: Path = PLAN_PARAMS_OPT,
          stale: bool = typer.Option(False, "--stale", help="Only the stage entries `dvc repro` would run now "
                                     "(what `dvc status` lists; all of them where DVC cannot say).")) -> None:
     """Each stage's work (images × passes × epochs at most) and its estimated time on this machine, with the total."""
-    from pipeline.plan import make_plan, render, stale_entries
+    from pipeline.plan import make_plan, render_plan, stale_entries
 
     def go():
         p = _read_params(params)
@@ -262,7 +262,7 @@ def plan(params: Path = PLAN_PARAMS_OPT,
         if as_json:
             print(json.dumps(result, indent=2))
         else:
-            render(result, Console(), detail=detail)
+            render_plan(result, Console(), detail=detail)
 
     guarded(go)
 

@@ -95,7 +95,7 @@ class DataSource:
     def train_loader(self, batch_size: int, augment, train_subset: int = 0, seed: int | None = None):
         """Shuffled, augmented training batches; `seed` (default: the global one) drives the order. Under
         torchrun, this process's share of every global batch of `batch_size` (see gattanet.engine.distributed)."""
-        data = subset(self.splits["train"], train_subset, self.params.seed)
+        data = seeded_subset(self.splits["train"], train_subset, self.params.seed)
         seed = self.params.seed if seed is None else seed
         return self._loader(data, batch_size, shuffle=True, seed=seed, augment=augment, world=distributed.current())
 
@@ -103,7 +103,7 @@ class DataSource:
                clip: bool = True, limit: int = 0):
         """Batches of one split in order (`batch_size` default: params `eval_batch_size`), optionally
         with seeded Gaussian noise of std `sigma` and only the first `limit` of a seeded permutation."""
-        data = subset(self.splits[split], limit, self.params.seed)
+        data = seeded_subset(self.splits[split], limit, self.params.seed)
         return self._eval_loader(data, batch_size or self.params.eval_batch_size, sigma=sigma, noise_seed=noise_seed,
                                  clip=clip)
 
@@ -167,7 +167,7 @@ def _targets(data) -> list[int]:
     return list(data.targets)
 
 
-def subset(data, n: int, seed: int):
+def seeded_subset(data, n: int, seed: int):
     """The first n of a seeded permutation (n = 0: everything); TensorData or a map-style Dataset."""
     if n <= 0 or n >= len(data):
         return data

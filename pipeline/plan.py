@@ -237,7 +237,7 @@ def _span(least: float | None, most: float | None) -> str:
     return f"{duration(least)} – {duration(most)}"
 
 
-def render(plan: dict, out, detail: bool = False) -> None:
+def render_plan(plan: dict, out, detail: bool = False) -> None:
     """The plan as rich tables on console `out`: one row per stage entry and the total; with `detail`,
     every work item with its pass, rate and the batch it was measured at."""
     from rich.table import Table

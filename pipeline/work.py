@@ -70,7 +70,7 @@ def least(epochs: int, patience: int) -> float:
     return min(epochs, 1 + patience) / epochs
 
 
-def subset(n: int, k: int) -> int:
+def subset_size(n: int, k: int) -> int:
     """Images a `limit`/`train_subset` of k leaves of n (0 = all)."""
     return n if k <= 0 or k >= n else k
 

@@ -45,7 +45,7 @@ def work(params, method: str) -> list:
     and every seed's model, each its own forward; the throughput check (a warm-up and THROUGHPUT_BATCHES
     batches of each of its THROUGHPUT_RATES rates, at the training batch)."""
     from gattanet.cost.rates import Probe
-    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset
+    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset_size
 
     b, ev, noise = params.baselines, params.eval_batch_size, params.noise
     run = params.attention[b.run]
@@ -54,8 +54,8 @@ def work(params, method: str) -> list:
     backbone, spec = model_spec(run.dataset, arch), model_spec(run.dataset, arch, method, run)
     settings, train_subset, epochs = training_settings(params, method)
     batch, l2, early = settings.batch_size, getattr(settings, "l2", 0.0), least(epochs, settings.patience)
-    n, test = subset(s.train, train_subset), subset(s.test, b.test_subset)
-    check = (1 + THROUGHPUT_BATCHES) * subset(s.test, batch)  # _throughput's one batch of test images
+    n, test = subset_size(s.train, train_subset), subset_size(s.test, b.test_subset)
+    check = (1 + THROUGHPUT_BATCHES) * subset_size(s.test, batch)  # _throughput's one batch of test images
     return [
         Work("baselines", method, f"{seeds_text(seeds)} × {num(n)} × ≤{epochs} ep", seeds * n * epochs,
              Probe("train", spec, batch, l2=l2), least=early, sharded=True),
@@ -84,7 +84,7 @@ def run(params, method: str) -> None:
     gattanet_params = spec.trainable_params(backbone.taps())
     noise, dtype = params.noise, autocast_dtype(device, params.amp)
     # the from-scratch track (validated: the backbone is a toy one) trains like the backbone
-    settings, subset, epochs = training_settings(params, method)
+    settings, train_images, epochs = training_settings(params, method)
     built = {}  # seed -> the method's Built (its model, trainable parameters and width)
 
     def train(seed, resume, on_epoch):  # the GAttANet run's seeds: the same evidence grade
@@ -93,7 +93,7 @@ def run(params, method: str) -> None:
         built[seed] = build_model(method, backbone, spec, gattanet_params)
         model = place(built[seed].model, backbone_device(backbone))
         result = fit(model, built[seed].trainable,
-                     source.train_loader(settings.batch_size, augment_of(settings.augment), subset, train_seed),
+                     source.train_loader(settings.batch_size, augment_of(settings.augment), train_images, train_seed),
                      source.loader("val"),
                      TrainConfig(epochs=epochs, patience=settings.patience, lr=settings.lr,
                                  l2=getattr(settings, "l2", 0.0), seed=train_seed, amp=params.amp),

@@ -28,14 +28,14 @@ def work(params, key: str) -> list:
     no gradient enters the backbone); then the test set once through the backbone, GAttANet's shared pass and
     every control."""
     from gattanet.cost.rates import Probe
-    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset
+    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset_size
 
     cfg = entry(params.controls, key, "controls")
     att = params.attention[key]
     bb = params.backbones[att.backbone]
     s, seeds, ev = dataset_sizes(params, att.dataset), len(att.seeds), params.eval_batch_size
     backbone, gattanet = model_spec(att.dataset, bb.arch), model_spec(att.dataset, bb.arch, "gattanet", att)
-    n, test, early = subset(s.train, att.train_subset), subset(s.test, cfg.test_subset), least(att.epochs, att.patience)
+    n, test, early = subset_size(s.train, att.train_subset), subset_size(s.test, cfg.test_subset), least(att.epochs, att.patience)
     works = []
     for method in cfg.methods:
         step = (Probe("train", backbone, bb.batch_size) if method == "more-training"

@@ -29,12 +29,12 @@ def work(params, key: str) -> list:
     UMAP are not model passes."""
     from gattanet.cost.rates import Probe
     from pipeline.config import entry
-    from pipeline.work import Work, dataset_sizes, model_spec, num, seeds_text, subset
+    from pipeline.work import Work, dataset_sizes, model_spec, num, seeds_text, subset_size
 
     run = entry(params.attention, key, "attention")
     spec = model_spec(run.dataset, params.backbones[run.backbone].arch, "gattanet", run)
     sizes, seeds, arch = dataset_sizes(params, run.dataset), len(run.seeds), params.backbones[run.backbone].arch
-    n, fit = sizes.test, subset(sizes.train, PCA_FIT)
+    n, fit = sizes.test, subset_size(sizes.train, PCA_FIT)
     return [Work("embed", key, f"{num(n)} × first pass, {seeds_text(seeds)}' queries; + k-NN, UMAP", n,
                  Probe("states", spec, params.eval_batch_size, n=seeds)),
             Work("embed", key, f"PCA control fit on {num(fit)} train images", fit,

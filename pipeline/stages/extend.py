@@ -42,15 +42,15 @@ def work(params, key: str) -> list:
     then the noise sweep's test images at 2 σ through RUN's shared first pass and each variant model's own forward;
     then one batch through the first seed's variant and run model, for their speed and their multiply-adds."""
     from gattanet.cost.rates import Probe
-    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset
+    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset_size
 
     _, run, var = variant(params, key)
     s, arch, ev = dataset_sizes(params, run.dataset), params.backbones[run.backbone].arch, params.eval_batch_size
     spec = model_spec(run.dataset, arch, "gattanet", var) if var.attention else model_spec(run.dataset, arch)
-    seeds, n, early = len(run.seeds), subset(s.train, run.train_subset), least(run.epochs, run.patience)
-    test = 2 * subset(s.test, params.noise.test_subset)
+    seeds, n, early = len(run.seeds), subset_size(s.train, run.train_subset), least(run.epochs, run.patience)
+    test = 2 * subset_size(s.test, params.noise.test_subset)
     ref = model_spec(run.dataset, arch, "gattanet", run)
-    check = (SPEED_WARMUP + SPEED_REPEATS + 1) * subset(s.test, SPEED_BATCH)  # timed passes, then the MACs count
+    check = (SPEED_WARMUP + SPEED_REPEATS + 1) * subset_size(s.test, SPEED_BATCH)  # timed passes, then the MACs count
     return [Work("extend", key, f"{seeds_text(seeds)} × {num(n)} × ≤{run.epochs} ep", seeds * n * run.epochs,
                  Probe("train", spec, run.batch_size, l2=run.l2 if var.attention else 0.0), least=early, sharded=True),
             Work("extend", key, f"val {seeds} × {num(s.val)} × ≤{run.epochs}", seeds * s.val * run.epochs,

@@ -32,17 +32,17 @@ def work(params, key: str) -> list:
     `retrain`: each retrained pattern × seed trained as train-attn trains, then the test through all of them."""
     from gattanet.cost.rates import Probe
     from gattanet.models.registry import backbone_taps
-    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset
+    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset_size
 
     cfg = entry(params.lesions, key, "lesions")
     run = params.attention[key]
     s, arch, ev = dataset_sizes(params, run.dataset), params.backbones[run.backbone].arch, params.eval_batch_size
-    spec, seeds, n = model_spec(run.dataset, arch, "gattanet", run), len(run.seeds), subset(s.test, cfg.test_subset)
+    spec, seeds, n = model_spec(run.dataset, arch, "gattanet", run), len(run.seeds), subset_size(s.test, cfg.test_subset)
     patterns = ablation_patterns(backbone_taps(arch, spec.classes, spec.channels, spec.size))
     if cfg.mode == "eval":
         return [Work("lesions", key, f"{num(n)} × (1+{seeds}×{len(patterns)})", n,
                      Probe("shared-lesions", spec, ev, n=seeds))]
-    retrained, tr = len(retrained_patterns(patterns)), subset(s.train, run.train_subset)
+    retrained, tr = len(retrained_patterns(patterns)), subset_size(s.train, run.train_subset)
     early = least(run.epochs, run.patience)
     return [Work("lesions", key, f"{retrained} patterns × {seeds_text(seeds)} × {num(tr)} × ≤{run.epochs} ep "
                  "(full pattern's rate)", retrained * seeds * tr * run.epochs,

@@ -19,11 +19,11 @@ def work(params, key: str) -> list:
     through the first seed's GAttANet and its backbone (their maps and predictions)."""
     from gattanet.cost.rates import Probe
     from pipeline.config import entry
-    from pipeline.work import Work, dataset_sizes, model_spec, num, seeds_text, subset
+    from pipeline.work import Work, dataset_sizes, model_spec, num, seeds_text, subset_size
 
     run = entry(params.attention, key, "attention")
     spec = model_spec(run.dataset, params.backbones[run.backbone].arch, "gattanet", run)
-    seeds, n = len(run.seeds), subset(dataset_sizes(params, run.dataset).test, params.maps.test_subset)
+    seeds, n = len(run.seeds), subset_size(dataset_sizes(params, run.dataset).test, params.maps.test_subset)
     samples = min(params.maps.per_class * spec.classes, params.maps.max_images)  # sample_indices, cut as run cuts
     return [Work("maps", key, f"{num(n)} × first pass, {seeds_text(seeds)}' scores", n,
                  Probe("states", spec, params.eval_batch_size, n=seeds)),

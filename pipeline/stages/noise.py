@@ -19,12 +19,12 @@ from pipeline.runtime import stopwatch
 def work(params, key: str) -> list:
     """Every σ over `test_subset` test images, through one shared first pass of every seed's model."""
     from pipeline.config import entry
-    from pipeline.work import Work, dataset_sizes, model_spec, num, subset
+    from pipeline.work import Work, dataset_sizes, model_spec, num, subset_size
     from gattanet.cost.rates import Probe
 
     noise, run = params.noise, entry(params.attention, key, "attention")
     spec = model_spec(run.dataset, params.backbones[run.backbone].arch, "gattanet", run)
-    n, seeds = subset(dataset_sizes(params, run.dataset).test, noise.test_subset), len(run.seeds)
+    n, seeds = subset_size(dataset_sizes(params, run.dataset).test, noise.test_subset), len(run.seeds)
     return [Work("noise", key, f"{len(noise.sigmas)} σ × {num(n)} × (1+{seeds})", len(noise.sigmas) * n,
                  Probe("shared", spec, noise.batch_size, n=seeds))]
 

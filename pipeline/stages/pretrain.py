@@ -21,14 +21,14 @@ from pipeline.runtime import resolve_device, seeded, stopwatch
 def work(params, key: str) -> list:
     """A backbone trained from scratch: `train_subset` images per epoch and a validation pass after each, at
     most `epochs`; then the test set once (given weights: only the test)."""
-    from pipeline.work import Work, dataset_sizes, least, model_spec, num, subset
+    from pipeline.work import Work, dataset_sizes, least, model_spec, num, subset_size
     from gattanet.cost.rates import Probe
 
     cfg = entry(params.backbones, key, "backbones")
     s, spec, ev = dataset_sizes(params, cfg.dataset), model_spec(cfg.dataset, cfg.arch), params.eval_batch_size
     works = []
     if cfg.weights == "scratch":
-        n, early = subset(s.train, cfg.train_subset), least(cfg.epochs, cfg.patience)
+        n, early = subset_size(s.train, cfg.train_subset), least(cfg.epochs, cfg.patience)
         works += [Work("pretrain", key, f"{num(n)} × ≤{cfg.epochs} ep", n * cfg.epochs,
                        Probe("train", spec, cfg.batch_size), least=early, sharded=True),
                   Work("pretrain", key, f"val {num(s.val)} × ≤{cfg.epochs}", s.val * cfg.epochs,

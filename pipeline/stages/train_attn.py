@@ -28,13 +28,13 @@ from pipeline.seeds import train_seeds
 def work(params, key: str) -> list:
     """Each seed trained in turn (`train_subset` images per epoch, a validation pass after each, at most
     `epochs`), then the test set once through the shared first pass of every seed's model."""
-    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset
+    from pipeline.work import Work, dataset_sizes, least, model_spec, num, seeds_text, subset_size
     from gattanet.cost.rates import Probe
 
     run = entry(params.attention, key, "attention")
     s, arch, ev = dataset_sizes(params, run.dataset), params.backbones[run.backbone].arch, params.eval_batch_size
     kind = "gattanet" if run.attention else "backbone"  # the fine-tuning control trains the backbone alone
-    spec, seeds, n = model_spec(run.dataset, arch, kind, run), len(run.seeds), subset(s.train, run.train_subset)
+    spec, seeds, n = model_spec(run.dataset, arch, kind, run), len(run.seeds), subset_size(s.train, run.train_subset)
     early = least(run.epochs, run.patience)
     test = Probe("shared", spec, ev, n=seeds) if shares_first_pass(run) else Probe("separate", spec, ev, n=seeds)
     return [Work("train-attn", key, f"{seeds_text(seeds)} × {num(n)} × ≤{run.epochs} ep", seeds * n * run.epochs,
