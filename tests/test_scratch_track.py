@@ -49,10 +49,11 @@ def test_baselines_stage_pairs_a_from_scratch_method_with_joint_gattanet(project
     from pipeline import outputs
     from pipeline.cli import app
     from pipeline.recompute import read_arrays
-    from pipeline.report.load import load_outputs
+    from pipeline.config import read_yaml, validate
     from pipeline.report.tables import baselines_section
+    from tests.report_fixtures import loaded
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = read_yaml((project / "params.yaml").read_text())
     params["baselines"].update(methods=["gattanet", "gattanet-scratch", "sk", "ram"], train_subset=64)
     params["backbones"]["toy-fmnist"]["train_subset"] = 64
     (project / "params.yaml").write_text(yaml.safe_dump(params))
@@ -67,8 +68,8 @@ def test_baselines_stage_pairs_a_from_scratch_method_with_joint_gattanet(project
         assert z["correct"].shape == (len(res["seeds"]), len(res["sigmas"]), res["test_images"])
         assert res["clean_acc"] == pytest.approx(z["correct"][:, 0].mean())
         assert res["within_budget"] is None
-    out = load_outputs(params, project)
-    section = baselines_section(out, params)
+    out = loaded(params, project)
+    section = baselines_section(out, validate(params))
     rows = {r["method"]: r for r in section["rows"]}
     assert rows["gattanet-scratch"]["vs_gattanet"] == "the reference" and rows["gattanet-scratch"]["track"] == "scratch"
     a, b = out.baseline_arrays["sk"]["correct"][:, 0], out.baseline_arrays["gattanet-scratch"]["correct"][:, 0]
