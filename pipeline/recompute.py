@@ -156,12 +156,14 @@ class Recomputed:
     missing: list[str] = field(default_factory=list)
 
 
-def recompute_outputs(out, params: dict, lesion_share: float = SHARE, control_share: float = SHARE) -> Recomputed:
+def recompute_outputs(out, noise_subset: int, lesion_share: float = SHARE, control_share: float = SHARE) -> Recomputed:
     """Replace every interval of the loaded outputs (pipeline.report.load.Outputs) a claim reads by the one
-    recomputed from its per-image arrays: the noise sweeps, each run's clean gain (the noise arrays at σ = 0 when the
-    sweep used the whole test set: the same images and models), the lesions, the embeddings, the maps' true-class
-    rates, the dims rows and comparisons (the noise arrays of both runs), and the controls. An output without its
-    arrays keeps its JSON's intervals and is listed in `missing`."""
+    recomputed from its per-image arrays: the noise sweeps, the lesions, the embeddings, the maps' true-class rates,
+    the dims rows and comparisons (the noise arrays of both runs), and the controls. An output without its arrays
+    keeps its JSON's intervals and is listed in `missing`.
+
+    Each run's clean gain is set once, in `out.clean_gain` (clean_gains): train-attn's own `gain` is left as it was
+    stored and read only where the noise arrays cannot stand in for it. `noise_subset`: params' noise.test_subset."""
     root, done = Path(out.root), Recomputed()
 
     def rel(path: Path) -> str:
@@ -184,7 +186,6 @@ def recompute_outputs(out, params: dict, lesion_share: float = SHARE, control_sh
             matching(path, "seeds", z["seeds"], seeds)
         return z, path
 
-    whole = not (params.get("noise") or {}).get("test_subset")
     noise_arrays: dict[str, dict] = {}
     for key, sweep in out.noise.items():
         z, path = archive(outputs.NOISE_CORRECT, outputs.NOISE_SWEEP, key, "noise", sweep["seeds"])
@@ -195,14 +196,9 @@ def recompute_outputs(out, params: dict, lesion_share: float = SHARE, control_sh
         sweep["gain"], sweep["growth_by_sigma"] = est["gain"], est["growth_by_sigma"]
         sweep["growth"] = est["growth_by_sigma"][_sigma_index(z, sweep["peak_sigma"])]
         done.arrays.append(rel(path))
-    for key, metrics in out.train_attn.items():
-        z = noise_arrays.get(key)
-        if z is not None and whole and metrics.get("test_images") == z["baseline"].shape[1]:
-            metrics["gain"] = run_gain(z, 0.0)
-        else:
-            done.missing.append(f"{rel(outputs.TRAIN_ATTN_METRICS.path(key, root))}: clean gain read from the JSON ("
-                                + ("the noise sweep ran on a test subset, not the images train-attn measured on)"
-                                   if z is not None else f"no noise arrays; dvc repro noise@{key} writes them)"))
+    out.clean_gain, fallback = clean_gains(out.train_attn, noise_arrays, noise_subset)
+    done.missing += [f"{rel(outputs.TRAIN_ATTN_METRICS.path(key, root))}: clean gain read from the JSON ({why})"
+                     for key, why in fallback.items()]
     for key, les in out.lesions.items():
         z, path = archive(outputs.LESIONS_CORRECT, outputs.LESIONS, key, "lesions", les["seeds"])
         if z is None:
@@ -259,6 +255,23 @@ def recompute_outputs(out, params: dict, lesion_share: float = SHARE, control_sh
         out.extension_arrays[key] = z
         done.arrays.append(rel(path))
     return done
+
+
+def clean_gains(train_attn: dict[str, dict], noise_arrays: dict[str, dict],
+                noise_subset: int) -> tuple[dict[str, dict], dict[str, str]]:
+    """Each attention run's clean gain from one source: its noise arrays at σ = 0 (the same models on the same test
+    images as train-attn, kept per image), or, where the sweep has no arrays or ran on a test subset, train-attn's
+    stored `gain`. Returns ({run: gain}, {run: why its gain is train-attn's})."""
+    gains, fallback = {}, {}
+    for key, metrics in train_attn.items():
+        z = noise_arrays.get(key)
+        if z is not None and not noise_subset and metrics.get("test_images") == z["baseline"].shape[1]:
+            gains[key] = run_gain(z, 0.0)
+            continue
+        gains[key] = metrics["gain"]
+        fallback[key] = ("the noise sweep ran on a test subset, not the images train-attn measured on"
+                         if z is not None else f"no noise arrays; dvc repro noise@{key} writes them")
+    return gains, fallback
 
 
 def _recompute_dims(dims: dict, noise_arrays: dict[str, dict], done: Recomputed, name: str) -> None:

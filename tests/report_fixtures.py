@@ -409,3 +409,37 @@ def _baseline(path: Path, method: str, params: dict, baseline: np.ndarray, gain:
         "epochs_run": [cfg["epochs"]] * len(a["seeds"]), "precision": "fp32", "seconds": 20.0, "device": "cpu"})
     _npz(path.with_suffix(".npz"), sigmas=np.array(noise["sigmas"]), seeds=np.array(a["seeds"]), baseline=baseline,
          correct=acc)
+
+
+# ---------------------------------------------------------------- the report over a params dict, as the stage runs it
+
+
+def loaded(params: dict, root: Path, plan=None):
+    """load_outputs for a params dict, validated as a params file is, under `plan` (default: the working directory's
+    analysis plan, as the report stage reads it)."""
+    from pipeline.config import validate
+    from pipeline.report.analysis_plan import load_plan
+    from pipeline.report.load import load_outputs
+
+    return load_outputs(validate(params), root, plan or load_plan())
+
+
+def judge(params: dict, root: Path, plan=None) -> list:
+    """The claims judged over the outputs under root, as the report stage judges them (see `loaded`)."""
+    from pipeline.config import validate
+    from pipeline.report.analysis_plan import load_plan
+    from pipeline.report.claims import evaluate_claims
+    from pipeline.report.load import load_paper
+
+    plan = plan or load_plan()
+    return evaluate_claims(loaded(params, root, plan), load_paper(), validate(params), plan)
+
+
+def render_report(params: dict, root: Path, out_dir: Path, provenance: dict) -> Path:
+    """The report of the outputs under root written to out_dir, as the report stage writes it (see `loaded`)."""
+    from pipeline.config import validate
+    from pipeline.report.analysis_plan import load_plan
+    from pipeline.report.build import build_report
+
+    plan = load_plan()
+    return build_report(validate(params), plan, loaded(params, root, plan), out_dir, provenance)

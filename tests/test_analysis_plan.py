@@ -15,11 +15,8 @@ from gattanet.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, holm_
 from pipeline.cli import app
 from pipeline.report import analysis_plan
 from pipeline.report.analysis_plan import CHECKS, PlanError, load_plan, parse_plan
-from pipeline.report.build import build_report
-from pipeline.report.claims import evaluate_claims
-from pipeline.report.load import load_outputs, load_paper
 from tests.helpers import with_param
-from tests.report_fixtures import OPTIONAL, fake_params, write_fake_outputs
+from tests.report_fixtures import OPTIONAL, fake_params, judge, render_report, write_fake_outputs
 
 D16, D64 = "toy-fmnist-d16", "toy-fmnist-d64"
 COMMITTED = Path(__file__).resolve().parents[1] / "analysis_plan.yaml"
@@ -41,7 +38,7 @@ def plan_file(tmp_path, monkeypatch, *changes) -> str:
 
 def judged(root, params, **kw) -> dict:
     write_fake_outputs(root, params, **kw)
-    return {c.id: c for c in evaluate_claims(load_outputs(params, root), load_paper(), params)}
+    return {c.id: c for c in judge(params, root)}
 
 
 def verdicts(claim) -> dict:
@@ -161,7 +158,7 @@ def test_holm_leaves_rows_that_pass_it_and_never_promotes_one(tmp_path):
 def test_the_report_prints_the_plan_with_its_hash_and_the_rules_changed_after_results(tmp_path, monkeypatch):
     params = fake_params()
     write_fake_outputs(tmp_path, params, skip=OPTIONAL)
-    html = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE).read_text()
+    html = render_report(params, tmp_path, tmp_path / "reports", PROVENANCE).read_text()
     committed = load_plan()
     assert committed.sha256 == hashlib.sha256(analysis_plan.DEFAULT_PATH.read_bytes()).hexdigest()
     assert committed.sha256 in html and 'id="analysis-plan"' in html
@@ -171,7 +168,7 @@ def test_the_report_prints_the_plan_with_its_hash_and_the_rules_changed_after_re
         assert str(escape(d["reason"])) in html and str(escape(d["before"])) in html
     assert str(escape("Holm's step-down over the claim's")) in html
     plan_file(tmp_path, monkeypatch, ("claims.lesions.share", 0.4))
-    html = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE).read_text()
+    html = render_report(params, tmp_path, tmp_path / "reports", PROVENANCE).read_text()
     assert load_plan().sha256 in html and committed.sha256 not in html
 
 
@@ -188,7 +185,7 @@ def test_a_bad_plan_is_refused_in_one_line_and_writes_nothing(tmp_path, monkeypa
     (tmp_path / "reports/index.html").write_text("previous report")
     plan_file(tmp_path, monkeypatch, change)
     with pytest.raises(PlanError) as err:
-        build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+        render_report(params, tmp_path, tmp_path / "reports", PROVENANCE)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert (tmp_path / "reports/index.html").read_text() == "previous report"
 
@@ -208,6 +205,6 @@ def test_the_cli_prints_a_bad_plan_as_one_error_line(tmp_path, monkeypatch):
 def test_the_default_report_says_its_verdicts_hold_for_one_backbone_and_names_the_lifting_command(tmp_path):
     params = fake_params()
     write_fake_outputs(tmp_path, params, skip=OPTIONAL)
-    html = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE).read_text()
+    html = render_report(params, tmp_path, tmp_path / "reports", PROVENANCE).read_text()
     assert "These verdicts hold for the one pretrained backbone" in html
     assert "gattanet-cli profile backbones &amp;&amp; dvc repro" in html

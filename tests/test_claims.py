@@ -18,9 +18,10 @@ from pipeline.report import claims as claims_module
 from pipeline.report.analysis_plan import load_plan, parse_plan
 from pipeline.report.claims import (OVERALL_RULE, ci_text, decided, estimate, evaluate_claims, overall_verdict,
                                     pts, shifted)
-from pipeline.report.load import load_outputs, load_paper
+from pipeline.config import validate
+from pipeline.report.load import load_paper
 from tests import report_fixtures
-from tests.report_fixtures import OPTIONAL, add_resnet_run, fake_params, write_fake_outputs
+from tests.report_fixtures import OPTIONAL, add_resnet_run, fake_params, judge, loaded, write_fake_outputs
 from tests.helpers import scrambled
 
 D16, D64 = "toy-fmnist-d16", "toy-fmnist-d64"
@@ -29,7 +30,7 @@ D16, D64 = "toy-fmnist-d16", "toy-fmnist-d64"
 def claims_of(root, params, **kw) -> dict:
     """Write synthetic outputs with write_fake_outputs(**kw) and judge the claims on them."""
     write_fake_outputs(root, params, **kw)
-    return {c.id: c for c in evaluate_claims(load_outputs(params, root), load_paper(), params)}
+    return {c.id: c for c in judge(params, root)}
 
 
 def rows(claim) -> dict:
@@ -127,7 +128,7 @@ def test_an_embedding_without_controls_says_how_to_get_them(tmp_path):
     del stats["controls"]
     path.write_text(json.dumps(stats))
     path.with_name("correct.npz").unlink()  # an embedding from before the controls had no arrays either
-    claim = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}["query_learned"]
+    claim = {c.id: c for c in judge(params, tmp_path)}["query_learned"]
     e = rows(claim)[f"{D16}: classes: q vs controls"]
     assert e.verdict == NOT_RUN and e.note == f"the embedding predates its controls: dvc repro embed@{D16}"
 
@@ -175,17 +176,6 @@ def test_one_contradicted_row_contradicts_the_family_as_a_conjunction(tmp_path):
 
 
 # ---------------------------------------------------------------- lesions: the paper's own contrasts
-
-
-def with_plan(monkeypatch, *keys_and_value) -> None:
-    """Judge the claims under the committed analysis plan with one value changed, e.g. ("lesions", "margin", 0.03)."""
-    data = copy.deepcopy(load_plan().data)
-    *path, last, value = keys_and_value
-    node = data["claims"]
-    for k in path:
-        node = node[k]
-    node[last] = value
-    monkeypatch.setattr(claims_module, "load_plan", lambda: parse_plan(yaml.safe_dump(data, allow_unicode=True)))
 
 
 def plan_at(tmp_path, monkeypatch, keys: tuple[str, ...], value) -> None:
@@ -329,7 +319,7 @@ def test_a_missing_sweep_is_not_run_with_its_command(tmp_path):
     params = fake_params()
     write_fake_outputs(tmp_path, params)
     (tmp_path / f"results/noise/{D64}/sweep.json").unlink()
-    claim = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}["noise"]
+    claim = {c.id: c for c in judge(params, tmp_path)}["noise"]
     assert rows(claim)[D64].verdict == NOT_RUN and rows(claim)[D64].note == f"dvc repro noise@{D64}"
     assert claim.overall == {"toy": SUPPORTED}  # the rows that ran decide
 
@@ -343,7 +333,7 @@ def test_noise_claim_is_also_tested_at_the_baselines_relative_sigma_star(tmp_pat
     assert e.verdict == SUPPORTED and e.effect == estimate(sweep["growth_by_sigma"][3])
     assert e.numbers["baseline's loss of its margin over chance"].startswith(
         f"{(sweep['baseline'][0] - sweep['baseline'][3]) / (sweep['baseline'][0] - 0.1):.0%}")
-    with_plan(monkeypatch, "noise", "relative_loss", 0.8)
+    plan_at(tmp_path, monkeypatch, ("claims", "noise", "relative_loss"), 0.8)
     claim = claims_of(tmp_path / "most", fake_params(), gain={D16: 0.05})["noise"]
     e = rows(claim)[f"{D16}: relative σ* = 0.1"]
     assert e.effect.mean < 0 and e.verdict == CONTRADICTED
@@ -354,7 +344,7 @@ def test_noise_claim_is_also_tested_at_the_baselines_relative_sigma_star(tmp_pat
 
 
 def test_a_baseline_that_never_loses_enough_leaves_the_relative_row_not_run(tmp_path, monkeypatch):
-    with_plan(monkeypatch, "noise", "relative_loss", 0.999)
+    plan_at(tmp_path, monkeypatch, ("claims", "noise", "relative_loss"), 0.999)
     claim = claims_of(tmp_path, fake_params())["noise"]
     e = rows(claim)[f"{D16}: relative σ*"]
     assert e.verdict == NOT_RUN and "add larger σ to noise.sigmas" in e.note
@@ -401,29 +391,29 @@ def test_the_report_rebuilds_every_verdict_from_the_per_image_arrays_alone(tmp_p
     from the arrays; with the arrays gone the report reads the scrambled JSON and says which arrays are missing."""
     params = with_controls(fake_params())
     write_fake_outputs(tmp_path, params, control_gains=CONTROL_GAINS)
-    judged = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
+    judged = {c.id: c for c in judge(params, tmp_path)}
     assert tuple(judged) == RECOMPUTED  # every claim the report judges
     res = tmp_path / "results"
     for path in res.rglob("*.json"):
         path.write_text(json.dumps(scrambled(json.loads(path.read_text()))))
-    out = load_outputs(params, tmp_path)
+    out = loaded(params, tmp_path)
     arrays = [str(p.relative_to(tmp_path)) for p in arrays_of(res)]
     assert sorted(out.from_arrays) == arrays and {a.split("/")[1] for a in arrays} == {
         "noise", "lesions", "embedding", "maps", "controls", "baselines"}  # dims: from the noise arrays
     assert out.arrays_missing == []
-    rebuilt = {c.id: c for c in evaluate_claims(out, load_paper(), params)}
+    rebuilt = {c.id: c for c in evaluate_claims(out, load_paper(), validate(params), load_plan())}
     for cid in RECOMPUTED:
         assert [(e.row, e.verdict, e.effect) for e in rebuilt[cid].evidence] == \
                [(e.row, e.verdict, e.effect) for e in judged[cid].evidence], cid
         assert {e.verdict for e in judged[cid].evidence} - {NOT_RUN, NOT_APPLICABLE} == {SUPPORTED} or cid in UNSETTLED
     for path in arrays_of(res):
         path.unlink()
-    blind = load_outputs(params, tmp_path)
+    blind = loaded(params, tmp_path)
     assert blind.from_arrays == []
     missing = "\n".join(blind.arrays_missing)  # the report names every output left with its JSON's intervals
     assert all(f"{a} missing" in missing for a in arrays) and "results/dims.json" in missing
     assert all(f"results/train-attn/{k}/metrics.json: clean gain read from the JSON" in missing for k in (D16, D64))
-    blind_claims = {c.id: c for c in evaluate_claims(blind, load_paper(), params)}
+    blind_claims = {c.id: c for c in evaluate_claims(blind, load_paper(), validate(params), load_plan())}
     for cid in RECOMPUTED:  # the scrambled JSON, now read: every tested row's effect is the wrong one (or below a bar)
         if cid == "lesions":  # the scrambled G lies below 0: no gain to keep or lose
             assert {e.verdict for e in blind_claims[cid].evidence} == {NOT_APPLICABLE}
@@ -443,10 +433,10 @@ def test_an_archive_that_does_not_match_its_json_is_refused_naming_it(tmp_path):
         arrays = {k: z[k] for k in z.files}
     np.savez_compressed(path, **{**arrays, "methods": arrays["methods"][::-1]})
     with pytest.raises(ReportInputError, match=rf"{path}: methods .* do not match its JSON's"):
-        load_outputs(params, tmp_path)
+        loaded(params, tmp_path)
     np.savez_compressed(path, **{k: v for k, v in arrays.items() if k != "gattanet"})
     with pytest.raises(ReportInputError, match=rf"{path}: lacks the array\(s\) gattanet"):
-        load_outputs(params, tmp_path)
+        loaded(params, tmp_path)
 
 
 # ---------------------------------------------------------------- the helpers the rows are built with
@@ -462,10 +452,11 @@ def test_shifted_moves_the_interval_and_decided_judges_it():
     est = effect_ci([(1.0, np.random.default_rng(1).random((3, 800)) < 0.8)])  # a rate near 80 %
     above, at = shifted(est, -0.6), shifted(est, -est.mean)
     assert above.half_width == pytest.approx(est.half_width) and above.mean == pytest.approx(est.mean - 0.6)
-    assert decided("r", "toy", above, {}).verdict == SUPPORTED
-    assert decided("r", "toy", at, {}).verdict == INCONCLUSIVE
-    assert decided("r", "toy", shifted(est, -0.95), {}).verdict == CONTRADICTED
-    assert decided("r", "toy", shifted(est, -0.95), {}, direction=-1).verdict == SUPPORTED
+    level = est.level
+    assert decided("r", "toy", above, {}, level=level).verdict == SUPPORTED
+    assert decided("r", "toy", at, {}, level=level).verdict == INCONCLUSIVE
+    assert decided("r", "toy", shifted(est, -0.95), {}, level=level).verdict == CONTRADICTED
+    assert decided("r", "toy", shifted(est, -0.95), {}, direction=-1, level=level).verdict == SUPPORTED
 
 
 # ---------------------------------------------------------------- issue 35: sizes, non-inferiority, multiplicity

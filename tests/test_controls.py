@@ -138,10 +138,13 @@ def write_fake_controls(root, params, key: str, control_gains: dict[str, float])
 
 
 def controls_claim(root, params):
+    from pipeline.config import validate
+    from pipeline.report.analysis_plan import load_plan
     from pipeline.report.claims import controls
-    from pipeline.report.load import load_outputs, load_paper
+    from pipeline.report.load import load_paper
+    from tests.report_fixtures import loaded
 
-    return controls(load_outputs(params, root), load_paper(), params)
+    return controls(loaded(params, root), load_paper(), validate(params), load_plan())
 
 
 def with_controls(key: str = "toy-fmnist-d16") -> dict:
@@ -182,7 +185,7 @@ def test_the_control_claim_is_supported_equal_or_contradicted_as_gattanet_is_abo
 
 def test_the_report_draws_the_backbone_curve_says_whether_it_converged_and_shows_the_controls(tmp_path):
     from pipeline.curves import write_curves
-    from pipeline.report.build import build_report
+    from tests.report_fixtures import render_report
 
     params = with_controls()
     params["backbones"]["toy-fmnist"]["patience"] = 2
@@ -192,7 +195,7 @@ def test_the_report_draws_the_backbone_curve_says_whether_it_converged_and_shows
         write_curves(tmp_path / "results/pretrain/toy-fmnist/live", {"": [
             {"epoch": i + 1, "train_loss": 0.5, "train_acc": v, "val_loss": 0.4, "val_acc": v, "seconds": 1.0}
             for i, v in enumerate(val)]})
-        return build_report(params, tmp_path, tmp_path / "reports", provenance={
+        return render_report(params, tmp_path, tmp_path / "reports", {
             "commit": "x", "date": "d", "devices": [], "versions": {}, "stages": [], "params_yaml": ""}).read_text()
 
     html = curve([0.80, 0.85, 0.86, 0.85, 0.855])  # best at epoch 3 of 5: two epochs without improvement

@@ -1,6 +1,8 @@
 """The extensions section's rule on synthetic per-image outputs with a known truth: a variant better than, equal to
 or worse than its run's GAttANet; Holm's correction over the section; fine-tuning paired with its control."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -78,5 +80,5 @@ def test_what_changed_reads_the_settings():
 
 def test_section_without_extensions_names_the_command(tmp_path):
     out = Outputs(root=tmp_path, train_attn={})
-    section = extensions_section(out, {"extensions": {}}, 0.025, True)
+    section = extensions_section(out, SimpleNamespace(extensions={}), 0.025, True)
     assert section["missing"] == "gattanet-cli profile extensions && dvc repro" and not section["rows"]

@@ -70,8 +70,9 @@ def as_json(obj):
 def test_noise_lesions_and_embed_write_the_arrays_their_intervals_are_recomputed_from(project):
     """Each stage's per-image arrays (git-tracked .npz) give back exactly the intervals of its JSON, and the report
     loader reads those intervals from the arrays; the embed stage scores its two query-space controls."""
+    from pipeline.config import read_yaml
     from pipeline.recompute import embed_estimates, lesion_estimates, noise_estimates
-    from pipeline.report.load import load_outputs
+    from tests.report_fixtures import loaded
 
     stage("pretrain", "toy-fmnist")
     stage("train-attn", "toy-fmnist-d16")
@@ -101,9 +102,9 @@ def test_noise_lesions_and_embed_write_the_arrays_their_intervals_are_recomputed
     assert "fc1 features, PCA to d = 16" in stats["controls"]["pca"]["what"]
     assert arrays["random"].shape == arrays["query"].shape == (2, stats["test_images"])  # one projection per seed
     assert arrays["pca"].shape == (1, stats["test_images"])
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = read_yaml((project / "params.yaml").read_text())
     params["attention"] = {"toy-fmnist-d16": params["attention"]["toy-fmnist-d16"]}
     params["lesions"] = {"toy-fmnist-d16": params["lesions"]["toy-fmnist-d16"]}
-    out = load_outputs(params, project)
+    out = loaded(params, project)
     assert sorted(out.from_arrays) == ["results/embedding/toy-fmnist-d16/correct.npz",
                                        "results/lesions/toy-fmnist-d16.npz", "results/noise/toy-fmnist-d16/correct.npz"]

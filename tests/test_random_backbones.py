@@ -107,12 +107,10 @@ def test_the_backbones_profile_has_three_backbones_each_its_own_seed_and_a_bad_s
 
 
 def _clean_gain(root, params, **kw):
-    from pipeline.report.claims import evaluate_claims
-    from pipeline.report.load import load_outputs, load_paper
-    from tests.report_fixtures import write_fake_outputs
+    from tests.report_fixtures import judge, write_fake_outputs
 
     arrays = write_fake_outputs(root, params, **kw)
-    claim = next(c for c in evaluate_claims(load_outputs(params, root), load_paper(), params) if c.id == "clean_gain")
+    claim = next(c for c in judge(params, root) if c.id == "clean_gain")
     return claim, arrays
 
 
@@ -164,14 +162,13 @@ def test_one_backbone_has_no_across_row_and_missing_arrays_say_how_to_get_them(t
 
 
 def test_the_report_shows_the_across_backbone_interval_before_the_per_backbone_rows(tmp_path):
-    from pipeline.report.build import build_report
-    from tests.report_fixtures import OPTIONAL, add_backbones, fake_params, write_fake_outputs
+    from tests.report_fixtures import OPTIONAL, add_backbones, fake_params, render_report, write_fake_outputs
     from tests.test_analysis_plan import PROVENANCE
 
     params = fake_params()
     add_backbones(params)
     write_fake_outputs(tmp_path, params, skip=tuple(s for s in OPTIONAL if s != "noise"))
-    html = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE).read_text()
+    html = render_report(params, tmp_path, tmp_path / "reports", PROVENANCE).read_text()
     table1 = html[html.index('id="table1"'):]
     assert table1.index("across 3 backbones") < table1.index('class="table1"')
     detail = html[html.index('id="claim-clean_gain"'):]

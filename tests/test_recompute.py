@@ -14,7 +14,9 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline import outputs
+from pipeline.config import read_yaml, validate
 from tests.helpers import ROOT, scrambled
+from tests.report_fixtures import judge, loaded
 
 CLAIMS = ("clean_gain", "gain_size", "noise_visible", "noise", "query_space", "query_learned", "true_class", "lesions",
           "dimension", "controls")
@@ -39,12 +41,9 @@ STALE = "its contrast at share"  # a row whose contrast (plan v2) the run's JSON
 
 
 def _rows(root, params) -> dict[str, list[tuple]]:
-    from pipeline.report.claims import evaluate_claims
-    from pipeline.report.load import load_outputs, load_paper
-
     return {c.id: [(e.row, e.verdict, e.effect) if STALE not in e.note else (e.row, "stale JSON", None)
                    for e in c.evidence]
-            for c in evaluate_claims(load_outputs(params, root), load_paper(), params)}
+            for c in judge(params, root)}
 
 
 def same_or_redecided(arrays: list[tuple], from_json: list[tuple]) -> int:
@@ -80,15 +79,13 @@ def locked_params(lock: dict, params: dict) -> dict:
 def json_and_array_verdicts(results, params: dict, where) -> dict:
     """The claims' rows judged twice, each from a copy of `results`: as its JSON outputs say (the arrays removed),
     and from its arrays alone (every JSON interval scrambled); and the loaded outputs of the second."""
-    from pipeline.report.load import load_outputs
-
     json_only, arrays_only = where / "json-only", where / "arrays-only"
     shutil.copytree(results, json_only / "results", ignore=shutil.ignore_patterns("*.npz"))
     shutil.copytree(results, arrays_only / "results")
     for path in (arrays_only / "results").rglob("*.json"):
         path.write_text(json.dumps(scrambled(json.loads(path.read_text()))))
     return {"json": _rows(json_only, params), "arrays": _rows(arrays_only, params),
-            "loaded": load_outputs(params, arrays_only)}
+            "loaded": loaded(params, arrays_only)}
 
 
 def as_json(obj):
@@ -110,7 +107,7 @@ def test_a_fresh_runs_arrays_give_its_json_intervals_and_its_verdicts(project, m
     from pipeline.cli import app
     from pipeline.recompute import controls_estimates, dims_difference, maps_estimates, read_arrays, run_gain
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = read_yaml((project / "params.yaml").read_text())
     d16 = params["attention"][D16]
     params["attention"] = {D16: d16, D64: {**d16, "attn_dim": 64}}
     params["lesions"] = {D16: params["lesions"][D16]}
@@ -170,8 +167,8 @@ def test_a_fresh_runs_arrays_give_its_json_intervals_and_its_verdicts(project, m
 def committed(tmp_path_factory) -> dict:
     """The committed default run's claims judged from its JSON and from its arrays alone (results/, the params its
     dvc.lock records)."""
-    params = locked_params(yaml.safe_load((ROOT / "dvc.lock").read_text()),
-                           yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params = locked_params(read_yaml((ROOT / "dvc.lock").read_text()),
+                           read_yaml((ROOT / "params.yaml").read_text()))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)  # the analysis plan is the project's
         judged = json_and_array_verdicts(ROOT / "results", params, tmp_path_factory.mktemp("committed"))
@@ -202,7 +199,7 @@ BACKBONES_RUN = ROOT / "reports" / "backbones"
 @pytest.fixture(scope="module")
 def committed_backbones(tmp_path_factory) -> dict:
     """The committed backbones-profile run's claims judged from its JSON and from its arrays alone."""
-    params = yaml.safe_load((BACKBONES_RUN / "params.yaml").read_text())
+    params = read_yaml((BACKBONES_RUN / "params.yaml").read_text())
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)
         judged = json_and_array_verdicts(BACKBONES_RUN / "results", params, tmp_path_factory.mktemp("backbones"))
@@ -243,7 +240,7 @@ def test_a_committed_related_work_run_is_rebuilt_from_its_arrays(run, tmp_path):
     from pipeline.report.extensions import WORDS
     from pipeline.report.tables import TRACK_REFERENCES, baselines_section
 
-    params = yaml.safe_load((run / "params.yaml").read_text())
+    params = read_yaml((run / "params.yaml").read_text())
     methods = params["baselines"]["methods"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)
@@ -256,7 +253,7 @@ def test_a_committed_related_work_run_is_rebuilt_from_its_arrays(run, tmp_path):
         z = loaded.baseline_arrays[m]
         assert list(z["seeds"]) == params["attention"][params["baselines"]["run"]]["seeds"]
         assert committed["clean_acc"] == pytest.approx(z["correct"][:, 0].mean(), abs=1e-9)
-    section = baselines_section(loaded, params)
+    section = baselines_section(loaded, validate(params))
     html = (run / "index.html").read_text()
     references = set(TRACK_REFERENCES.values())
     assert len(section["rows"]) == len(methods)
@@ -282,12 +279,12 @@ def test_the_add_on_profiles_share_the_default_backbone_and_one_gattanet():
     """The add-on track is split over profiles (issue 21): each ran on the committed default run's frozen backbone
     (the same checkpoint hash as the root dvc.lock's) and paired its rows with the same GAttANet models, so its
     rows can be read as one table."""
-    root_lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    root_lock = read_yaml((ROOT / "dvc.lock").read_text())
     reference = None
     for run in ADDON_RUNS:
-        params = yaml.safe_load((run / "params.yaml").read_text())
+        params = read_yaml((run / "params.yaml").read_text())
         key = params["baselines"]["backbone"]
-        lock = yaml.safe_load((run / "dvc.lock").read_text())
+        lock = read_yaml((run / "dvc.lock").read_text())
         assert _backbone_md5(lock, key) == _backbone_md5(root_lock, key), run.name
         z = np.load(run / outputs.BASELINES_CORRECT.pattern.format(key="gattanet"))
         if reference is None:
@@ -382,7 +379,7 @@ def test_the_committed_extensions_run_is_re_decided_from_its_arrays_under_the_pl
     from pipeline.report.analysis_plan import load_plan
     from pipeline.report.extensions import extensions_section
 
-    params = yaml.safe_load((EXTENSIONS_RUN / "params.yaml").read_text())
+    params = read_yaml((EXTENSIONS_RUN / "params.yaml").read_text())
     exts, arrays = {}, {}
     for key in params["extensions"]:
         res = json.loads(outputs.EXTENSION_METRICS.path(key, EXTENSIONS_RUN).read_text())
@@ -393,7 +390,7 @@ def test_the_committed_extensions_run_is_re_decided_from_its_arrays_under_the_pl
     plan = load_plan()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)
-        section = extensions_section(SimpleNamespace(extensions=exts, extension_arrays=arrays), params,
+        section = extensions_section(SimpleNamespace(extensions=exts, extension_arrays=arrays), validate(params),
                                      plan.alpha_one_sided, plan.get("multiplicity") == "holm")
     html = (EXTENSIONS_RUN / "index.html").read_text()
     cells = [c for r in section["rows"] + section["pairs"] for c in r["cells"]]
@@ -413,15 +410,13 @@ def test_each_committed_report_is_rendered_under_the_current_analysis_plan(run):
     from markupsafe import escape
 
     from pipeline.report.analysis_plan import load_plan
-    from pipeline.report.claims import evaluate_claims
-    from pipeline.report.load import load_outputs, load_paper
 
     html = (run / "index.html").read_text()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)
         assert load_plan().sha256 in html
-        params = yaml.safe_load((run / "params.yaml").read_text())
-        for claim in evaluate_claims(load_outputs(params, run), load_paper(), params):
+        params = read_yaml((run / "params.yaml").read_text())
+        for claim in judge(params, run):
             for e in claim.evidence:
                 if e.effect is not None:
                     assert str(escape(ci_text_of(e))) in html, (claim.id, e.row)
@@ -430,3 +425,31 @@ def test_each_committed_report_is_rendered_under_the_current_analysis_plan(run):
 def ci_text_of(e) -> str:
     """The effect as the report prints it beside its row."""
     return e.numbers.get("effect (95 % CI)", "")
+
+
+def test_the_clean_gain_has_one_source_the_noise_arrays(tmp_path):
+    """Each run's clean gain is read once, into Outputs.clean_gain: from the noise arrays at σ = 0 where they cover
+    train-attn's test images, train-attn's stored `gain` left as it was written and not read; from that stored gain,
+    named in arrays_missing, where the sweep ran on a subset."""
+    from pipeline.recompute import run_gain
+    from tests.report_fixtures import fake_params, write_fake_outputs
+
+    params = fake_params()
+    write_fake_outputs(tmp_path, params)
+    key = next(iter(params["attention"]))
+    metrics = outputs.TRAIN_ATTN_METRICS.path(key, tmp_path)
+    stored = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({**stored, "gain": scrambled(stored["gain"])}))
+    with np.load(outputs.NOISE_CORRECT.path(key, tmp_path)) as z:
+        truth = as_json(run_gain(dict(z), 0.0))
+    out = loaded(params, tmp_path)
+    assert as_json(out.clean_gain[key]) == truth != out.train_attn[key]["gain"]
+    assert out.train_attn[key]["gain"] == scrambled(stored["gain"])  # as stored: not overwritten, not read
+    clean = next(c for c in judge(params, tmp_path) if c.id == "clean_gain")
+    assert next(e for e in clean.evidence if e.row == key).effect.mean == pytest.approx(truth["mean"])
+
+    params["noise"]["test_subset"] = 100
+    subset = loaded(params, tmp_path)
+    assert subset.clean_gain[key] == subset.train_attn[key]["gain"]
+    assert any(m.startswith(f"results/train-attn/{key}/metrics.json: clean gain read from the JSON (the noise sweep "
+                            "ran on a test subset") for m in subset.arrays_missing)

@@ -17,16 +17,17 @@ from PIL import Image
 
 from gattanet.adapters.budget import BUDGET_TOL
 
+from pipeline.config import validate
 from pipeline.report import figures
-from pipeline.report.build import build_report, collect_provenance
+from pipeline.report.build import collect_provenance
 from pipeline.report.claims import (FULL_PROFILE_COMMAND, INCONCLUSIVE, NOT_RUN, SUPPORTED, ci_text, estimate, evaluate_claims,
                                     pct, pts)
-from pipeline.report.load import ReportInputError, load_outputs, load_paper
+from pipeline.report.load import ReportInputError, load_paper
 from pipeline.report.costs import baselines_macs
 from pipeline.report.tables import (BASELINE_METHODS, accuracy_ci, baselines_section, count, deviations, left_out,
                                     table1)
 from tests.helpers import ROOT
-from tests.report_fixtures import OPTIONAL, add_resnet_run, fake_params, write_fake_outputs
+from tests.report_fixtures import OPTIONAL, add_resnet_run, fake_params, judge, loaded, render_report, write_fake_outputs
 
 FIGURE_IDS = ("fig2a", "fig2b", "fig3", "fig4a", "fig4b", "fig4c")
 PROVENANCE = {"commit": "test", "date": "2021-04-12T00:00:00+00:00", "devices": ["cpu"],
@@ -100,7 +101,7 @@ def built(tmp_path_factory):
     params = fake_params()
     params["report"]["title"] = "<script>alert(1)</script> report"
     write_fake_outputs(root, params)
-    index = build_report(params, root, root / "reports", provenance=PROVENANCE)
+    index = render_report(params, root, root / "reports", PROVENANCE)
     return root, params, index
 
 
@@ -159,7 +160,7 @@ def test_an_external_stylesheet_in_the_template_fails_the_network_check(built, t
         page = templates / "index.html.j2"
         page.write_text(page.read_text().replace("</head>", f"{link}\n</head>"))
         monkeypatch.setattr(build, "TEMPLATES", templates)
-        index = build_report(params, root, tmp_path / link[1:5] / "out", provenance=PROVENANCE)
+        index = render_report(params, root, tmp_path / link[1:5] / "out", PROVENANCE)
         assert len(external_urls(index.read_text())) == 1, link
 
 
@@ -228,8 +229,7 @@ def test_claims_table_gives_each_row_its_test_effect_interval_and_verdict(built)
     that was judged carries its test label and its effect with its 95 % CI; rows not run say so."""
     root, params, index = built
     html, page = _html_of(index)
-    out = load_outputs(params, root)
-    claims = evaluate_claims(out, load_paper(), params)
+    claims = judge(params, root)
     table = ClaimRows(html).table()
     assert [t["head"].split(" toy:")[0].split(" not run")[0] for t in table] == [c.title for c in claims]
     assert len(table) == 10 and "toy: supported" in table[0]["head"], [t["head"] for t in table]
@@ -276,7 +276,7 @@ def test_rule_and_multiplicity_text_only_inside_details(built):
 
     root, params, index = built
     html = index.read_text()
-    claims = evaluate_claims(load_outputs(params, root), load_paper(), params)
+    claims = judge(params, root)
     outside = " ".join(" ".join(Outside(html).text).split())
     inside = " ".join(" ".join(Page(html).text).split())
     for c in claims:
@@ -309,7 +309,7 @@ def test_forest_plot_draws_every_judged_row_with_zero_paper_size_and_margin(buil
     from pipeline.report.summary import forest_rows
 
     root, params, _ = built
-    claims = evaluate_claims(load_outputs(params, root), load_paper(), params)
+    claims = judge(params, root)
     rows = forest_rows(claims)
     assert {r["group"] for r in rows} == {c.title for c in claims if any(e.effect is not None and e.verdict in
                                                                          ("supported", "contradicted", "inconclusive")
@@ -356,7 +356,7 @@ def test_table1_on_a_substitute_dataset_compares_gains_not_accuracies(built):
 def test_table1_on_the_papers_own_dataset_shows_the_accuracy_differences(tmp_path):
     params = fake_params("cifar10")
     write_fake_outputs(tmp_path, params, skip=OPTIONAL)
-    index = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+    index = render_report(params, tmp_path, tmp_path / "reports", PROVENANCE)
     html, _ = _html_of(index)
     paper = next(r for r in load_paper()["table1"] if r["id"] == "toy-cifar10")
     for run in params["attention"]:
@@ -370,7 +370,7 @@ def test_table1_on_the_papers_own_dataset_shows_the_accuracy_differences(tmp_pat
         assert delta[5].startswith(f"paper {pts(paper['gattanet_acc'] - paper['base_acc'])}: ours")
     text = " ".join(" ".join(Page(html).text).split())
     assert "gain: this run vs paper" not in text
-    not_run = table1(load_outputs(params, tmp_path), load_paper())["not_run"]
+    not_run = table1(loaded(params, tmp_path), load_paper())["not_run"]
     assert "toy model, CIFAR10" not in [r["label"] for r in not_run]  # the paper's row ran here
 
 
@@ -392,7 +392,7 @@ def test_noise_figure_draws_each_curve_and_the_gain_with_its_ci_from_the_sweep(b
 def test_missing_optional_outputs_say_not_run_with_the_command(tmp_path):
     params = fake_params()
     write_fake_outputs(tmp_path, params, skip=OPTIONAL)
-    index = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+    index = render_report(params, tmp_path, tmp_path / "reports", PROVENANCE)
     html, page = _html_of(index)
     assert page.imgs == ["figures/forest.png"]  # the clean gain's rows: train-attn is the one output every run has
     text = " ".join(page.text)
@@ -401,13 +401,13 @@ def test_missing_optional_outputs_say_not_run_with_the_command(tmp_path):
                     "dvc repro maps@toy-fmnist-d16", "dvc repro lesions@toy-fmnist-d16", "dvc repro dims",
                     *(f"dvc repro baselines@{m}" for m in params["baselines"]["methods"])):
         assert command in text, command
-    claims = {c.id: c.verdict for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}
+    claims = {c.id: c.verdict for c in judge(params, tmp_path)}
     assert claims == {"clean_gain": SUPPORTED, "gain_size": INCONCLUSIVE, "noise_visible": NOT_RUN, "noise": NOT_RUN,
                       "query_space": NOT_RUN, "query_learned": NOT_RUN, "true_class": NOT_RUN, "lesions": NOT_RUN,
                       "dimension": NOT_RUN, "controls": NOT_RUN}  # +2 pts against the paper's +1.85 pts here
     heads = {t["head"] for t in ClaimRows(html).table()}
     assert "The gain grows at moderate input noise toy: not run" in heads
-    assert next(c.title for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)
+    assert next(c.title for c in judge(params, tmp_path)
                 if c.id == "dimension") + " not run dvc repro dims" in heads
 
 
@@ -428,11 +428,11 @@ def test_left_out_sections_name_the_full_profile_command(built, tmp_path):
     assert f"<code>{FULL_PROFILE_COMMAND.replace('&', '&amp;')}</code>" in html
     with_resnet = fake_params()
     add_resnet_run(with_resnet)
-    assert not any("ResNet18" in item["what"] for item in left_out(with_resnet))
-    assert left_out({**with_resnet, "profile": "full"}) == []
-    assert not any("related-work" in item["what"] for item in left_out(with_resnet))  # it lists baselines
+    assert not any("ResNet18" in item["what"] for item in left_out(validate(with_resnet)))
+    assert left_out(validate({**with_resnet, "profile": "full"})) == []
+    assert not any("related-work" in item["what"] for item in left_out(validate(with_resnet)))  # it lists baselines
     no_baselines = {**with_resnet, "baselines": {**with_resnet["baselines"], "methods": []}}
-    row = next(item for item in left_out(no_baselines) if "related-work" in item["what"])
+    row = next(item for item in left_out(validate(no_baselines)) if "related-work" in item["what"])
     assert row["command"].startswith("gattanet-cli profile related-addon && dvc repro")
     assert "related-scratch" in row["command"] and "reports/<profile>/index.html" in row["command"]
 
@@ -441,7 +441,7 @@ def test_no_lesion_runs_in_params_says_how_to_add_one(tmp_path):
     params = fake_params()
     params["lesions"] = {}
     write_fake_outputs(tmp_path, params, skip=OPTIONAL)
-    claim = {c.id: c for c in evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)}["lesions"]
+    claim = {c.id: c for c in judge(params, tmp_path)}["lesions"]
     assert claim.verdict == NOT_RUN and "lesions:" in claim.how_to_run
 
 
@@ -450,7 +450,7 @@ def test_missing_required_metrics_names_the_file(tmp_path):
     write_fake_outputs(tmp_path, params)
     (tmp_path / "results/train-attn/toy-fmnist-d64/metrics.json").unlink()
     with pytest.raises(ReportInputError, match=r"train-attn/toy-fmnist-d64/metrics\.json.*train-attn@toy-fmnist-d64"):
-        build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+        render_report(params, tmp_path, tmp_path / "reports", PROVENANCE)
 
 
 def test_malformed_output_names_file_and_key(tmp_path):
@@ -460,19 +460,19 @@ def test_malformed_output_names_file_and_key(tmp_path):
     metrics = json.loads(path.read_text())
     path.write_text(json.dumps({k: v for k, v in metrics.items() if k != "gain"}))  # an output of the old schema
     with pytest.raises(ReportInputError, match=r"train-attn/toy-fmnist-d16/metrics\.json: missing key\(s\) gain"):
-        load_outputs(params, tmp_path)
+        loaded(params, tmp_path)
     path.write_text("{not json")
     with pytest.raises(ReportInputError, match=r"toy-fmnist-d16/metrics\.json: not valid JSON"):
-        build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+        render_report(params, tmp_path, tmp_path / "reports", PROVENANCE)
     path.write_text(json.dumps(metrics))
     sweep_path = tmp_path / "results/noise/toy-fmnist-d64/sweep.json"
     sweep = json.loads(sweep_path.read_text())
     sweep_path.write_text(json.dumps({**sweep, "gain": sweep["gain"][:-1]}))  # one σ without its gain
     with pytest.raises(ReportInputError, match=r"noise/toy-fmnist-d64/sweep\.json: gain must be a list of 6"):
-        load_outputs(params, tmp_path)
+        loaded(params, tmp_path)
     sweep_path.write_text(json.dumps({k: v for k, v in sweep.items() if k != "growth"}))
     with pytest.raises(ReportInputError, match=r"sweep\.json: missing key\(s\) growth"):
-        load_outputs(params, tmp_path)
+        loaded(params, tmp_path)
 
 
 def test_a_failed_build_leaves_the_previous_index_whole(tmp_path, monkeypatch):
@@ -486,14 +486,14 @@ def test_a_failed_build_leaves_the_previous_index_whole(tmp_path, monkeypatch):
         raise RuntimeError("figure failed")
     monkeypatch.setattr(figures, "noise_curve", broken)
     with pytest.raises(RuntimeError, match="figure failed"):
-        build_report(params, tmp_path, out, provenance=PROVENANCE)
+        render_report(params, tmp_path, out, PROVENANCE)
     assert (out / "index.html").read_text() == "previous report"
 
 
 def test_provenance_and_deviations_come_from_outputs_and_params(tmp_path):
     params = fake_params()
     write_fake_outputs(tmp_path, params)
-    prov = collect_provenance(tmp_path, params)
+    prov = collect_provenance(tmp_path, validate(params), loaded(params, tmp_path))
     assert prov["devices"] == ["cpu"] and "torch" in prov["versions"]
     assert prov["commit"].startswith("unknown") or len(prov["commit"]) == 40
     stages = {s["stage"]: s["seconds"] for s in prov["stages"]}
@@ -501,15 +501,15 @@ def test_provenance_and_deviations_come_from_outputs_and_params(tmp_path):
     assert stages["baselines@se"] == 20.0
     assert "attn_dim: 64" in prov["params_yaml"]
 
-    topics = {d["topic"]: d for d in deviations(load_paper(), params)}
+    topics = {d["topic"]: d for d in deviations(load_paper(), validate(params))}
     assert topics["Noise clipping"]["params"] == "noise.clip = true"
     assert topics["Noise draws and σ*"]["params"] == "noise.peak_sigma = 0.04"
     assert topics["Training seeds and confidence intervals"]["params"] == (
         "attention.toy-fmnist-d16.seeds = [0, 1, 2], attention.toy-fmnist-d64.seeds = [0, 1, 2]")
     assert "Dataset" in topics and "ResNet18 backbone" not in topics  # no ResNet in these params
-    params["backbones"]["toy-fmnist"]["dataset"] = "cifar10"
+    params = json.loads(json.dumps(params).replace('"fashion-mnist"', '"cifar10"'))  # the paper's own dataset
     params["profile"] = "paper"
-    topics = {d["topic"] for d in deviations(load_paper(), params)}
+    topics = {d["topic"] for d in deviations(load_paper(), validate(params))}
     assert "Dataset" not in topics and "Epoch budgets" not in topics and "Initial attention strength α₀" in topics
 
 
@@ -544,7 +544,7 @@ def test_baselines_section_compares_every_method_gattanet_first(built):
     assert "baselines" in page.ids and 'href="#baselines"' in html
     assert html.index('id="lesions"') < html.index('id="baselines"')
     files = _baseline_files(root, params)
-    macs = baselines_macs(params)  # counted on the models as the stage builds them
+    macs = baselines_macs(validate(params))  # counted on the models as the stage builds them
     assert macs["gattanet"] > macs["backbone"] and macs["se"] > macs["backbone"]
     modules = sorted((m for m in files if m not in ("gattanet", "wider-toy")), key=lambda m: -files[m]["clean_acc"])
     order = ["gattanet", *modules, "wider-toy"]
@@ -594,18 +594,18 @@ def test_baselines_section_compares_every_method_gattanet_first(built):
 def test_baselines_leaders_are_computed_from_the_files(tmp_path):
     params = fake_params()
     write_fake_outputs(tmp_path, params, skip=OPTIONAL[:-1])
-    leaders = baselines_section(load_outputs(params, tmp_path), params)["leaders"]
+    leaders = baselines_section(loaded(params, tmp_path), validate(params))["leaders"]
     n = len(params["baselines"]["methods"])
     assert leaders[0].startswith(f"Highest accuracy on clean images of the {n} methods run: GAttANet")
     path = tmp_path / "results/baselines/se.json"
     se = json.loads(path.read_text())
     se["clean_acc"] = _baseline_files(tmp_path, params)["gattanet"]["clean_acc"] + 0.01
     path.write_text(json.dumps(se))
-    leaders = baselines_section(load_outputs(params, tmp_path), params)["leaders"]
+    leaders = baselines_section(loaded(params, tmp_path), validate(params))["leaders"]
     assert leaders[0].startswith(f"Highest accuracy on clean images of the {n} methods run: SE ({pct(se['clean_acc'])})")
     assert "1.00 pts ahead of the next, GAttANet; GAttANet ranks 2" in leaders[0]
     path.write_text(json.dumps({**se, "peak_sigma": 0.1}))  # as if measured under other params: not comparable
-    section = baselines_section(load_outputs(params, tmp_path), params)
+    section = baselines_section(loaded(params, tmp_path), validate(params))
     assert section["peak_header"] == "the peak σ (per row)" and "not ranked" in section["leaders"][0]
     assert [r["peak"].endswith("(σ = 0.1)") for r in section["rows"]].count(True) == 1
 
@@ -614,7 +614,7 @@ def test_a_missing_baselines_method_shows_not_run_with_its_command(tmp_path):
     params = fake_params()
     write_fake_outputs(tmp_path, params, skip=OPTIONAL[:-1])
     (tmp_path / "results/baselines/cbam.json").unlink()
-    index = build_report(params, tmp_path, tmp_path / "reports", provenance=PROVENANCE)
+    index = render_report(params, tmp_path, tmp_path / "reports", PROVENANCE)
     html, page = _html_of(index)
     rows = {r[0]: r for r in Rows(html, "baselines").rows if not r[0].startswith(("Add-on track", "From-scratch track"))}
     assert rows["CBAM"][2] == "not run dvc repro baselines@cbam"
@@ -622,7 +622,7 @@ def test_a_missing_baselines_method_shows_not_run_with_its_command(tmp_path):
     assert len(rows) == len(params["baselines"]["methods"]) + 1  # and the frozen backbone
     assert page.imgs == ["figures/forest.png", "figures/baselines.png"]
     params["baselines"]["methods"] = []
-    missing = baselines_section(load_outputs(params, tmp_path), params)["missing"]
+    missing = baselines_section(loaded(params, tmp_path), validate(params))["missing"]
     assert FULL_PROFILE_COMMAND in missing and "baselines.methods" in missing
     related = [p.stem for p in (ROOT / "pipeline" / "profiles").glob("related-*.yaml")]
     assert len(related) >= 2 and all(name in missing for name in related), (related, missing)
@@ -647,10 +647,10 @@ def test_malformed_baselines_file_names_file_and_problem(tmp_path):
     se = json.loads(path.read_text())
     path.write_text(json.dumps({**se, "acc": se["acc"][:-1]}))
     with pytest.raises(ReportInputError, match=r"baselines/se\.json: acc must be a list of one value per sigma"):
-        load_outputs(params, tmp_path)
+        loaded(params, tmp_path)
     path.write_text(json.dumps({**se, "method": "eca"}))
     with pytest.raises(ReportInputError, match=r"se\.json: holds method 'eca', expected 'se'"):
-        load_outputs(params, tmp_path)
+        loaded(params, tmp_path)
 
 
 def test_baselines_figure_draws_each_method_and_the_backbone_on_a_log_sigma_axis(tmp_path):

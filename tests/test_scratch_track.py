@@ -50,10 +50,11 @@ def test_baselines_stage_pairs_a_from_scratch_method_with_joint_gattanet(project
     from pipeline import outputs
     from pipeline.cli import app
     from pipeline.recompute import read_arrays
-    from pipeline.report.load import load_outputs
+    from pipeline.config import read_yaml, validate
     from pipeline.report.tables import baselines_section
+    from tests.report_fixtures import loaded
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = read_yaml((project / "params.yaml").read_text())
     params["baselines"].update(methods=["gattanet", "gattanet-scratch", "sk", "ram"], train_subset=64)
     params["backbones"]["toy-fmnist"]["train_subset"] = 64
     (project / "params.yaml").write_text(yaml.safe_dump(params))
@@ -68,8 +69,8 @@ def test_baselines_stage_pairs_a_from_scratch_method_with_joint_gattanet(project
         assert z["correct"].shape == (len(res["seeds"]), len(res["sigmas"]), res["test_images"])
         assert res["clean_acc"] == pytest.approx(z["correct"][:, 0].mean())
         assert res["within_budget"] is None
-    out = load_outputs(params, project)
-    section = baselines_section(out, params)
+    out = loaded(params, project)
+    section = baselines_section(out, validate(params))
     rows = {r["method"]: r for r in section["rows"]}
     assert rows["gattanet-scratch"]["vs_gattanet"] == "the reference" and rows["gattanet-scratch"]["track"] == "scratch"
     a, b = out.baseline_arrays["sk"]["correct"][:, 0], out.baseline_arrays["gattanet-scratch"]["correct"][:, 0]
@@ -108,19 +109,21 @@ def test_a_tracks_methods_left_out_of_the_profile_are_named():
 def test_the_budget_line_names_only_the_tracks_the_profile_runs():
     """A from-scratch-only profile's report does not describe a frozen backbone or the add-on track's unused cap;
     an add-on profile's does, and a profile with both tracks gives both sentences."""
+    from types import SimpleNamespace as Cfg
+
     from pipeline.report.tables import _budget
 
-    params = {"attention": {"r": {"batch_size": 128, "lr": 0.001, "patience": 1, "seeds": [0, 1, 2]}},
-              "backbones": {"bb": {"epochs": 10, "patience": 3, "train_subset": 20000, "lr": 0.001, "batch_size": 128}}}
+    params = Cfg(attention={"r": Cfg(batch_size=128, lr=0.001, patience=1, seeds=(0, 1, 2))},
+                 backbones={"bb": Cfg(epochs=10, patience=3, train_subset=20000, lr=0.001, batch_size=128)})
     cfg = {"run": "r", "backbone": "bb", "epochs": 7, "train_subset": 0}
-    scratch = _budget({**cfg, "methods": ["toy-scratch", "sk", "ram"]}, params)
+    scratch = _budget(Cfg(**cfg, methods=("toy-scratch", "sk", "ram")), params)
     assert "frozen bb backbone" not in scratch and "7 epochs" not in scratch
     assert "at most 10 epochs (patience 3) on a seeded subset of 20,000 training images" in scratch
     assert "(3 seeds)" in scratch
-    addon = _budget({**cfg, "methods": ["gattanet", "se"]}, params)
+    addon = _budget(Cfg(**cfg, methods=("gattanet", "se")), params)
     assert "at most 7 epochs on all training images" in addon and "frozen bb backbone" in addon
     assert "from-scratch" not in addon
-    both = _budget({**cfg, "methods": ["gattanet", "sk"]}, params)
+    both = _budget(Cfg(**cfg, methods=("gattanet", "sk")), params)
     assert both.startswith(addon) and "from-scratch track" in both
 
 

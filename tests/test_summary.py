@@ -9,11 +9,11 @@ import yaml
 from gattanet.analysis.stats import SUPPORTED, effect_ci
 from gattanet.errors import InputError
 from pipeline.report import build
-from pipeline.report.build import build_report
 from pipeline.report.claims import Claim, Evidence, ci_text, evaluate_claims
-from pipeline.report.committed import NO_HEADLINE, committed_runs, rerender
+from pipeline.report.analysis_plan import load_plan
+from pipeline.report.committed import NO_HEADLINE, committed_runs, main, rerender
 from pipeline.report.summary import forest_rows, headline_line
-from tests.report_fixtures import fake_params, write_fake_outputs
+from tests.report_fixtures import fake_params, judge, render_report, write_fake_outputs
 from tests.test_report import PROVENANCE, ClaimRows, _html_of
 
 
@@ -33,7 +33,7 @@ def with_new_claim(tmp_path_factory):
     write_fake_outputs(root, params)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(build, "evaluate_claims", lambda *a: [*evaluate_claims(*a), _new_claim()])
-        index = build_report(params, root, root / "reports", provenance=PROVENANCE)
+        index = render_report(params, root, root / "reports", PROVENANCE)
     return index
 
 
@@ -53,9 +53,7 @@ def test_a_new_claim_reaches_the_claims_table_headline_and_forest_plot(with_new_
 def test_headline_line_counts_claims_and_quotes_the_clean_gain(tmp_path):
     params = fake_params()
     write_fake_outputs(tmp_path, params)
-    from pipeline.report.load import load_outputs, load_paper
-
-    claims = evaluate_claims(load_outputs(params, tmp_path), load_paper(), params)
+    claims = judge(params, tmp_path)
     line = headline_line(claims, {"extensions − GAttANet": ["better", "inconclusive", "inconclusive"]})
     verdicts = [c.verdict for c in claims if any(e.verdict in ("supported", "contradicted", "inconclusive")
                                                  for e in c.evidence)]
@@ -71,7 +69,7 @@ def test_committed_runs_are_listed_with_their_headline(tmp_path):
     params = fake_params()
     write_fake_outputs(tmp_path, params)
     run = tmp_path / "reports" / "backbones"
-    build_report(params, tmp_path, run, provenance=PROVENANCE)
+    render_report(params, tmp_path, run, PROVENANCE)
     (run / "params.yaml").write_text(yaml.safe_dump(params))
     old = tmp_path / "reports" / "extensions"
     old.mkdir()
@@ -89,7 +87,7 @@ def test_a_run_without_its_attention_outputs_is_not_rerendered(tmp_path):
     (folder / "params.yaml").write_text("profile: extensions\n")
     (folder / "index.html").write_text("as made")
     with pytest.raises(InputError, match="cannot be re-rendered"):
-        rerender(folder, tmp_path)
+        rerender(folder, tmp_path, load_plan())
     assert (folder / "index.html").read_text() == "as made"
 
 
@@ -98,7 +96,22 @@ def test_a_committed_run_is_rerendered_from_its_own_folder(tmp_path):
     folder = tmp_path / "reports" / "backbones"
     write_fake_outputs(folder, params)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    index = rerender(folder, tmp_path)
+    index = rerender(folder, tmp_path, load_plan())
     html = index.read_text()
     assert index == folder / "index.html" and 'id="summary"' in html and (folder / "figures/forest.png").exists()
     assert "re-rendered from the outputs committed under reports/backbones/" in html
+
+
+def test_a_committed_params_file_that_no_longer_validates_fails_the_rerender(tmp_path, capsys):
+    """Re-rendering validates each committed params.yaml as a run's: one the schema now refuses is an error (exit 1,
+    naming the file and the key), not rendered from unchecked settings."""
+    params = fake_params()
+    folder = tmp_path / "backbones"
+    write_fake_outputs(folder, params)
+    params["noise"]["peak_sigma"] = 0.5  # not one of noise.sigmas
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    (folder / "index.html").write_text("as made")
+    assert main([], tmp_path) == 1
+    err = capsys.readouterr().err
+    assert f"error: {folder / 'params.yaml'}: noise.peak_sigma" in err
+    assert (folder / "index.html").read_text() == "as made"

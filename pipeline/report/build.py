@@ -1,6 +1,7 @@
 """Render the HTML report (reports/index.html + reports/figures/) from the stage outputs.
 
-The builder only reads outputs (load.py), judges the paper's claims (claims.py), lays out
+The builder works on the validated params (pipeline.config.Params), the analysis plan (analysis_plan.py) and the
+outputs loaded once (load.py): it judges the paper's claims (claims.py), lays out
 tables (tables.py), sums the run up (summary.py: the first screen), draws figures (figures.py) and
 renders one Jinja2 template with autoescape on. To add a section: a loader in load.py, one entry in
 `build_context`, one `{% block %}` in templates/index.html.j2. A new claim or row needs none of these:
@@ -20,14 +21,15 @@ import yaml
 from markupsafe import Markup
 
 from gattanet.io import write_text
+from pipeline.config import Params
 
 from . import figures as figs
-from .analysis_plan import load_plan
+from .analysis_plan import AnalysisPlan
 from .extensions import extensions_section
 from .claims import CAPACITY_COMMAND, OVERALL_RULE, Claim, ci_text, estimate, evaluate_claims, pct, pts
 from .committed import committed_runs
 from .summary import forest_rows, reproducibility_summary
-from .load import Outputs, load_outputs, load_paper, stage_command
+from .load import Outputs, load_paper, stage_command
 from .tables import (backbone_convergence, baselines_section, controls_tables, dataset_label, deviations,
                      dims_comparisons, dims_table, left_out, lesion_tables, method_label, stage_times, table1)
 
@@ -35,9 +37,10 @@ TEMPLATES = Path(__file__).with_name("templates")
 VERSIONED = ("torch", "torchvision", "numpy", "dvc", "matplotlib", "umap-learn")
 
 
-def collect_provenance(root: Path, params: dict) -> dict:
-    """Commit, date, devices, library versions, each stage's wall time, and the params as YAML."""
-    stages = stage_times(load_outputs(params, Path(root)))
+def collect_provenance(root: Path, params: Params, out: Outputs) -> dict:
+    """Commit, date, devices, library versions, each stage's wall time (from the loaded outputs), and the params as
+    the file wrote them."""
+    stages = stage_times(out)
     versions = {"python": platform.python_version()}
     for name in VERSIONED:
         try:
@@ -46,7 +49,7 @@ def collect_provenance(root: Path, params: dict) -> dict:
             versions[name] = "not installed"
     return {"commit": git_commit(Path(root)), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "devices": sorted({s["device"] for s in stages if s["device"]}), "versions": versions, "cpu": cpu(),
-            "stages": stages, "params_yaml": yaml.safe_dump(params, sort_keys=False, allow_unicode=True)}
+            "stages": stages, "params_yaml": yaml.safe_dump(params.raw, sort_keys=False, allow_unicode=True)}
 
 
 def cpu() -> str:
@@ -71,33 +74,28 @@ def git_commit(root: Path) -> str:
     return res.stdout.strip() if res.returncode == 0 else "unknown (not a git checkout, or no commit yet)"
 
 
-def build_report(params: dict, root: Path, out_dir: Path, provenance: dict | None = None,
+def build_report(params: Params, plan: AnalysisPlan, out: Outputs, out_dir: Path, provenance: dict,
                  before_write: Callable[[], None] | None = None) -> Path:
-    """Write out_dir/index.html and out_dir/figures/*.png|svg; return the index path. `before_write` runs once the
-    outputs have loaded, before the first figure is drawn (the report stage empties reports/figures there, so a
-    missing or bad input leaves the last report whole).
+    """Write out_dir/index.html and out_dir/figures/*.png|svg from the loaded outputs (load.load_outputs); return the
+    index path. `before_write` runs before the first figure is drawn (the report stage empties reports/figures there,
+    so a missing or bad input, refused while loading, leaves the last report whole).
 
     The page is rendered to a string first and written atomically, so a crash never leaves
     a half index.html."""
-    root, out_dir = Path(root), Path(out_dir)
-    out = load_outputs(params, root)
-    if provenance is None:
-        provenance = collect_provenance(root, params)
+    out_dir = Path(out_dir)
     if before_write is not None:
         before_write()
-    html = render(build_context(params, out, out_dir, provenance))
+    html = render(build_context(params, plan, out, out_dir, provenance))
     index = out_dir / "index.html"
     write_text(index, html)
     return index
 
 
-def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -> dict:
+def build_context(params: Params, plan: AnalysisPlan, out: Outputs, out_dir: Path, provenance: dict) -> dict:
     """Everything the template shows; draws the figures into out_dir/figures on the way."""
     paper = load_paper()
-    claims = evaluate_claims(out, paper, params)
+    claims = evaluate_claims(out, paper, params, plan)
     stages = stage_times(out)
-    plan = load_plan()
-    report = params.get("report") or {}
     devs, omitted = deviations(paper, params), left_out(params)
     baselines = draw_baselines(params, out, out_dir, plan)
     extensions = extensions_section(out, params, plan.alpha_one_sided, plan.get("multiplicity") == "holm")
@@ -107,11 +105,11 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
                                            for c in r["cells"]]}
     forest = forest_rows(claims)
     return {
-        "title": report.get("title", "GAttANet reproduction"),
+        "title": params.report.title,
         "summary": reproducibility_summary(claims, params, out, devs, omitted, stages, provenance, sections),
         "forest": figs.save(figs.forest_plot(forest), out_dir, "forest") if forest else None,
         "committed_runs": committed_runs(out_dir),
-        "profile": params.get("profile", "unknown"),
+        "profile": params.profile,
         "source": paper["source"],
         "claims": claims,
         "table1": table1(out, paper),
@@ -138,9 +136,9 @@ def build_context(params: dict, out: Outputs, out_dir: Path, provenance: dict) -
 BACKBONES_COMMAND = "gattanet-cli profile backbones && dvc repro"
 
 
-def backbone_scope(params: dict) -> str:
+def backbone_scope(params: Params) -> str:
     """What the verdicts are about: one trained backbone (the default), or several of one recipe."""
-    used = {a["backbone"] for a in (params.get("attention") or {}).values()}
+    used = {a.backbone for a in params.attention.values()}
     if len(used) >= 3:
         return (f"The attention runs sit on {len(used)} backbones, each pretrained from its own seed. Where three or "
                 "more of one architecture and dataset carry a run at the same d, the clean-gain claim and Table 1 "
@@ -152,9 +150,9 @@ def backbone_scope(params: dict) -> str:
             f"backbones × the attention seeds lifts that: {BACKBONES_COMMAND}.")
 
 
-def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], out_dir: Path) -> list[dict]:
+def draw_figures(params: Params, out: Outputs, paper: dict, claims: list[Claim], out_dir: Path) -> list[dict]:
     """Figures 2a, 2b, 3, 4a, 4b, 4c: each drawn from its run's output, or 'not run' with the command."""
-    runs = (params.get("report") or {}).get("figures") or {}
+    runs = params.report.figures
     by_id = {c.id: c for c in claims}
     items = []
 
@@ -216,7 +214,7 @@ def draw_figures(params: dict, out: Outputs, paper: dict, claims: list[Claim], o
     return items
 
 
-def draw_baselines(params: dict, out: Outputs, out_dir: Path, plan) -> dict:
+def draw_baselines(params: Params, out: Outputs, out_dir: Path, plan: AnalysisPlan) -> dict:
     """The baselines section (tables.baselines_section: its paired comparisons under the analysis plan's level and
     multiplicity rule, each method's multiply-adds counted) plus its noise-curve figure and caption, when any ran."""
     from .costs import baselines_macs
@@ -226,19 +224,19 @@ def draw_baselines(params: dict, out: Outputs, out_dir: Path, plan) -> dict:
     section["figure"] = None
     if section["missing"] or not section["rows"]:
         return section
-    cfg, noise = params["baselines"], params.get("noise") or {}
+    cfg = params.baselines
     results = [(method_label(r["method"]), out.baselines[r["method"]]) for r in section["rows"]]
     first = results[0][1]
     sigmas = {r["peak_sigma"] for _, r in results}
     peak = sigmas.pop() if len(sigmas) == 1 else None
     scratch_only = all(r["track"] == "scratch" for r in section["rows"])
-    where = (f"trained from scratch like the {cfg['backbone']} backbone" if scratch_only
-             else f"on the frozen {cfg['backbone']} backbone (budget of run {cfg['run']})")
+    where = (f"trained from scratch like the {cfg.backbone} backbone" if scratch_only
+             else f"on the frozen {cfg.backbone} backbone (budget of run {cfg.run})")
     title = f"{dataset_label(first['dataset'])}: {len(results)} method{'s' * (len(results) > 1)} {where}"
     fig = figs.baselines_curves(results, title, peak_sigma=peak)
-    images = ("all test images" if cfg["test_subset"] <= 0
-              else f"a seeded subset of {cfg['test_subset']:,} test images")
-    clip = "clipped to [0, 1]" if noise.get("clip") else "not clipped"
+    images = ("all test images" if cfg.test_subset <= 0
+              else f"a seeded subset of {cfg.test_subset:,} test images")
+    clip = "clipped to [0, 1]" if params.noise.clip else "not clipped"
     peak_text = f"; dotted: σ* = {peak:g} (noise.peak_sigma)" if peak is not None else ""
     section["figure"] = {"links": figs.save(fig, out_dir, "baselines"), "caption": (
         f"Measured: top-1 accuracy on {images} of {dataset_label(first['dataset'])}, each image with additive "
@@ -248,18 +246,17 @@ def draw_baselines(params: dict, out: Outputs, out_dir: Path, plan) -> dict:
     return section
 
 
-def draw_controls(params: dict, out: Outputs, out_dir: Path) -> dict:
+def draw_controls(params: Params, out: Outputs, out_dir: Path) -> dict:
     """The controls section: the backbone's convergence (curve and words) and each controls run's table
     and figure of gains."""
     backbones = backbone_convergence(out, params)
     for b in backbones:
         b["links"] = figs.save(figs.backbone_curve(out.pretrain_history[b["run"]], b["run"], b["patience"]),
                                out_dir, f"backbone-{b['run']}")
-    tables = controls_tables(out, params)
+    tables = controls_tables(out)
     for t in tables:
         t["links"] = figs.save(figs.controls_gains(out.controls[t["run"]]), out_dir, f"controls-{t['run']}")
-    missing = [stage_command(params, "controls", "controls", k) for k in (params.get("controls") or {})
-               if k not in out.controls]
+    missing = [stage_command(params, "controls", "controls", k) for k in params.controls if k not in out.controls]
     return {"backbones": backbones, "tables": tables, "missing": missing,
             "capacity": ci_text(estimate(out.baselines["wider-toy"]["clean_gain"])) if "wider-toy" in out.baselines
             else None, "capacity_command": CAPACITY_COMMAND}

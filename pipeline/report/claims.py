@@ -11,13 +11,14 @@ chance to perfect*: a majority (the paper's "typically"), never met by a result 
 from dataclasses import dataclass, field, replace
 
 from gattanet.analysis.stats import (CONTRADICTED, INCONCLUSIVE, NOT_APPLICABLE, NOT_RUN, SUPPORTED, Estimate,
-                            DERIVED, at_most, equivalence, holm_adjusted, rate_interval, releveled, verdict)
+                            DERIVED, holm_adjusted, rate_interval, releveled, verdict)
 from gattanet.data.specs import get_spec
 from gattanet.analysis.sweeps import relative_sigma
+from pipeline.config import Params
 
 from .across import AcrossGroup, across_groups
 from .across import across_spread_text
-from .analysis_plan import load_plan
+from .analysis_plan import AnalysisPlan
 from .load import Outputs, stage_command
 
 OVERALL_RULE = ("A claim is the conjunction of its rows. Per backbone family, over the rows in scope (rows not run "
@@ -135,10 +136,10 @@ def overall_verdict(verdicts: list[str]) -> str:
 
 
 def decided(row: str, family: str, est: Estimate, numbers: dict[str, str], direction: int = 1,
-            paper_size: float | None = None, fmt=pts, note: str = "", test: str = "gain > 0") -> Evidence:
-    """A row decided by `est`'s CI at the plan's level; an inconclusive row says what effect the run would detect with
-    80 % power."""
-    level = load_plan().get("level")
+            paper_size: float | None = None, fmt=pts, note: str = "", test: str = "gain > 0", *,
+            level: float) -> Evidence:
+    """A row decided by `est`'s CI at `level` (the plan's); an inconclusive row says what effect the run would detect
+    with 80 % power."""
     est = est if est.level == level else releveled(est, level)
     v = verdict(est, direction, paper_size)
     notes = [note] if note else []
@@ -197,8 +198,8 @@ def primary_key(out: Outputs, attn_dim: int) -> str | None:
     return next((k for k, m in out.train_attn.items() if m["attn_dim"] == attn_dim), None)
 
 
-def clean_gain(out: Outputs, paper: dict, params: dict) -> Claim:
-    plan = load_plan()
+def clean_gain(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
+    level = plan.get("level")
     use_size, dim = plan.get("claims", "clean_gain", "paper_size"), plan.get("primary", "attn_dim")
     claim = Claim("clean_gain", "GAttANet improves clean test accuracy over its frozen backbone",
                   paper["claims"]["clean_gain"],
@@ -213,21 +214,22 @@ def clean_gain(out: Outputs, paper: dict, params: dict) -> Claim:
     groups = across_groups(out)
     nested = {key for g in groups if g.effect is not None for key in g.runs.values()}
     for group in groups:
-        claim.evidence.append(_across_row(group, paper, use_size, primary=group.attn_dim == dim))
+        claim.evidence.append(_across_row(group, paper, use_size, level, primary=group.attn_dim == dim))
     primary = None if any(e.primary for e in claim.evidence) else primary_key(out, dim)
     for key, m in out.train_attn.items():
         size = _paper_gain(paper, m["arch"], m["dataset"])
         family = f"{m['arch']}: {NESTED}" if key in nested else m["arch"]
-        row = decided(key, family, estimate(m["gain"]), {
+        row = decided(key, family, estimate(out.clean_gain[key]), {
             "baseline": pct(m["baseline_acc"]), "GAttANet (mean over seeds)": pct(m["gattanet_acc"]),
             "paper's gain here": pts(size) if size is not None else "none stated for this dataset"},
-            paper_size=size if use_size else None, test="gain > 0" + (" (primary endpoint)" * (key == primary)))
+            paper_size=size if use_size else None, test="gain > 0" + (" (primary endpoint)" * (key == primary)),
+            level=level)
         row.primary = key == primary
         claim.evidence.append(row)
     return claim
 
 
-def _across_row(group: AcrossGroup, paper: dict, use_size: bool, primary: bool = False) -> Evidence:
+def _across_row(group: AcrossGroup, paper: dict, use_size: bool, level: float, primary: bool = False) -> Evidence:
     """The clean-gain row of one across-backbone group, decided by the same rule as a run's own row."""
     runs = ", ".join(group.runs.values())
     test = "gain > 0, across backbones" + " (primary endpoint)" * primary
@@ -242,13 +244,14 @@ def _across_row(group: AcrossGroup, paper: dict, use_size: bool, primary: bool =
         "each backbone's gain": ", ".join(f"{b} {pts(g)}" for b, g in zip(group.runs, est.seed_means[0])),
         "runs": runs, "paper's gain here": pts(size) if size is not None else "none stated for this dataset"},
         paper_size=size if use_size else None, test=test,
-        note="about the recipe: its CI spans backbones (a random factor), their attention seeds and the test images")
+        note="about the recipe: its CI spans backbones (a random factor), their attention seeds and the test images",
+        level=level)
     row.numbers["interval from"] = across_spread_text(group)
     row.primary = primary
     return row
 
 
-def gain_size(out: Outputs, paper: dict, params: dict) -> Claim:
+def gain_size(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
     claim = Claim("gain_size", "The gain is as large as the paper's",
                   paper["claims"]["clean_gain"],
                   "Effect: the clean gain against the paper's own figure. On the paper's own dataset, gain − the stated "
@@ -258,24 +261,24 @@ def gain_size(out: Outputs, paper: dict, params: dict) -> Claim:
                   "set. 'As large' (supported) when the CI lies at or above 0, 'smaller than the paper's' "
                   "(contradicted) when it lies below. Carrying a size across datasets is an assumption, said beside "
                   "each such row.")
-    if not load_plan().get("claims", "size", "relative"):
+    if not plan.get("claims", "size", "relative"):
         claim.how_to_run = "the analysis plan turns the size rows off (claims.size.relative: false)"
         return claim
-    nested = set()
+    level, nested = plan.get("level"), set()
     for group in across_groups(out):
         if group.effect is None:
             continue
         nested |= set(group.runs.values())
         claim.evidence.append(_size_row(group.label, group.arch, group.dataset, group.effect,
-                                        group.baseline_acc, paper))
+                                        group.baseline_acc, paper, level))
     for key, m in out.train_attn.items():
         family = f"{m['arch']}: {NESTED}" if key in nested else m["arch"]
-        claim.evidence.append(_size_row(key, family, m["dataset"], estimate(m["gain"]), m["baseline_acc"], paper,
-                                        arch=m["arch"]))
+        claim.evidence.append(_size_row(key, family, m["dataset"], estimate(out.clean_gain[key]), m["baseline_acc"],
+                                        paper, level, arch=m["arch"]))
     return claim
 
 
-def _size_row(row: str, family: str, dataset: str, gain: Estimate, base_acc: float, paper: dict,
+def _size_row(row: str, family: str, dataset: str, gain: Estimate, base_acc: float, paper: dict, level: float,
               arch: str | None = None) -> Evidence:
     """One size row: the gain against the paper's (absolute on its dataset, relative error reduction elsewhere)."""
     arch = arch or family.split(":")[0]
@@ -287,19 +290,19 @@ def _size_row(row: str, family: str, dataset: str, gain: Estimate, base_acc: flo
     error = 1.0 - base_acc
     if kind == "absolute":
         return decided(row, family, shifted(gain, -size), {
-            "gain": ci_text(gain), "paper's gain": pts(size)}, test="as large as the paper's (points)")
+            "gain": ci_text(gain), "paper's gain": pts(size)}, test="as large as the paper's (points)", level=level)
     ratio = Estimate(gain.mean / error, gain.low / error, gain.high / error, gain.level, gain.df,
                      gain.sd_images / error, gain.sd_seeds / error, gain.seeds, gain.images, gain.seed_means,
                      gain.paired)
     return decided(row, family, shifted(gain, -size * error), {
         "gain": ci_text(gain), "relative error reduction": f"{ci_text(ratio, pct)} of the baseline's {pct(error)} "
         "error", f"paper's ({source['dataset_label']})": f"{100 * size:.1f} % of the error = {pts(size * error)} here"},
-        test="as large as the paper's (relative error reduction)", note=SIZE_ASSUMPTION)
+        test="as large as the paper's (relative error reduction)", note=SIZE_ASSUMPTION, level=level)
 
 
-def noise(out: Outputs, paper: dict, params: dict) -> Claim:
-    sigma = (params.get("noise") or {}).get("peak_sigma")
-    loss = load_plan().get("claims", "noise", "relative_loss")
+def noise(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
+    sigma, level = params.noise.peak_sigma, plan.get("level")
+    loss = plan.get("claims", "noise", "relative_loss")
     claim = Claim("noise", "The gain grows at moderate input noise",
                   paper["claims"]["noise"],
                   f"Effect: gain(σ*) − gain(0), paired per image and seed, at two σ* fixed before the run (no "
@@ -319,13 +322,14 @@ def noise(out: Outputs, paper: dict, params: dict) -> Claim:
             "gain at σ = 0": ci_text(estimate(sweep["gain"][0])),
             f"gain at σ* = {sweep['peak_sigma']:g}": ci_text(estimate(sweep["gain"][k])),
             "baseline at σ*": pct(sweep["baseline"][k]),
-            "baseline's loss of its margin over chance": _lost_text(sweep, k)}, test="gain grows: gain(σ*) − gain(0) > 0"))
-        claim.evidence.append(_relative_row(key, m["arch"], sweep, loss))
+            "baseline's loss of its margin over chance": _lost_text(sweep, k)}, test="gain grows: gain(σ*) − gain(0) > 0",
+            level=level))
+        claim.evidence.append(_relative_row(key, m["arch"], sweep, loss, level))
     return claim
 
 
-def noise_visible(out: Outputs, paper: dict, params: dict) -> Claim:
-    loss = load_plan().get("claims", "noise", "relative_loss")
+def noise_visible(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
+    loss, level = plan.get("claims", "noise", "relative_loss"), plan.get("level")
     claim = Claim("noise_visible", "The gain stays visible across noise levels up to the baseline's collapse",
                   paper["claims"]["noise"],
                   "Effect: GAttANet − baseline accuracy at each σ of the sweep from 0 up to the relative σ* (the "
@@ -348,7 +352,8 @@ def noise_visible(out: Outputs, paper: dict, params: dict) -> Claim:
             claim.evidence.append(decided(f"{key}: σ = {sweep['sigmas'][i]:g}", m["arch"],
                                           estimate(sweep["gain"][i]), {
                 "baseline": pct(sweep["baseline"][i]),
-                "baseline's loss of its margin over chance": _lost_text(sweep, i)}, test="gain > 0 at this σ"))
+                "baseline's loss of its margin over chance": _lost_text(sweep, i)}, test="gain > 0 at this σ",
+                level=level))
     return claim
 
 
@@ -362,7 +367,7 @@ def _lost_text(sweep: dict, i: int) -> str:
     return f"{(base[0] - base[i]) / (base[0] - chance):.0%} (chance {pct(chance)})"
 
 
-def _relative_row(key: str, family: str, sweep: dict, loss: float) -> Evidence:
+def _relative_row(key: str, family: str, sweep: dict, loss: float, level: float) -> Evidence:
     test = "gain grows: gain(σ*) − gain(0) > 0"
     if "chance" not in sweep or "growth_by_sigma" not in sweep:
         return Evidence(f"{key}: relative σ*", family, NOT_RUN, {}, test,
@@ -377,11 +382,11 @@ def _relative_row(key: str, family: str, sweep: dict, loss: float) -> Evidence:
     return decided(f"{key}: relative σ* = {s:g}", family, estimate(sweep["growth_by_sigma"][i]), {
         "gain at σ = 0": ci_text(estimate(sweep["gain"][0])),
         f"gain at σ* = {s:g}": ci_text(estimate(sweep["gain"][i])), "baseline at σ*": pct(sweep["baseline"][i]),
-        "baseline's loss of its margin over chance": _lost_text(sweep, i)}, test=test)
+        "baseline's loss of its margin over chance": _lost_text(sweep, i)}, test=test, level=level)
 
 
-def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
-    frac = load_plan().get("claims", "query_space", "bar_fraction")
+def query_space(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
+    frac, level = plan.get("claims", "query_space", "bar_fraction"), plan.get("level")
     claim = Claim("query_space", "The global query separates the classes (and their groups)",
                   paper["claims"]["query_space"],
                   "Effect: k-NN accuracy on the global query q of every test image (5-fold, per seed) minus "
@@ -394,7 +399,7 @@ def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
         knn = estimate(s["knn_query"])
         claim.evidence.append(decided(f"{key}: classes", m["arch"], shifted(knn, -bar), {
             "k-NN accuracy on q": ci_text(knn, pct), "bar": pct(bar), "chance": pct(s["chance"])},
-            test="above a bar"))
+            test="above a bar", level=level))
         groups = s.get("groups")
         if groups:
             gbar = halfway(groups["largest_share"], frac)
@@ -404,11 +409,11 @@ def query_space(out: Outputs, paper: dict, params: dict) -> Claim:
                 "group k-NN accuracy on q": ci_text(gknn, pct), "bar": pct(gbar),
                 "largest group": pct(groups["largest_share"]),
                 "group silhouette in 2-D (figure, first seed)": f"{groups['in_2d']['silhouette']:.3f}"},
-                test="above a bar"))
+                test="above a bar", level=level))
     return claim
 
 
-def query_learned(out: Outputs, paper: dict, params: dict) -> Claim:
+def query_learned(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
     claim = Claim("query_learned", "The global query is learned beyond its inputs",
                   paper["claims"]["query_space"],
                   "Not the paper's sentence, but what its figure implies of a *learned* query: q's k-NN accuracy "
@@ -416,46 +421,49 @@ def query_learned(out: Outputs, paper: dict, params: dict) -> Claim:
                   "untrained attention system, per seed) and on the penultimate features reduced to d by PCA fit on "
                   "training images, on the same test images. Supported when q beats each (CI above 0), contradicted "
                   "when a control beats q (CI below 0).")
+    level = plan.get("level")
     for key, m, s in _embeddings(out, params, claim):
-        claim.evidence += _control_rows(f"{key}: classes", m["arch"], estimate(s["knn_query"]), s.get("controls"), key)
+        claim.evidence += _control_rows(f"{key}: classes", m["arch"], estimate(s["knn_query"]), s.get("controls"), key,
+                                        level)
         groups = s.get("groups")
         if groups:
             claim.evidence += _control_rows(f"{key}: groups", m["arch"], estimate(groups["knn_query"]),
-                                            groups.get("controls"), key)
+                                            groups.get("controls"), key, level)
     return claim
 
 
-def _embeddings(out: Outputs, paper_claim_params: dict, claim: Claim):
+def _embeddings(out: Outputs, params: Params, claim: Claim):
     """(key, train-attn metrics, embed stats) per attention run with an embedding; a not-run row for the others."""
     for key, m in out.train_attn.items():
         emb = out.embedding.get(key)
         if emb is None:
             claim.evidence.append(Evidence(key, m["arch"], NOT_RUN, {},
-                                           note=stage_command(paper_claim_params, "attention", "embed", key)))
+                                           note=stage_command(params, "attention", "embed", key)))
             continue
         yield key, m, emb["stats"]
 
 
-def _control_rows(row: str, family: str, knn: Estimate, controls: dict | None, key: str) -> list[Evidence]:
+def _control_rows(row: str, family: str, knn: Estimate, controls: dict | None, key: str,
+                  level: float) -> list[Evidence]:
     """q against each control of the embed stage (random projection, PCA of the penultimate features)."""
     if controls is None:
         return [Evidence(f"{row}: q vs controls", family, NOT_RUN, {},
                          note=f"the embedding predates its controls: dvc repro embed@{key}")]
     return [decided(f"{row}: q vs {name}", family, estimate(c["query_minus"]), {
         "control": c["what"], "k-NN accuracy on the control": ci_text(estimate(c["knn"]), pct),
-        "k-NN accuracy on q": ci_text(knn, pct)}, test="q − control > 0") for name, c in controls.items()]
+        "k-NN accuracy on q": ci_text(knn, pct)}, test="q − control > 0", level=level) for name, c in controls.items()]
 
 
-def rate_estimate(est: Estimate) -> Estimate:
-    """A rate's Estimate with its interval replaced by the rate interval (Clopper–Pearson at the effective n), at the
-    plan's level."""
-    est = releveled(est, load_plan().get("level"))
+def rate_estimate(est: Estimate, level: float) -> Estimate:
+    """A rate's Estimate with its interval replaced by the rate interval (Clopper–Pearson at the effective n), at
+    `level` (the plan's)."""
+    est = releveled(est, level)
     low, high = rate_interval(est)
     return replace(est, low=low, high=high)
 
 
-def true_class(out: Outputs, paper: dict, params: dict) -> Claim:
-    bar = load_plan().get("claims", "true_class", "typical_rate")
+def true_class(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
+    bar, level = plan.get("claims", "true_class", "typical_rate"), plan.get("level")
     claim = Claim("true_class", "The true class is typically among the top last-layer agreement scores",
                   paper["claims"]["true_class"],
                   "Effect: the rate at which the true class is among the 3 last-layer units that agreement "
@@ -472,15 +480,15 @@ def true_class(out: Outputs, paper: dict, params: dict) -> Claim:
                                            note=stage_command(params, "attention", "maps", key)))
             continue
         s = maps["stats"]
-        top3, top1 = rate_estimate(estimate(s["top3_rate"])), rate_estimate(estimate(s["top1_rate"]))
+        top3, top1 = rate_estimate(estimate(s["top3_rate"]), level), rate_estimate(estimate(s["top1_rate"]), level)
         claim.evidence.append(decided(key, m["arch"], shifted(top3, -bar), {
             "top-3 rate": ci_text(top3, pct), "bar": pct(bar), "chance": pct(s["chance_top3"]),
-            "top-1 rate": ci_text(top1, pct)}, test="above a bar (a rate)"))
+            "top-1 rate": ci_text(top1, pct)}, test="above a bar (a rate)", level=level))
     return claim
 
 
-def lesions(out: Outputs, paper: dict, params: dict) -> Claim:
-    share = load_plan().get("claims", "lesions", "share")
+def lesions(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
+    share = plan.get("claims", "lesions", "share")
     claim = Claim("lesions", "Lesions: the first layer's modulation is vital, the last one's dispensable, "
                   "no single layer suffices", paper["claims"]["lesions"],
                   f"The paper's sentences on the full gain's scale, G = full − baseline: each row's effect is kept = "
@@ -489,33 +497,34 @@ def lesions(out: Outputs, paper: dict, params: dict) -> Claim:
                   "lost), contradicted when above; (2) the last layer ablated ('cccd.', 'inexistant' effect): "
                   "supported when kept lies above 0, contradicted when below; (3) each layer alone ('no performance "
                   "improvements'), as (1). Not applicable where G's own CI does not lie above 0 (no gain to lose).")
-    for key in params.get("lesions") or {}:
+    for key in params.lesions:
         les = out.lesions.get(key)
         family = out.train_attn.get(key, {}).get("arch", "?")
         if les is None:
             claim.evidence.append(Evidence(key, family, NOT_RUN, {},
                                            note=stage_command(params, "lesions", "lesions", key)))
             continue
-        claim.evidence.extend(_lesion_rows(key, family, les, share))
+        claim.evidence.extend(_lesion_rows(key, family, les, share, plan.get("level")))
     if not claim.evidence:
         claim.how_to_run = "add an attention run under `lesions:` in params.yaml, then `dvc repro`"
     return claim
 
 
 def kept_row(row: str, family: str, kept: dict | None, share: float, direction: int, g: Estimate,
-             numbers: dict[str, str], test: str, rerun: str) -> Evidence:
-    """A row on G's scale: `kept` (recompute.kept_share at `share`) decided in `direction`; not applicable while G's
-    CI does not lie above 0; not run where the stored contrast is missing or at another share."""
-    if verdict(releveled(g, load_plan().get("level"))) != SUPPORTED:
+             numbers: dict[str, str], test: str, rerun: str, level: float) -> Evidence:
+    """A row on G's scale: `kept` (recompute.kept_share at `share`) decided in `direction` at `level`; not applicable
+    while G's CI does not lie above 0; not run where the stored contrast is missing or at another share."""
+    if verdict(releveled(g, level)) != SUPPORTED:
         return Evidence(row, family, NOT_APPLICABLE, {"full gain G": ci_text(g), **numbers}, test,
                         "G's CI does not lie above 0: there is no gain to keep or lose")
     if kept is None or kept.get("share") != share:
         return Evidence(row, family, NOT_RUN, numbers, test, f"its contrast at share {share:g} is missing: {rerun}")
     est = estimate({k: v for k, v in kept.items() if k != "share"})
-    return decided(row, family, est, {"full gain G": ci_text(g), **numbers}, direction=direction, test=test)
+    return decided(row, family, est, {"full gain G": ci_text(g), **numbers}, direction=direction, test=test,
+                   level=level)
 
 
-def _lesion_rows(key: str, family: str, les: dict, share: float) -> list[Evidence]:
+def _lesion_rows(key: str, family: str, les: dict, share: float, level: float) -> list[Evidence]:
     g = estimate(next(p for p in les["patterns"] if p["kind"] == "full")["vs_baseline"])
     ablate = [p for p in les["patterns"] if p["kind"] == "ablate"]
     alone = [p for p in les["patterns"] if p["kind"] == "alone"]
@@ -528,16 +537,16 @@ def _lesion_rows(key: str, family: str, les: dict, share: float) -> list[Evidenc
 
     first, last = ablate[0], ablate[-1]
     rows = [kept_row(f"{key}: {first['pattern']} (first layer ablated) keeps < {share:g} G", family, first.get("kept"),
-                     share, -1, g, numbers(first), f"loses more than {share:g} of G", rerun),
+                     share, -1, g, numbers(first), f"loses more than {share:g} of G", rerun, level),
             kept_row(f"{key}: {last['pattern']} (last layer ablated) keeps > {share:g} G", family, last.get("kept"),
-                     share, 1, g, numbers(last), f"keeps more than {share:g} of G", rerun)]
+                     share, 1, g, numbers(last), f"keeps more than {share:g} of G", rerun, level)]
     rows += [kept_row(f"{key}: {p['pattern']} ({p['layer']} alone) keeps < {share:g} G", family, p.get("kept"), share,
-                      -1, g, numbers(p), f"keeps less than {share:g} of G", rerun) for p in alone]
+                      -1, g, numbers(p), f"keeps less than {share:g} of G", rerun, level) for p in alone]
     return rows
 
 
-def dimension(out: Outputs, paper: dict, params: dict) -> Claim:
-    small, large = load_plan().get("claims", "dimension", "dims")
+def dimension(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
+    small, large = plan.get("claims", "dimension", "dims")
     claim = Claim("dimension", f"A larger attention dimension helps the toy model (d = {large} vs d = {small})",
                   paper["claims"]["dimension"],
                   f"Effect: gain(d = {large}) − gain(d = {small}) on the same backbone and the same (noisy) test "
@@ -547,7 +556,7 @@ def dimension(out: Outputs, paper: dict, params: dict) -> Claim:
     if out.dims is None:
         claim.how_to_run = "dvc repro dims"
         return claim
-    loss = load_plan().get("claims", "noise", "relative_loss")
+    loss, level = plan.get("claims", "noise", "relative_loss"), plan.get("level")
     for c in out.dims.get("comparisons", []):
         if (c["d_small"], c["d_large"]) != (small, large):
             continue
@@ -559,7 +568,8 @@ def dimension(out: Outputs, paper: dict, params: dict) -> Claim:
             labels.append(f"relative σ* = {c['sigma']:g}")
         for label in labels:
             claim.evidence.append(decided(f"{c['dataset']}: {c['large']} − {c['small']}, {label}", c["arch"],
-                                          estimate(c["difference"]), {}, test=f"gain(d = {large}) − gain(d = {small}) > 0"))
+                                          estimate(c["difference"]), {}, test=f"gain(d = {large}) − gain(d = {small}) > 0",
+                                          level=level))
     if not claim.evidence:
         claim.how_to_run = (f"add toy attention runs with attn_dim {small} and {large} on one backbone, "
                             "then `dvc repro`")
@@ -575,8 +585,8 @@ CONTROL_LABELS = {  # method -> what the control is, in the report's words
 CAPACITY_COMMAND = "gattanet-cli profile full && dvc repro baselines@wider-toy"
 
 
-def controls(out: Outputs, paper: dict, params: dict) -> Claim:
-    plan = load_plan()
+def controls(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> Claim:
+    level = plan.get("level")
     judged, share = plan.get("claims", "controls", "judged"), plan.get("claims", "controls", "share")
     claim = Claim("controls", "The gain is attention's, not extra training's",
                   "Not a claim of the paper, but the test an add-on trained on a frozen network owes: would the "
@@ -589,7 +599,7 @@ def controls(out: Outputs, paper: dict, params: dict) -> Claim:
                   f"− {share:g} · G; contradicted ('the control explains the gain') when its CI lies above 0, "
                   "supported when below; not applicable where G's CI does not lie above 0. The capacity control (a "
                   "wider toy CNN of the toy's + GAttANet's parameters) runs in the full profile.")
-    for key in params.get("controls") or {}:
+    for key in params.controls:
         res = out.controls.get(key)
         family = out.train_attn.get(key, {}).get("arch", "?")
         if res is None:
@@ -610,10 +620,11 @@ def controls(out: Outputs, paper: dict, params: dict) -> Claim:
                                                "not among the analysis plan's judged controls: shown, out of scope",
                                                effect))
                 continue
-            claim.evidence.append(decided(name, family, effect, numbers, test="GAttANet − control > 0"))
+            claim.evidence.append(decided(name, family, effect, numbers, test="GAttANet − control > 0", level=level))
             claim.evidence.append(kept_row(f"{key}: {row['method']} keeps < {share:g} G", family, row.get("kept"),
                                            share, -1, g, {"control": numbers["control"]},
-                                           f"non-inferior within {share:g} G (contradicts)", f"dvc repro controls@{key}"))
+                                           f"non-inferior within {share:g} G (contradicts)", f"dvc repro controls@{key}",
+                                           level))
     wider = out.baselines.get("wider-toy")
     if claim.evidence:  # the capacity row belongs beside controls that ran or are due
         if wider is None:
@@ -638,7 +649,7 @@ def multiplicity_families(claim: Claim) -> list[list[Evidence]]:
     return list(families.values())
 
 
-def corrected(claim: Claim, plan) -> Claim:
+def corrected(claim: Claim, plan: AnalysisPlan) -> Claim:
     """The claim's rows corrected once, by the plan's `multiplicity`, its words in claim.multiplicity.
 
     holm: a claim is the conjunction of its rows. 'Supported' needs every row supported, an intersection-union test
@@ -672,11 +683,10 @@ def corrected(claim: Claim, plan) -> Claim:
     return claim
 
 
-def evaluate_claims(out: Outputs, paper: dict, params: dict) -> list[Claim]:
-    """All claims, in the order the report lists them, each corrected for its rows' number (`corrected`)."""
-    plan = load_plan()
-    claims = (clean_gain(out, paper, params), gain_size(out, paper, params), noise_visible(out, paper, params),
-              noise(out, paper, params), query_space(out, paper, params), query_learned(out, paper, params),
-              true_class(out, paper, params), lesions(out, paper, params), dimension(out, paper, params),
-              controls(out, paper, params))
-    return [corrected(c, plan) for c in claims]
+CLAIMS = (clean_gain, gain_size, noise_visible, noise, query_space, query_learned, true_class, lesions, dimension,
+          controls)  # in the order the report lists them
+
+
+def evaluate_claims(out: Outputs, paper: dict, params: Params, plan: AnalysisPlan) -> list[Claim]:
+    """All claims (CLAIMS) judged under the analysis plan, each corrected for its rows' number (`corrected`)."""
+    return [corrected(claim(out, paper, params, plan), plan) for claim in CLAIMS]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from gattanet.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Estimate, holm_adjusted, verdict
 
+from pipeline.config import Params
 from pipeline.recompute import extension_difference
 
 from .claims import ci_text, estimate, pct
@@ -55,10 +56,10 @@ def judged(estimates: list[Estimate], alpha: float, holm: bool, family: int | No
     return out
 
 
-def extensions_section(out: Outputs, params: dict, alpha: float, holm: bool) -> dict:
+def extensions_section(out: Outputs, params: Params, alpha: float, holm: bool) -> dict:
     """Rows: every extension that ran (its settings, cost and accuracy, variant − GAttANet at each σ with a verdict),
     then fine-tuning − its control; `not_run` lists the extensions of params without outputs, with their command."""
-    listed = params.get("extensions") or {}
+    listed = params.extensions
     if not listed:
         return {"missing": EXTENSIONS_COMMAND, "rows": [], "pairs": [], "not_run": [], "family": 0, "holm": holm,
                 "alpha": alpha}

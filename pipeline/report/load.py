@@ -17,11 +17,12 @@ import yaml
 
 from gattanet.errors import InputError
 from pipeline import outputs
+from pipeline.config import Params
 from pipeline.curves import read_curves
-from pipeline.recompute import SHARE, recompute_outputs
+from pipeline.recompute import recompute_outputs
 from pipeline.stages.registry import stage_entries
 
-from .analysis_plan import PlanError, load_plan
+from .analysis_plan import AnalysisPlan
 
 PAPER_YAML = Path(__file__).with_name("paper.yaml")
 
@@ -36,6 +37,7 @@ class Outputs:
 
     root: Path
     train_attn: dict[str, dict]                                   # required: every attention run
+    clean_gain: dict[str, dict] = field(default_factory=dict)     # per run, the one clean gain (recompute_outputs)
     pretrain: dict[str, dict] = field(default_factory=dict)
     noise: dict[str, dict] = field(default_factory=dict)          # sweep.json
     lesions: dict[str, dict] = field(default_factory=dict)
@@ -144,20 +146,18 @@ def _check_baseline(path: Path, method: str, res: dict) -> dict:
     return res
 
 
-def stage_command(params: dict, section: str, stage: str, key: str) -> str:
+def stage_command(params: Params, section: str, stage: str, key: str) -> str:
     """How to produce a missing output: the dvc command, after adding the params entry if needed."""
-    if key not in (params.get(section) or {}):
+    if key not in getattr(params, section):
         return f"add `{key}` under `{section}:` in params.yaml, then `dvc repro {stage}@{key}`"
     return f"dvc repro {stage}@{key}"
 
 
-def load_outputs(params: dict, root: Path) -> Outputs:
-    """Read every output the params call for: each stage's entries are the registry's (pipeline/stages/registry.py).
-    Train-attn metrics are required for each attention run."""
+def load_outputs(params: Params, root: Path, plan: AnalysisPlan) -> Outputs:
+    """Read every output the params call for, its intervals recomputed at the plan's shares: each stage's entries
+    are the registry's (pipeline/stages/registry.py). Train-attn metrics are required for each attention run."""
     root = Path(root)
     runs = stage_entries(params, "train-attn")
-    if not runs:
-        raise ReportInputError("params: `attention` lists no runs; the report needs at least one")
     train_attn = {}
     for key in runs:
         path = outputs.TRAIN_ATTN_METRICS.path(key, root)
@@ -209,7 +209,8 @@ def load_outputs(params: dict, root: Path) -> Outputs:
             if missing:
                 raise ReportInputError(f"{dims}: rows[{i}] misses key(s) {', '.join(missing)}")
     try:
-        done = recompute_outputs(out, params, *contrast_shares())
+        done = recompute_outputs(out, params.noise.test_subset, plan.get("claims", "lesions", "share"),
+                                 plan.get("claims", "controls", "share"))
     except ValueError as e:  # an archive that is unreadable, lacks an array, or does not match its JSON
         raise ReportInputError(str(e)) from None
     out.from_arrays, out.arrays_missing = done.arrays, done.missing
@@ -219,13 +220,3 @@ def load_outputs(params: dict, root: Path) -> Outputs:
 def load_paper(path: Path = PAPER_YAML) -> dict:
     """The paper's numbers and claims (paper.yaml)."""
     return yaml.safe_load(Path(path).read_text())
-
-
-def contrast_shares() -> tuple[float, float]:
-    """The analysis plan's lesion and control shares the arrays' contrasts are recomputed at; the stages' default
-    (pipeline.recompute.SHARE) where no plan can be read (the claims then fail on it in one line)."""
-    try:
-        plan = load_plan()
-        return plan.get("claims", "lesions", "share"), plan.get("claims", "controls", "share")
-    except PlanError:
-        return SHARE, SHARE

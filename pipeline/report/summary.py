@@ -8,6 +8,7 @@ import re
 from collections import Counter
 
 from gattanet.analysis.stats import CONTRADICTED, INCONCLUSIVE, NOT_RUN, SUPPORTED
+from pipeline.config import Params
 
 from .claims import Claim, Evidence, ci_text, pts
 from .tables import dataset_label
@@ -21,21 +22,20 @@ def tested_rows(claim: Claim) -> list[Evidence]:
     return [e for e in claim.evidence if e.effect is not None and e.verdict in TESTED]
 
 
-def scope(claims: list[Claim], params: dict, out, deviations: list[dict]) -> list[dict]:
+def scope(claims: list[Claim], params: Params, out, deviations: list[dict]) -> list[dict]:
     """What was tested: claims, data (and what it stands in for), profile, backbones, seeds."""
-    runs = params.get("attention") or {}
-    backbones = params.get("backbones") or {}
-    datasets = sorted({b.get("dataset") for b in backbones.values()} - {None})
+    runs, backbones = params.attention, params.backbones
+    datasets = sorted({b.dataset for b in backbones.values()})
     subst = [d["here"] for d in deviations if d["topic"] == "Dataset"]
-    seeds = sorted({len(r.get("seeds") or [params.get("seed")]) for r in runs.values()})
-    archs = Counter(b.get("arch", "?") for k, b in backbones.items() if any(r.get("backbone") == k for r in runs.values()))
+    seeds = sorted({len(r.seeds) for r in runs.values()})
+    archs = Counter(b.arch for k, b in backbones.items() if any(r.backbone == k for r in runs.values()))
     ran = [c for c in claims if tested_rows(c)]
     return [
         {"what": "claims tested", "value": f"{len(ran)} of the paper's {len(claims)} (the table below)"},
         {"what": "data", "value": subst[0] if subst else ", ".join(dataset_label(d) for d in datasets)},
-        {"what": "profile", "value": str(params.get("profile", "unknown"))},
+        {"what": "profile", "value": params.profile},
         {"what": "backbones", "value": ", ".join(f"{n} × {a}" for a, n in sorted(archs.items())) or "none"},
-        {"what": "attention runs", "value": ", ".join(f"{k} (d = {r.get('attn_dim')})" for k, r in runs.items())},
+        {"what": "attention runs", "value": ", ".join(f"{k} (d = {r.attn_dim})" for k, r in runs.items())},
         {"what": "seeds per attention run", "value": " or ".join(map(str, seeds)) or "—"},
     ]
 
@@ -141,7 +141,7 @@ def compute(stages: list[dict], provenance: dict) -> dict:
             "cpu": provenance.get("cpu", "not recorded")}
 
 
-def reproducibility_summary(claims: list[Claim], params: dict, out, deviations: list[dict], left_out: list[dict],
+def reproducibility_summary(claims: list[Claim], params: Params, out, deviations: list[dict], left_out: list[dict],
                             stages: list[dict], provenance: dict, sections: dict[str, list[str]]) -> dict:
     """The first screen's content (the forest plot is drawn by build.py from the same rows)."""
     return {"scope": scope(claims, params, out, deviations), "headline": headline(claims, sections),

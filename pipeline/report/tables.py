@@ -15,7 +15,7 @@ from gattanet.adapters.addons import ADDON_DEVIATIONS
 from gattanet.adapters.budget import BUDGET_TOL
 from gattanet.adapters.scratch import SCRATCH_DEVIATIONS
 from gattanet.adapters.scratch import SCRATCH
-from pipeline.config import ADDON_TRACK, SCRATCH_TRACK
+from pipeline.config import ADDON_TRACK, SCRATCH_TRACK, BaselinesCfg, Params
 from pipeline.profiles import available as available_profiles
 from pipeline.stages.registry import STAGES
 from gattanet.analysis.stats import Estimate
@@ -84,7 +84,7 @@ def table1(out: Outputs, paper: dict) -> dict:
     rows, stand_ins = [], {}
     for key, m in out.train_attn.items():
         ref = closest_paper_row(m["arch"], m["dataset"], m["attn_dim"], prow)
-        gain = estimate(m["gain"])
+        gain = estimate(out.clean_gain[key])
         rel = error_reduction(m["baseline_acc"], gain.mean)
         notes = []
         row = {"run": key, "backbone": ARCH_LABELS.get(m["arch"], m["arch"]), "dataset": dataset_label(m["dataset"]),
@@ -176,22 +176,20 @@ def dims_comparisons(out: Outputs) -> list[dict]:
              "difference": ci_text(estimate(c["difference"]))} for c in out.dims.get("comparisons", [])]
 
 
-def left_out(params: dict) -> list[dict]:
+def left_out(params: Params) -> list[dict]:
     """The full profile's sections this profile does not run, each with the one command that fills it."""
-    runs = (params.get("attention") or {}).values()
-    arch = {k: v.get("arch") for k, v in (params.get("backbones") or {}).items()}
-    lesion_modes = {v.get("mode") for v in (params.get("lesions") or {}).values()}
+    runs = params.attention.values()
     checks = [
-        (not any(arch.get(r.get("backbone")) == "resnet18" for r in runs), "a ResNet18 row (Table 1, all claims)"),
-        (not any(r.get("attn_dim") == 4 for r in runs), "attention dimension d = 4"),
-        ("retrain" not in lesion_modes, "lesions retrained per pattern (mode retrain)"),
-        (any(k not in (params.get("controls") or {}) for k in (params.get("attention") or {})),
+        (not any(params.backbones[r.backbone].arch == "resnet18" for r in runs), "a ResNet18 row (Table 1, all claims)"),
+        (not any(r.attn_dim == 4 for r in runs), "attention dimension d = 4"),
+        ("retrain" not in {les.mode for les in params.lesions.values()}, "lesions retrained per pattern (mode retrain)"),
+        (any(k not in params.controls for k in params.attention),
          "the controls (more training, recalibrated heads) of every attention run"),
     ]
-    if params.get("profile") in ("full", "paper"):
+    if params.profile in ("full", "paper"):
         return []
     rows = [{"what": what, "command": FULL_PROFILE_COMMAND} for missing, what in checks if missing]
-    if not (params.get("baselines") or {}).get("methods"):
+    if not params.baselines.methods:
         related = related_work_profiles()
         rows.append({"what": "the related-work baselines, add-on and from-scratch tracks, and the wider-backbone control",
                      "command": f"gattanet-cli profile {related[0]} && dvc repro   (likewise {', '.join(related[1:])}; "
@@ -226,17 +224,17 @@ def convergence(history: list[dict], patience: int) -> dict:
     return {"converged": converged, "best_epoch": best, "epochs": epochs, "patience": patience, "words": words}
 
 
-def backbone_convergence(out: Outputs, params: dict) -> list[dict]:
+def backbone_convergence(out: Outputs, params: Params) -> list[dict]:
     """One entry per backbone trained from scratch here: its convergence in words."""
     rows = []
     for key, history in out.pretrain_history.items():
-        cfg = (params.get("backbones") or {}).get(key) or {}
-        if history and cfg.get("patience"):
-            rows.append({"run": key, "epochs_cap": cfg.get("epochs"), **convergence(history, cfg["patience"])})
+        cfg = params.backbones[key]
+        if history and cfg.patience:
+            rows.append({"run": key, "epochs_cap": cfg.epochs, **convergence(history, cfg.patience)})
     return rows
 
 
-def controls_tables(out: Outputs, params: dict) -> list[dict]:
+def controls_tables(out: Outputs) -> list[dict]:
     """One table per controls run: GAttANet and each control, with its own gain over the baseline and
     GAttANet − control (paired per seed and image), both with CIs."""
     tables = []
@@ -257,7 +255,8 @@ def controls_tables(out: Outputs, params: dict) -> list[dict]:
 
 
 def param_values(params: dict, path: str) -> list[tuple[str, object]]:
-    """(label, value) pairs at a dotted params path; `*` expands every key of a dict."""
+    """(label, value) pairs at a dotted path of the params as written (Params.raw); `*` expands every key of a
+    dict."""
     found: list[tuple[str, object]] = [("", params)]
     for part in path.split("."):
         nxt = []
@@ -270,15 +269,16 @@ def param_values(params: dict, path: str) -> list[tuple[str, object]]:
     return found
 
 
-def deviations(paper: dict, params: dict) -> list[dict]:
-    """paper.yaml's deviations that apply to these params, each with the params values behind it.
+def deviations(paper: dict, params: Params) -> list[dict]:
+    """paper.yaml's deviations that apply to these params, each with the params values behind it, quoted as the
+    params file writes them (Params.raw: paper.yaml names them by their dotted keys).
 
     An entry's `when` is {param, in: [values]} or {param, match: {key: value}} (for dicts)."""
     rows = []
     for d in paper["deviations"]:
-        if d.get("when") and not _applies(d["when"], params):
+        if d.get("when") and not _applies(d["when"], params.raw):
             continue
-        used = param_values(params, d["param"]) if d.get("param") else []
+        used = param_values(params.raw, d["param"]) if d.get("param") else []
         rows.append({"topic": d["topic"], "paper": d["paper"], "here": d["here"],
                      "params": ", ".join(f"{k} = {_show(v)}" for k, v in used)})
     return rows
@@ -361,16 +361,16 @@ def related_work_hint() -> str:
             "in params.yaml)")
 
 
-def baselines_section(out: Outputs, params: dict, alpha: float = 0.025, holm: bool = True,
+def baselines_section(out: Outputs, params: Params, alpha: float = 0.025, holm: bool = True,
                       macs: dict[str, float | None] | None = None) -> dict:
     """The baselines comparison: rows (GAttANet first, then the attention modules by clean accuracy, then
     the wider-toy control), the methods not run with their command, the budget and the computed leaders.
     `alpha`, `holm`: the analysis plan's one-sided level and multiplicity rule for the rows' paired comparisons
     with their track's GAttANet; `macs`: multiply-adds per image per method and of "backbone" (costs.macs_per_image)."""
-    cfg = params.get("baselines")
-    if not cfg or not cfg.get("methods"):
+    cfg = params.baselines
+    if not cfg.methods:
         return {"missing": related_work_hint()}
-    ran = [m for m in cfg["methods"] if m in out.baselines]
+    ran = [m for m in cfg.methods if m in out.baselines]
     ran.sort(key=lambda m: (m in SCRATCH_TRACK, m not in TRACK_REFERENCES.values(), m in ("toy-scratch", "wider-toy"),
                             -_or(out.baselines[m]["clean_acc"], -1.0)))
     sigmas = sorted({out.baselines[m]["peak_sigma"] for m in ran})
@@ -379,10 +379,10 @@ def baselines_section(out: Outputs, params: dict, alpha: float = 0.025, holm: bo
     for r in rows:
         r["track"] = "scratch" if r["method"] in SCRATCH_TRACK else "addon"
     not_run = [{"method": m, "label": _method(m)[0], "description": _method(m)[1],
-                "command": f"dvc repro baselines@{m}"} for m in cfg["methods"] if m not in out.baselines]
+                "command": f"dvc repro baselines@{m}"} for m in cfg.methods if m not in out.baselines]
     reference = out.baselines[ran[0]] if ran else None
     return {"missing": None, "rows": rows, "not_run": not_run, "budget": _budget(cfg, params),
-            "left_out": methods_left_out(cfg["methods"]), "related_profiles": related_work_profiles(),
+            "left_out": methods_left_out(cfg.methods), "related_profiles": related_work_profiles(),
             "protocols": TRACK_PROTOCOLS, "deviations": method_deviations(ran), "holm": holm,
             "peak_header": f"σ = {sigmas[0]:g}" if len(sigmas) == 1 else "the peak σ (per row)",
             "backbone": None if reference is None else {
@@ -543,27 +543,27 @@ def _subset(n: int) -> str:
     return "all training images" if n <= 0 else f"a seeded subset of {n:,} training images"
 
 
-def _budget(cfg: dict, params: dict) -> str:
+def _budget(cfg: BaselinesCfg, params: Params) -> str:
     """The training budget of each track the profile runs, from params (the stage trains under exactly these): the
     add-on track's sentence only where an add-on is listed, the from-scratch track's only where one of it is."""
-    run = (params.get("attention") or {}).get(cfg["run"], {})
+    run = params.attention[cfg.run]
     sentences = []
-    if any(m not in SCRATCH_TRACK for m in cfg["methods"]):
+    if any(m not in SCRATCH_TRACK for m in cfg.methods):
         sentences.append(
             f"Every add-on method, GAttANet included, was trained under the same reduced budget: at most "
-            f"{_epochs(cfg['epochs'])} on {_subset(cfg['train_subset'])}, with the "
-            f"other settings of attention run {cfg['run']} (batch {run.get('batch_size', '?')}, "
-            f"learning rate {run.get('lr', '?')}, early-stopping patience {run.get('patience', '?')}), "
-            f"on its frozen {cfg['backbone']} backbone, once per training seed of that run "
-            f"({len(run.get('seeds', []))} seeds).")
-    if any(m in SCRATCH_TRACK for m in cfg["methods"]):
-        bb = (params.get("backbones") or {}).get(cfg["backbone"], {})
+            f"{_epochs(cfg.epochs)} on {_subset(cfg.train_subset)}, with the "
+            f"other settings of attention run {cfg.run} (batch {run.batch_size}, "
+            f"learning rate {run.lr}, early-stopping patience {run.patience}), "
+            f"on its frozen {cfg.backbone} backbone, once per training seed of that run "
+            f"({len(run.seeds)} seeds).")
+    if any(m in SCRATCH_TRACK for m in cfg.methods):
+        bb = params.backbones[cfg.backbone]
         sentences.append(
             f"The from-scratch track (the wider toy among it) has no frozen part and is trained like the "
-            f"{cfg['backbone']} backbone: at most {_epochs(bb.get('epochs', '?'))} (patience "
-            f"{bb.get('patience', '?')}) on {_subset(bb.get('train_subset', 0))}, learning rate "
-            f"{bb.get('lr', '?')}, batch {bb.get('batch_size', '?')}, once per training seed of attention run "
-            f"{cfg['run']} ({len(run.get('seeds', []))} seeds).")
+            f"{cfg.backbone} backbone: at most {_epochs(bb.epochs)} (patience "
+            f"{bb.patience}) on {_subset(bb.train_subset)}, learning rate "
+            f"{bb.lr}, batch {bb.batch_size}, once per training seed of attention run "
+            f"{cfg.run} ({len(run.seeds)} seeds).")
     return " ".join(sentences)
 
 
