@@ -488,16 +488,22 @@ def check_size(raw: Any, where: str = "", budget: int = MAX_VALUES) -> None:
             stack += [(v, f"{key}[{i}]") for i, v in enumerate(node[:budget])]
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
-    """Read, override and validate a params file."""
-    path = Path(path)
-    text = read_text_file(path, ParamsError, "run from the project root, or pass --params")
+def read_mapping(path: Path, remedy: str) -> tuple[str, dict]:
+    """The text and data of a YAML file whose top level is a mapping (params, a profile), or a ParamsError
+    naming what is wrong; `remedy` is said when the file cannot be read."""
+    text = read_text_file(path, ParamsError, remedy)
     try:
-        raw = read_yaml(text)
+        data = read_yaml(text)
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
-    if not isinstance(raw, dict):
+    if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
+    return text, data
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read, override and validate a params file."""
+    raw = read_mapping(Path(path), "run from the project root, or pass --params")[1]
     for item in overrides or []:
         apply_override(raw, item)
     check_size(raw)

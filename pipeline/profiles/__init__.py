@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from gattanet.io import write_text
-from pipeline.config import ParamsError, read_text_file, read_yaml, validate, yaml_problem
+from pipeline.config import ParamsError, read_mapping, read_yaml, validate
 
 PROFILES = Path(__file__).resolve().parent  # the YAML files sit beside this module (package data)
 BASE = "default"
@@ -42,15 +42,7 @@ def read_profile(name: str) -> tuple[str, dict]:
     """The text and data of pipeline/profiles/NAME.yaml, or a ParamsError saying what is wrong with it."""
     if name not in available():
         raise ParamsError(f"profile: {name!r} is not a profile; allowed: {', '.join(available())}")
-    path = PROFILES / f"{name}.yaml"
-    text = read_text_file(path, ParamsError, "a profile")
-    try:
-        data = read_yaml(text)
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path}: expected a mapping at the top level")
-    return text, data
+    return read_mapping(PROFILES / f"{name}.yaml", "a profile")
 
 
 def compose(name: str) -> dict:
