@@ -19,6 +19,7 @@ from gattanet.data.specs import get_spec
 from gattanet.analysis.stats import effect_ci
 from gattanet.analysis.sweeps import gain_at, growth
 from gattanet.models.taps import Tap
+from tests.helpers import ROOT
 from pipeline.recompute import (controls_estimates, dims_difference, embed_estimates, lesion_estimates,
                                 maps_estimates, run_gain)
 
@@ -414,6 +415,14 @@ def _baseline(path: Path, method: str, params: dict, baseline: np.ndarray, gain:
 # ---------------------------------------------------------------- the report over a params dict, as the stage runs it
 
 
+def stage_plan():
+    """The analysis plan the report stage would read here: the working directory's, else the repository's (a test
+    project made by the `project` fixture has none of its own)."""
+    from pipeline.report.analysis_plan import DEFAULT_PATH, load_plan
+
+    return load_plan(DEFAULT_PATH if Path(DEFAULT_PATH).exists() else ROOT / "analysis_plan.yaml")
+
+
 def loaded(params: dict, root: Path, plan=None):
     """load_outputs for a params dict, validated as a params file is, under `plan` (default: the working directory's
     analysis plan, as the report stage reads it)."""
@@ -421,25 +430,23 @@ def loaded(params: dict, root: Path, plan=None):
     from pipeline.report.analysis_plan import load_plan
     from pipeline.report.load import load_outputs
 
-    return load_outputs(validate(params), root, plan or load_plan())
+    return load_outputs(validate(params), root, plan or stage_plan())
 
 
 def judge(params: dict, root: Path, plan=None) -> list:
     """The claims judged over the outputs under root, as the report stage judges them (see `loaded`)."""
     from pipeline.config import validate
-    from pipeline.report.analysis_plan import load_plan
     from pipeline.report.claims import evaluate_claims
     from pipeline.report.load import load_paper
 
-    plan = plan or load_plan()
+    plan = plan or stage_plan()
     return evaluate_claims(loaded(params, root, plan), load_paper(), validate(params), plan)
 
 
 def render_report(params: dict, root: Path, out_dir: Path, provenance: dict) -> Path:
     """The report of the outputs under root written to out_dir, as the report stage writes it (see `loaded`)."""
     from pipeline.config import validate
-    from pipeline.report.analysis_plan import load_plan
     from pipeline.report.build import build_report
 
-    plan = load_plan()
+    plan = stage_plan()
     return build_report(validate(params), plan, loaded(params, root, plan), out_dir, provenance)

@@ -105,6 +105,7 @@ def test_noise_lesions_and_embed_write_the_arrays_their_intervals_are_recomputed
     params = read_yaml((project / "params.yaml").read_text())
     params["attention"] = {"toy-fmnist-d16": params["attention"]["toy-fmnist-d16"]}
     params["lesions"] = {"toy-fmnist-d16": params["lesions"]["toy-fmnist-d16"]}
+    params["report"]["figures"] = {k: v for k, v in params["report"]["figures"].items() if v == "toy-fmnist-d16"}
     out = loaded(params, project)
     assert sorted(out.from_arrays) == ["results/embedding/toy-fmnist-d16/correct.npz",
                                        "results/lesions/toy-fmnist-d16.npz", "results/noise/toy-fmnist-d16/correct.npz"]
