@@ -247,3 +247,18 @@ def test_plan_counts_the_standard_sizes_and_the_toy_keeps_its_parameter_count(tm
     monkeypatch.chdir(tmp_path)  # no data/ here: the standard sizes
     sizes = dataset_sizes(validate(clutter_params(tiny_params, tmp_path)), "fashion-clutter")
     assert (sizes.train, sizes.val, sizes.test) == (54_000, 6_000, 10_000)
+
+
+def test_the_clutter_profile_reports_a_new_experiment_with_its_generator_settings():
+    """The report's dataset line for the clutter profile: a new experiment, the chosen settings listed beside it, and
+    not Fashion-MNIST's stand-in-for-CIFAR line."""
+    from pipeline.profiles import compose
+    from pipeline.report.load import load_paper
+    from pipeline.report.tables import deviations
+
+    params = validate(compose("clutter"))
+    rows = [d for d in deviations(load_paper(), params) if d["topic"] == "Dataset"]
+    assert len(rows) == 1 and rows[0]["here"].startswith("A new experiment, not a reproduction")
+    assert "fragments" in rows[0]["params"] and "8" in rows[0]["params"]
+    default = [d for d in deviations(load_paper(), validate(compose("default"))) if d["topic"] == "Dataset"]
+    assert len(default) == 1 and default[0]["here"].startswith("Fashion-MNIST")
