@@ -53,7 +53,7 @@ def embed_estimates(z: dict) -> dict:
     same on the group labels (`group_query`, `group_<control>`) where the dataset has groups."""
     def block(prefix: str) -> dict:
         q = z[f"{prefix}query"].astype(np.float64)
-        controls = [k[len(prefix):] for k in z if k.startswith(prefix) and k[len(prefix):] in CONTROLS]
+        controls = [k[len(prefix):] for k in z if k.startswith(prefix) and k[len(prefix):] in QUERY_CONTROLS]
         hits = {c: z[prefix + c].astype(np.float64) for c in controls}
         return {"knn_query": effect_ci([(1.0, q)]).as_dict(),
                 "controls": {c: {"knn": effect_ci([(1.0, h)]).as_dict(),
@@ -64,7 +64,7 @@ def embed_estimates(z: dict) -> dict:
     return out
 
 
-CONTROLS = ("random", "pca")  # the embed stage's query-space controls, in the order it writes them
+QUERY_CONTROLS = ("random", "pca")  # the embed stage's query-space controls, in the order it writes them
 
 
 def maps_estimates(top1: np.ndarray, top3: np.ndarray) -> dict:

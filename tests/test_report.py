@@ -522,7 +522,7 @@ def test_agreement_maps_figure_is_generic_over_taps(tmp_path):
               "image": rng.integers(0, 256, size=(3, 16, 16)).tolist(),
               "scores": [rng.normal(size=t["shape"][1:] if t["kind"] == "conv" else t["shape"]).tolist() for t in taps]}
     alpha = [0.1, 0.2, -0.3, 0.4, 0.5, -0.5]
-    fig = figures.agreement_maps({"taps": taps, "classes": list("abcde"), "samples": [sample, sample],
+    fig = figures.agreement_maps_figure({"taps": taps, "classes": list("abcde"), "samples": [sample, sample],
                                   "alpha": alpha})
     assert len(fig.axes) == 2 * 7
     assert fig.axes[-1].patches[2].get_facecolor()[:3] == pytest.approx((0.839, 0.153, 0.157), abs=1e-2)  # true class red

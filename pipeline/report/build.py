@@ -194,7 +194,7 @@ def draw_figures(params: Params, out: Outputs, paper: dict, claims: list[Claim],
         return figs.embedding_scatter(emb["points"], emb["stats"]["classes"], title)
 
     def maps_fig(run: str):
-        return figs.agreement_maps(out.maps[run]["maps"]) if run in out.maps else None
+        return figs.agreement_maps_figure(out.maps[run]["maps"]) if run in out.maps else None
 
     def lesion_fig(run: str):
         return figs.lesion_bars(out.lesions[run]) if run in out.lesions else None

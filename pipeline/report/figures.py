@@ -145,7 +145,7 @@ def embedding_scatter(points: dict[str, list], classes: list[str], title: str) -
     return fig
 
 
-def agreement_maps(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Figure:
+def agreement_maps_figure(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Figure:
     """Fig. 3: per image, the image, each conv tap's modulation map α_l·a (RdBu_r centred on 0: red
     enhanced, blue decreased) and each dense tap's α_l·a as bars; on the last tap the true class bar
     is red. α_l·a, not a: the model is the same under (α, W_k) → (−α, −W_k), so only the product says

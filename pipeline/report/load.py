@@ -70,7 +70,7 @@ HISTORY_KEYS = ("epoch", "train_acc", "val_acc")
 DIMS_ROW_KEYS = outputs.DIMS_ROW_REQUIRED
 
 
-def read_json(path: Path, keys: tuple[str, ...]) -> dict:
+def read_checked_json(path: Path, keys: tuple[str, ...]) -> dict:
     """A JSON object that has at least `keys`, or ReportInputError naming the file."""
     try:
         obj = json.loads(path.read_text())
@@ -163,47 +163,47 @@ def load_outputs(params: Params, root: Path, plan: AnalysisPlan) -> Outputs:
         path = outputs.TRAIN_ATTN_METRICS.path(key, root)
         if not path.exists():
             raise ReportInputError(f"{path}: file not found (required; run `dvc repro train-attn@{key}`)")
-        train_attn[key] = read_json(path, TRAIN_ATTN_KEYS)
+        train_attn[key] = read_checked_json(path, TRAIN_ATTN_KEYS)
     out = Outputs(root=root, train_attn=train_attn)
 
     for key in stage_entries(params, "pretrain"):
         path = outputs.PRETRAIN_METRICS.path(key, root)
         if path.exists():
-            out.pretrain[key] = read_json(path, PRETRAIN_KEYS)
+            out.pretrain[key] = read_checked_json(path, PRETRAIN_KEYS)
         history = read_history(outputs.PRETRAIN_CURVES.path(key, root))
         if history:
             out.pretrain_history[key] = history
     for key in stage_entries(params, "noise"):
         path = outputs.NOISE_SWEEP.path(key, root)
         if path.exists():
-            out.noise[key] = _check_sweep(path, read_json(path, SWEEP_KEYS))
+            out.noise[key] = _check_sweep(path, read_checked_json(path, SWEEP_KEYS))
     for key in stage_entries(params, "lesions"):
         path = outputs.LESIONS.path(key, root)
         if path.exists():
-            out.lesions[key] = read_json(path, LESION_KEYS)
+            out.lesions[key] = read_checked_json(path, LESION_KEYS)
     for key in stage_entries(params, "embed"):
         stats, points = outputs.EMBED_STATS.path(key, root), outputs.EMBED_POINTS.path(key, root)
         if stats.exists() and points.exists():
-            out.embedding[key] = {"stats": read_json(stats, EMBED_KEYS), "points": read_points(points)}
+            out.embedding[key] = {"stats": read_checked_json(stats, EMBED_KEYS), "points": read_points(points)}
     for key in stage_entries(params, "maps"):
         maps, stats = outputs.MAPS.path(key, root), outputs.MAPS_STATS.path(key, root)
         if maps.exists() and stats.exists():
-            out.maps[key] = {"maps": read_json(maps, MAPS_KEYS), "stats": read_json(stats, MAPS_STATS_KEYS)}
+            out.maps[key] = {"maps": read_checked_json(maps, MAPS_KEYS), "stats": read_checked_json(stats, MAPS_STATS_KEYS)}
     for method in stage_entries(params, "baselines"):
         path = outputs.BASELINES.path(method, root)
         if path.exists():
-            out.baselines[method] = _check_baseline(path, method, read_json(path, BASELINE_KEYS))
+            out.baselines[method] = _check_baseline(path, method, read_checked_json(path, BASELINE_KEYS))
     for key in stage_entries(params, "controls"):
         path = outputs.CONTROLS.path(key, root)
         if path.exists():
-            out.controls[key] = _check_controls(path, read_json(path, CONTROLS_KEYS))
+            out.controls[key] = _check_controls(path, read_checked_json(path, CONTROLS_KEYS))
     for key in stage_entries(params, "extend"):
         path = outputs.EXTENSION_METRICS.path(key, root)
         if path.exists():
-            out.extensions[key] = read_json(path, EXTENSION_KEYS)
+            out.extensions[key] = read_checked_json(path, EXTENSION_KEYS)
     dims = outputs.DIMS.path(root=root)
     if dims.exists():
-        out.dims = read_json(dims, ("rows",))
+        out.dims = read_checked_json(dims, ("rows",))
         for i, row in enumerate(out.dims["rows"]):
             missing = [k for k in DIMS_ROW_KEYS if k not in row]
             if missing:
