@@ -25,7 +25,7 @@ from pipeline.work import STANDARD_SIZES, Sizes, dataset_sizes
 
 __all__ = ["STANDARD_SIZES", "build_works", "dataset_sizes", "make_plan", "render"]
 
-FIGURES = Path(".gattanet/bench.json")  # not a DVC output: writing it reruns nothing
+BENCH_FIGURES = Path(".gattanet/bench.json")  # not a DVC output: writing it reruns nothing
 NOT_INCLUDED = ("each stage's fixed costs: process start-up, loading data and checkpoints, resume files and "
                 "checksums (seconds each)",
                 "data loading and augmentation (for ImageNet, JPEG decoding by the loader's workers)",
@@ -107,7 +107,7 @@ def stale_entries(cwd: str | Path = ".") -> set[tuple[str, str | None]] | None:
     return {(name, key or None) for name, _, key in (s.partition("@") for s in changed)}
 
 
-def make_plan(params, params_path: str | Path, device: str | None = None, figures_path: str | Path = FIGURES,
+def make_plan(params, params_path: str | Path, device: str | None = None, figures_path: str | Path = BENCH_FIGURES,
               measure: bool = True, probe_seconds: float = 2.0, save: bool = False,
               progress: Callable[[str], None] | None = None,
               only: set[tuple[str, str | None]] | None = None) -> dict:

@@ -80,9 +80,9 @@ def test_profile_switch_prints_changes(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text((ROOT / "pipeline" / "profiles" / "default.yaml").read_text())
     r = runner.invoke(app, ["profile", "paper"])
     assert r.exit_code == 0, r.output
-    from pipeline.profiles import compose, render
+    from pipeline.profiles import compose, render_profile
 
-    assert (tmp_path / "params.yaml").read_text() == render("paper", compose("paper"))
+    assert (tmp_path / "params.yaml").read_text() == render_profile("paper", compose("paper"))
     assert "+ attention.toy-cifar10-d16" in r.output and "- attention.toy-fmnist-d16" in r.output
     assert "~ noise.sigmas" in r.output
     r = runner.invoke(app, ["profile", "full"])

@@ -56,7 +56,7 @@ def compose(name: str) -> dict:
     return overlay(base, {**delta, "profile": name}, f"{PROFILES / name}.yaml: ")
 
 
-def render(name: str, params: dict) -> str:
+def render_profile(name: str, params: dict) -> str:
     """params.yaml's text for profile `name` composed as `params`: default.yaml's own text for the default; else a
     header naming the sources above the overlay's header comment, then the params in the default's key order."""
     if name == BASE:
@@ -102,7 +102,7 @@ def switch_profile(name: str, params_path: Path, console) -> None:
         raise ParamsError(f"profile {name} (default.yaml + {name}.yaml): {e}") from None
     old = read_yaml(params_path.read_text()) if params_path.exists() else {}
     changes = diff(old or {}, new)
-    write_text(params_path, render(name, new))
+    write_text(params_path, render_profile(name, new))
     console.print(f"{params_path}: now the [bold]{name}[/] profile ({len(changes)} changes)")
     for line in changes[:60]:
         console.print(f"  {line}", highlight=False, markup=False)

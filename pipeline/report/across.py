@@ -49,7 +49,7 @@ def across_groups(out: Outputs) -> list[AcrossGroup]:
             continue
         per_backbone, missing, base = [], [], []
         for key in runs.values():
-            gains = clean_gains(out, key)
+            gains = seed_gains(out, key)
             if gains is None:
                 missing.append(key)
             else:
@@ -66,7 +66,7 @@ def across_groups(out: Outputs) -> list[AcrossGroup]:
     return found
 
 
-def clean_gains(out: Outputs, key: str) -> np.ndarray | None:
+def seed_gains(out: Outputs, key: str) -> np.ndarray | None:
     """A run's clean per-image gains GAttANet − baseline, float (seeds, N), from its noise arrays at σ = 0
     (None when the arrays or a σ = 0 in them are missing)."""
     path = outputs.NOISE_CORRECT.path(key, out.root)
@@ -81,7 +81,7 @@ def clean_gains(out: Outputs, key: str) -> np.ndarray | None:
 
 
 def clean_baseline(out: Outputs, key: str) -> float:
-    """A run's baseline accuracy at σ = 0 from its noise arrays (clean_gains found them)."""
+    """A run's baseline accuracy at σ = 0 from its noise arrays (seed_gains found them)."""
     with np.load(outputs.NOISE_CORRECT.path(key, out.root)) as z:
         i = [float(s) for s in z["sigmas"]].index(0.0)
         return float(z["baseline"][i].mean())
