@@ -259,6 +259,7 @@ def test_the_clutter_profile_reports_a_new_experiment_with_its_generator_setting
     params = validate(compose("clutter"))
     rows = [d for d in deviations(load_paper(), params) if d["topic"] == "Dataset"]
     assert len(rows) == 1 and rows[0]["here"].startswith("A new experiment, not a reproduction")
-    assert "fragments" in rows[0]["params"] and "8" in rows[0]["params"]
+    settings = compose("clutter")["data"]["fashion-clutter"]["clutter"]
+    assert rows[0]["params"] == f"data.fashion-clutter.clutter = {settings}"
     default = [d for d in deviations(load_paper(), validate(compose("default"))) if d["topic"] == "Dataset"]
     assert len(default) == 1 and default[0]["here"].startswith("Fashion-MNIST")
