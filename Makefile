@@ -14,7 +14,8 @@ repro: env data
 	@echo "report: $(abspath reports/index.html)  (gattanet-cli report --open)"
 
 # Tests run in TEST_WORKERS processes (pytest-xdist), a test file to a process: a file's module fixtures are built
-# once, and each process builds its own shared tiny-profile run (conftest's tiny_run), so no two share a workspace.
+# once; the trained tiny-profile run (conftest's tiny_run) is built once per pytest run, beside the tests, and each
+# process takes its own copy of it, so no two share a workspace.
 # The cores are shared out (TEST_THREADS torch/OpenMP threads a process): more threads than cores slows the kernels.
 TEST_WORKERS ?= 2
 TEST_THREADS ?= $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); echo $$(( n > 0 ? n : 1 )))
