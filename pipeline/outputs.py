@@ -152,8 +152,9 @@ MAPS = Output(
     required=("run", "classes", "taps", "alpha", "samples"))
 MAPS_STATS = Output(
     "results/maps/{key}/stats.json", "maps@KEY",
-    ("run", "seeds", "n", "top1_rate: EST", "top3_rate: EST", "chance_top1", "chance_top3", "precision", "seconds",
-     "device"),
+    ("run", "seeds", "n", "top1_rate: EST", "top3_rate: EST", "chance_top1", "chance_top3",
+     "where: {taps, item_vs_clutter: {n, auc: [EST per conv tap]}, item_vs_background: {...}} (cluttered set) or absent",
+     "precision", "seconds", "device"),
     required=("run", "seeds", "n", "top1_rate", "top3_rate", "chance_top1", "chance_top3", "seconds"))
 MAPS_HITS = Output(
     "results/maps/{key}/hits.npz", "maps@KEY", ("seeds", "top1", "top3"),

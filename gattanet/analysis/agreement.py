@@ -86,3 +86,75 @@ def true_class_hit_table(models: Mapping[str, GAttANet], loader: Loader) -> dict
     if not any(top1.values()):
         raise ValueError("the loader yielded no images")
     return {k: np.stack([torch.cat(v[name]).numpy() for name in models]) for k, v in (("top1", top1), ("top3", top3))}
+
+
+def rank_auc(values: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Per row of `values` (N, P), the probability that an element marked `positive` exceeds one marked `negative`
+    (bool masks of the same shape; ties count half): the Mann-Whitney AUC, 0.5 when the values do not tell the two
+    apart; nan for a row where either set is empty."""
+    out = np.full(len(values), np.nan)
+    for i, (v, pos, neg) in enumerate(zip(values, positive, negative)):
+        a, b = v[pos], np.sort(v[neg])
+        if len(a) and len(b):  # below + half the ties = (below + up to) / 2, per positive element
+            out[i] = (np.searchsorted(b, a, "left") + np.searchsorted(b, a, "right")).sum() / (2 * len(a) * len(b))
+    return out
+
+
+def conv_gains(model: GAttANet, scores: Sequence[Tensor]) -> list[Tensor]:
+    """α_l · a_l (Σ_h α_{l,h} a_{l,h} with heads) of each conv tap: what Eq. 5 multiplies its activations by,
+    less 1, (B, h, w) float32 on the CPU; dense taps left out."""
+    alpha = model.attention.alpha.detach().float()
+    out = []
+    for tap, a, s in zip(model.taps, alpha, scores):
+        if tap.kind == "conv":
+            s = s.float()
+            out.append((torch.einsum("bghw,g->bhw", s, a) if s.dim() == 4 else a * s).cpu())
+    return out
+
+
+@torch.no_grad()
+def where_gain_lies(models: Mapping[str, GAttANet], loader: Loader, regions: np.ndarray,
+                    positive: int, negatives: Mapping[str, int]) -> dict:
+    """Whether the agreement raises one region of the image over others. `regions` (N, S, S) labels each pixel of
+    the N images `loader.epoch(0)` yields, in order. Per model, conv tap and image, the AUC (`rank_auc`) of the
+    tap's gain α·a (`conv_gains`, each cell spread over the S×S pixels it covers) separating the pixels labelled
+    `positive` from those labelled each of `negatives` (name -> label): {"taps": conv tap names,
+    name: (models, taps, N) array per negative}, rows in the order of `models`."""
+    first = next(iter(models.values()))
+    taps = [t.name for t in first.taps if t.kind == "conv"]
+    aucs = {name: np.full((len(models), len(taps), len(regions)), np.nan) for name in negatives}
+    start = 0
+    for x, _y in loader.epoch(0):
+        labels = regions[start:start + len(x)]
+        if len(labels) != len(x):
+            raise ValueError(f"the loader yields more images than the {len(regions)} that `regions` labels")
+        size = labels.shape[-1]
+        flat = labels.reshape(len(x), -1)
+        for m, (name, state) in enumerate(shared_states(models, x)[2].items()):
+            for t, gain in enumerate(conv_gains(models[name], state.scores)):
+                if size % gain.shape[-1] or size % gain.shape[-2]:
+                    raise ValueError(f"tap {taps[t]}'s {tuple(gain.shape[1:])} map does not tile the {size}×{size} image")
+                spread = gain.repeat_interleave(size // gain.shape[-2], 1).repeat_interleave(size // gain.shape[-1], 2)
+                values = spread.reshape(len(x), -1).numpy()
+                for neg_name, neg in negatives.items():
+                    aucs[neg_name][m, t, start:start + len(x)] = rank_auc(values, flat == positive, flat == neg)
+        start += len(x)
+    if start != len(regions):
+        raise ValueError(f"the loader yielded {start} images, `regions` labels {len(regions)}")
+    return {"taps": taps, **aucs}
+
+
+def where_estimates(table: dict) -> dict:
+    """`where_gain_lies`' table as intervals: per comparison and tap, the mean AUC over seeds and images with its
+    CI (gattanet.analysis.stats.effect_ci: seeds and images both random), on the images where both regions
+    exist (`n`, the same for every model and tap)."""
+    from gattanet.analysis.stats import effect_ci
+
+    out = {"taps": list(table["taps"])}
+    for name, aucs in table.items():
+        if name == "taps":
+            continue
+        keep = ~np.isnan(aucs).any(axis=(0, 1))
+        out[name] = {"n": int(keep.sum()),
+                     "auc": [effect_ci([(1.0, aucs[:, t][:, keep])]).as_dict() for t in range(aucs.shape[1])]}
+    return out

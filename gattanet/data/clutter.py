@@ -112,6 +112,39 @@ def _paste(canvases: np.ndarray, patches: np.ndarray, at: np.ndarray) -> None:
     canvases[which, rows, cols] = np.maximum(canvases[which, rows, cols], patches)
 
 
+def layout(settings: ClutterSettings, split: str, n: int) -> tuple[np.ndarray, ...]:
+    """Where everything goes on the n canvases of a split, from the generator's draws alone (no pixel):
+    item_at (n, 2), sources (n, F), cuts (n, F, 2), fragment_at (n, F, 2), as `Cluttered` holds them."""
+    s = settings
+    raw = draws(s.seed, split, n, s.fragments)
+    item_at = uniform(raw[:, :2], s.canvas - s.item_size + 1)
+    fragment = raw[:, 2:].reshape(n, s.fragments, 5)
+    sources = uniform(fragment[:, :, 0], max(n - 1, 1))
+    sources += sources >= np.arange(n)[:, None]  # one of the n - 1 others
+    cuts = uniform(fragment[:, :, 1:3], s.item_size - s.fragment_size + 1)
+    fragment_at = uniform(fragment[:, :, 3:5], s.canvas - s.fragment_size + 1)
+    return item_at, sources, cuts, fragment_at
+
+
+BACKGROUND, ITEM, CLUTTER = 0, 1, 2  # `regions`' labels
+
+
+def regions(images: np.ndarray, settings: ClutterSettings, split: str) -> np.ndarray:
+    """(N, canvas, canvas) int8 label of every pixel of a split's canvases (uint8 (N, 1, canvas, canvas), in
+    the generator's order): ITEM where there is ink inside the item's square, CLUTTER where there is ink
+    outside it (only fragments lie there), BACKGROUND where there is none. A fragment's ink that overlaps the
+    item's square counts as the item's: pixels combine by max, so the two cannot be told apart there."""
+    n, s = len(images), settings
+    if images.shape[1:] != (1, s.canvas, s.canvas):
+        raise ValueError(f"images must be (N, 1, {s.canvas}, {s.canvas}) canvases, got {images.shape}")
+    item_at = layout(s, split, n)[0]
+    span = np.arange(s.canvas)
+    rows = (span[None, :] >= item_at[:, :1]) & (span[None, :] < item_at[:, :1] + s.item_size)
+    cols = (span[None, :] >= item_at[:, 1:]) & (span[None, :] < item_at[:, 1:] + s.item_size)
+    inside, ink = rows[:, :, None] & cols[:, None, :], images[:, 0] > 0
+    return np.where(ink, np.where(inside, ITEM, CLUTTER), BACKGROUND).astype(np.int8)
+
+
 def generate(items: np.ndarray, labels: np.ndarray, settings: ClutterSettings, split: str) -> Cluttered:
     """The canvases of one split from its items (uint8 (N, H, H)) and labels: canvas i holds item i."""
     if split not in SPLITS:
@@ -123,15 +156,9 @@ def generate(items: np.ndarray, labels: np.ndarray, settings: ClutterSettings, s
     if s.fragments and n < 2:
         raise ValueError(f"fragments are cut from other items of the split, but it holds {n}")
     scaled = resize_area(items, s.item_size)
-    raw = draws(s.seed, split, n, s.fragments)
+    item_at, sources, cuts, fragment_at = layout(s, split, n)
     canvases = np.zeros((n, s.canvas, s.canvas), np.uint8)
-    item_at = uniform(raw[:, :2], s.canvas - s.item_size + 1)
     _paste(canvases, scaled, item_at)
-    fragment = raw[:, 2:].reshape(n, s.fragments, 5)
-    sources = uniform(fragment[:, :, 0], max(n - 1, 1))
-    sources += sources >= np.arange(n)[:, None]  # one of the n - 1 others
-    cuts = uniform(fragment[:, :, 1:3], s.item_size - s.fragment_size + 1)
-    fragment_at = uniform(fragment[:, :, 3:5], s.canvas - s.fragment_size + 1)
     span = np.arange(s.fragment_size)
     for k in range(s.fragments):
         patches = scaled[sources[:, k, None, None], cuts[:, k, 0, None, None] + span[None, :, None],

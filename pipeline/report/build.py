@@ -158,7 +158,7 @@ def draw_figures(params: Params, out: Outputs, paper: dict, claims: list[Claim],
 
     def add(fig_id: str, title: str, run: str | None, claim_id: str, draw, missing) -> None:
         item = {"id": fig_id, "title": title, "run": run, "paper": paper["figures"][fig_id],
-                "links": None, "measured": [], "claim": None, "not_run": None}
+                "links": None, "measured": [], "claim": None, "not_run": None, "where": None}
         if run is None:
             key = "fig2" if fig_id in ("fig2a", "fig2b", "fig3") else fig_id
             item["not_run"] = f"set `report.figures.{key}` in params.yaml to an attention run"
@@ -173,6 +173,8 @@ def draw_figures(params: Params, out: Outputs, paper: dict, claims: list[Claim],
                 item["measured"] = [e for e in by_id[claim_id].evidence
                                     if e.row == run or e.row.startswith(f"{run}:")]
                 item["claim"] = by_id[claim_id]
+                if fig_id == "fig3":
+                    item["where"] = where_gain_lies(out.maps[run]["stats"])
         items.append(item)
 
     def noise_title(run: str) -> str:
@@ -212,6 +214,19 @@ def draw_figures(params: Params, out: Outputs, paper: dict, claims: list[Claim],
     add("fig4c", "Figure 4c — lesions", runs.get("fig4c"), "lesions",
         lesion_fig, lambda run: stage_command(params, "lesions", "lesions", run))
     return items
+
+
+def where_gain_lies(stats: dict) -> dict | None:
+    """The maps stage's answer on cluttered images (its stats.json `where`): per conv tap, the AUC of the gain
+    α·a separating the item's pixels from the clutter's and from the background's, as text with its CI."""
+    where = stats.get("where")
+    if not where:
+        return None
+    auc = lambda v: f"{v:.3f}"  # noqa: E731
+    comparisons = ("item_vs_clutter", "item_vs_background")
+    rows = [{"tap": tap, **{c: ci_text(estimate(where[c]["auc"][t]), auc) for c in comparisons}}
+            for t, tap in enumerate(where["taps"])]
+    return {"rows": rows, "n": {c: where[c]["n"] for c in comparisons}, "seeds": len(stats["seeds"])}
 
 
 def draw_baselines(params: Params, out: Outputs, out_dir: Path, plan: AnalysisPlan) -> dict:

@@ -1,11 +1,13 @@
 """maps@KEY: agreement maps of one seeded test image per class (Fig. 3, first seed), and over the test set for
 every seed whether attention enhances the true class's logit most (top-1, top-3: ranked by α·a), with its CI;
-those per-image hits go to hits.npz (git-tracked), from which the report recomputes the rates."""
+those per-image hits go to hits.npz (git-tracked), from which the report recomputes the rates. On the cluttered
+set, also where the conv taps' gain lies: the item's pixels against the clutter's and the background's (AUCs)."""
 
 import numpy as np
 import torch
 
-from gattanet.analysis.agreement import agreement_maps, sample_indices, true_class_hit_table
+from gattanet.analysis.agreement import (agreement_maps, sample_indices, true_class_hit_table, where_estimates,
+                                         where_gain_lies)
 from gattanet.io import atomic_path, write_json
 from gattanet.engine.precision import autocast, autocast_dtype, precision_name
 from pipeline import outputs
@@ -43,6 +45,7 @@ def run(params, key: str) -> None:
         samples = agreement_maps(model, x, y, list(source.classes))
         with autocast(device, dtype):
             table = true_class_hit_table(named, source.loader("test", limit=params.maps.test_subset))
+            where = cluttered_where(params, run_cfg.dataset, source, named)
     num_classes = len(source.classes)
     for sample, i, image in zip(samples, idx.tolist(), images):
         sample["index"] = i
@@ -56,7 +59,30 @@ def run(params, key: str) -> None:
     stats = {**maps_estimates(table["top1"], table["top3"]),  # as the report recomputes them from hits.npz
              "chance_top1": 1 / num_classes, "chance_top3": min(3, num_classes) / num_classes}
     write_json(outputs.MAPS_STATS.path(key), outputs.MAPS_STATS.record({"run": key, "seeds": list(run_cfg.seeds), "n": int(table["top1"].shape[1]),
-                                    **stats, "precision": precision_name(dtype),
+                                    **stats, **({"where": where} if where else {}), "precision": precision_name(dtype),
                                     "seconds": clock["seconds"], "device": str(device)}))
+    for t, tap in enumerate(where["taps"] if where else []):
+        print(f"maps {key}: {tap} gain, item over clutter AUC {where['item_vs_clutter']['auc'][t]['mean']:.3f}, "
+              f"item over background {where['item_vs_background']['auc'][t]['mean']:.3f}")
     print(f"maps {key}: true class on top {stats['top1_rate']['mean']:.3f} (chance {stats['chance_top1']:.3f}), "
           f"in top 3 {stats['top3_rate']['mean']:.3f}")
+
+
+def cluttered_where(params, dataset: str, source, models: dict) -> dict | None:
+    """On the cluttered set, where_gain_lies over every test image: does the gain single out the item's pixels
+    over the clutter's and over the background's? None on any other dataset."""
+    from gattanet.data.clutter import BACKGROUND, CLUTTER, ITEM, NAME, ClutterSettings, regions
+    from gattanet.data.datasets import load_tensors
+    from pipeline.paths import data_path
+
+    if dataset != NAME:
+        return None
+    settings = params.data[dataset].clutter or ClutterSettings()
+    made_with = load_tensors(data_path(dataset))["meta"].get("source", {}).get("clutter")
+    if made_with != settings.as_dict():
+        raise ValueError(f"{data_path(dataset)} was generated with {made_with}, params say {settings.as_dict()}: "
+                         f"rerun `dvc repro data@{dataset}`")
+    labels = regions(source.splits["test"].images.numpy(), settings, "test")
+    table = where_gain_lies(models, source.loader("test"), labels, ITEM, {"item_vs_clutter": CLUTTER,
+                                                                         "item_vs_background": BACKGROUND})
+    return where_estimates(table)
