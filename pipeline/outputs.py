@@ -148,7 +148,7 @@ MAPS = Output(
     "results/maps/{key}/maps.json", "maps@KEY",
     ("run", "seed (the first)", "classes", "taps: [{name, kind, shape}]", "alpha",
      "samples: [{index, label, pred_baseline, pred_gattanet, image: [[...]] (H×W or C×H×W uint8), "
-     "scores: [list per tap: conv H×W nested lists, dense N list]}]"),
+     "scores: [list per tap: conv H×W nested lists, dense N list], item_box: [row, col, side] (cluttered set)}]"),
     required=("run", "classes", "taps", "alpha", "samples"))
 MAPS_STATS = Output(
     "results/maps/{key}/stats.json", "maps@KEY",

@@ -136,6 +136,18 @@ def test_the_maps_stage_records_where_the_gain_lies_on_the_cluttered_set(tmp_pat
         for est in where[comparison]["auc"]:
             assert est["low"] <= est["mean"] <= est["high"] and 0 <= est["mean"] <= 1
     assert "item over clutter AUC" in r.output
+    maps = json.loads(Path("results/maps/toy-fmnist-d16/maps.json").read_text())
+    from matplotlib.patches import Rectangle
+
+    from pipeline.report.figures import agreement_maps_figure
+
+    for sample in maps["samples"]:  # Fig. 3's outline: the square the item's ink lies in
+        row, col, side = sample["item_box"]
+        item = np.argwhere(labels[sample["index"]] == ITEM)
+        assert side == 20 and item.min(0).tolist() >= [row, col] and item.max(0).tolist() < [row + side, col + side]
+    fig = agreement_maps_figure(maps)
+    outlined = [ax for ax in fig.axes if any(isinstance(p, Rectangle) and p.get_edgecolor()[1] > 0.5 for p in ax.patches)]
+    assert len(outlined) == 4 * len(maps["samples"][:10])  # the image and the three conv maps of each sample
 
 
 def test_the_report_shows_where_the_gain_lies_under_figure_3(tmp_path):

@@ -149,7 +149,8 @@ def agreement_maps_figure(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Fig
     """Fig. 3: per image, the image, each conv tap's modulation map α_l·a (RdBu_r centred on 0: red
     enhanced, blue decreased) and each dense tap's α_l·a as bars; on the last tap the true class bar
     is red. α_l·a, not a: the model is the same under (α, W_k) → (−α, −W_k), so only the product says
-    which units attention raises (with α > 0 it orders like the paper's scores)."""
+    which units attention raises (with α > 0 it orders like the paper's scores). A sample with an `item_box`
+    (row, column, side on the image: the cluttered set's item) has it outlined on the image and on each conv map."""
     taps, samples, classes = maps["taps"], maps["samples"][:max_samples], maps["classes"]
     fig = Figure(figsize=(1.75 * (len(taps) + 1), 1.55 * len(samples) + 0.4), layout="constrained")
     grid = fig.subplots(len(samples), len(taps) + 1, squeeze=False)
@@ -161,6 +162,7 @@ def agreement_maps_figure(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Fig
                      f"att: {_name(classes, sample['pred_gattanet'])}", fontsize=6)
         ax.set_xticks([])
         ax.set_yticks([])
+        _outline(ax, sample.get("item_box"), 1.0)
         for c, (tap, score) in enumerate(zip(taps, sample["scores"]), start=1):
             ax = grid[r][c]
             score = maps["alpha"][c - 1] * np.asarray(score, dtype=float)
@@ -168,6 +170,7 @@ def agreement_maps_figure(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Fig
                 m = float(np.abs(score).max()) or 1.0
                 ax.imshow(score, cmap="RdBu_r", vmin=-m, vmax=m)
                 ax.set_yticks([])
+                _outline(ax, sample.get("item_box"), score.shape[-1] / image.shape[1])
             else:
                 colors = np.full(score.shape[0], "#888888", dtype=object)
                 if c == len(taps):
@@ -183,6 +186,15 @@ def agreement_maps_figure(maps: dict, max_samples: int = MAX_MAP_SAMPLES) -> Fig
             if r == 0:
                 ax.set_title(f"{tap['name']} ({tap['kind']}): α·a", fontsize=7)
     return fig
+
+
+def _outline(ax, box: list | None, scale: float) -> None:
+    """The item's square (row, column, side in image pixels) drawn on `ax`, whose pixels are `scale` image pixels."""
+    if box:
+        from matplotlib.patches import Rectangle
+
+        row, col, side = (v * scale for v in box)
+        ax.add_patch(Rectangle((col - 0.5, row - 0.5), side, side, fill=False, ec="#2ca02c", lw=1.0))
 
 
 def _as_image(image: list) -> np.ndarray:

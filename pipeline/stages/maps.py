@@ -47,9 +47,12 @@ def run(params, key: str) -> None:
             table = true_class_hit_table(named, source.loader("test", limit=params.maps.test_subset))
             where = cluttered_where(params, run_cfg.dataset, source, named)
     num_classes = len(source.classes)
+    boxes = item_boxes(params, run_cfg.dataset, source)
     for sample, i, image in zip(samples, idx.tolist(), images):
         sample["index"] = i
         sample["image"] = (image * 255).round().to(torch.uint8).squeeze(0).tolist()
+        if boxes is not None:
+            sample["item_box"] = boxes[i]
     write_json(outputs.MAPS.path(key), outputs.MAPS.record({"run": key, "seed": run_cfg.seeds[0], "classes": list(source.classes),
                                    "taps": [t.as_dict() for t in model.taps],
                                    "alpha": [float(a) for a in model.attention.alpha.detach().cpu()],
@@ -86,3 +89,15 @@ def cluttered_where(params, dataset: str, source, models: dict) -> dict | None:
     table = where_gain_lies(models, source.loader("test"), labels, ITEM, {"item_vs_clutter": CLUTTER,
                                                                          "item_vs_background": BACKGROUND})
     return where_estimates(table)
+
+
+def item_boxes(params, dataset: str, source) -> list | None:
+    """On the cluttered set, each test image's item square [row, column, side] (the generator's layout), for
+    Fig. 3's outlines; None on any other dataset."""
+    from gattanet.data.clutter import NAME, ClutterSettings, layout
+
+    if dataset != NAME:
+        return None
+    settings = params.data[dataset].clutter or ClutterSettings()
+    item_at = layout(settings, "test", len(source.splits["test"]))[0]
+    return [[int(r), int(c), settings.item_size] for r, c in item_at]
