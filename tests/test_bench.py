@@ -46,3 +46,23 @@ def test_cli_bench_prints_the_attention_table(monkeypatch):
     # every rate equal: each ratio is 1, printed to three digits, and judged against its target
     rows = [line for line in r.output.splitlines() if line.strip("│ ").startswith(("d16 ", "d64 ", "eval_shared d64"))]
     assert len(rows) == 3 and all("1.000" in line and "yes" in line for line in rows), rows
+
+
+def test_cli_bench_judges_every_target_in_every_precision_measured(monkeypatch):
+    rates = {("fp32", "loader"): 100.0}
+    measured = {"bare_loop": 10.0, "pretrain_step": 9.5, "attn_step": 4.0, "backbone_infer": 50.0,
+                "gattanet_infer": 30.0, "eval_shared": 20.0, "eval_naive": 15.0, "attn_step_d64": 3.0,
+                "eval_shared_d64": 18.0}
+
+    def fake(runs, n, *_):  # bf16 twice as fast as fp32 on every model: only the loader ratio differs
+        return {k: rates.get(k) or measured[k[1]] * (2 if k[0] == "bf16" else 1) for k in runs}
+
+    monkeypatch.setattr(bench, "_best_rates", fake)
+    monkeypatch.setattr(bench.precision, "autocast_dtype", lambda device, amp: torch.bfloat16)
+    r = CliRunner().invoke(app, ["bench", "--device", "cpu", "--n-images", "64"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "fp32" in r.output and "bf16" in r.output
+    loader = next(line for line in r.output.splitlines() if "loader_vs_pretrain" in line)
+    assert "10.53" in loader and "5.26" in loader and "yes" not in loader  # 100/9.5 and 100/19, both below 20
+    attn = next(line for line in r.output.splitlines() if "attn_vs_pretrain" in line)
+    assert attn.count(" no") == 2 and "0.42 no" in attn  # 4/9.5 = 0.42 in both precisions, below 0.5

@@ -284,8 +284,13 @@ def test_bench_reports_all_measures_in_each_precision_and_targets():
     assert all(set(r) == models for p, r in rates.items() if p != "fp32")
     assert all(v > 0 for r in rates.values() for v in r.values())
     assert set(result["eval_shared_vs_naive"]) == set(rates)
-    assert set(result["ratios"]) == set(result["targets"]) == {
+    assert set(result["targets"]) == {
         "pretrain_vs_bare", "attn_vs_pretrain", "gattanet_vs_backbone_infer", "loader_vs_pretrain"}
+    assert set(result["ratios"]) == set(rates)  # every target in every precision measured
+    for p, r in rates.items():
+        assert set(result["ratios"][p]) == set(result["targets"])
+        assert result["ratios"][p]["attn_vs_pretrain"] == pytest.approx(r["attn_step"] / r["pretrain_step"])
+        assert result["ratios"][p]["loader_vs_pretrain"] == pytest.approx(rates["fp32"]["loader"] / r["pretrain_step"])
     assert result["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
