@@ -77,6 +77,9 @@ def _running(pid: int) -> bool:
             return False
 
 
+_BUILDERS: list = []  # the build this test process started, if any: it polls (and so reaps) it
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _start_tiny_run(request, tmp_path_factory):
     """If a selected test needs the trained tiny run, start its one build (tests/tiny_run.py) in a process of
@@ -87,14 +90,11 @@ def _start_tiny_run(request, tmp_path_factory):
     with FileLock(str(folder) + ".lock"):
         if not folder.exists():
             folder.mkdir()
-            log = open(folder / tiny_run_build.LOG, "w")
-            proc = subprocess.Popen([sys.executable, "-m", "tests.tiny_run", str(folder)], cwd=ROOT,
-                                    env=project_env(), stdout=log, stderr=subprocess.STDOUT)
+            with open(folder / tiny_run_build.LOG, "w") as log:  # the build writes it; this process needs no handle
+                proc = subprocess.Popen([sys.executable, "-m", "tests.tiny_run", str(folder)], cwd=ROOT,
+                                        env=project_env(), stdout=log, stderr=subprocess.STDOUT)
             (folder / "pid").write_text(str(proc.pid))
-            _BUILDERS.append(proc)  # kept: it is reaped by the process that started it
-
-
-_BUILDERS: list = []
+            _BUILDERS.append(proc)
 
 
 @pytest.fixture(scope="session")
