@@ -31,6 +31,24 @@ def test_amp_on_a_bf16_cpu_is_bf16():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 
 
+def test_the_avx2_emulation_gives_fp32_and_avx2_kernels():
+    """scripts/emulate_avx2.sh (issue 39: what an AVX2-only CPU pays, found on a bigger one): under it the engine
+    reads an AVX2 CPU without native bf16, so amp means fp32, and ATen dispatches its AVX2 kernels."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = ("import torch; from gattanet.engine.precision import autocast_dtype, cpu_class; "
+            "print(cpu_class(), autocast_dtype('cpu', True), torch.backends.cpu.get_cpu_capability())")
+    r = subprocess.run([str(ROOT / "scripts" / "emulate_avx2.sh"), sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode != 0 and ("unshare" in r.stderr or "mount" in r.stderr):
+        pytest.skip(f"no private mount namespace here: {r.stderr.strip()[-200:]}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["AVX2", "None", "AVX2"]
+
+
 @pytest.mark.parametrize("flags, native", [("fpu avx512f avx512bw", False), ("fpu avx512f avx512_bf16", True),
                                            ("fpu amx_bf16 amx_tile", True)])
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
