@@ -176,3 +176,38 @@ def test_the_report_shows_where_the_gain_lies_under_figure_3(tmp_path):
     for t, tap in enumerate(("conv1", "conv2", "conv3")):
         est = effect_ci([(1.0, aucs[:, t, 20:])])
         assert f"<td><code>{tap}</code></td><td>{est.mean:.3f} [{est.low:.3f}, {est.high:.3f}]</td>" in figure3
+
+
+def test_a_new_experiments_report_says_so_first_and_compares_only_relative_error_reductions(tmp_path, monkeypatch):
+    """Issue 37: a run on a task of the project's making (a deviation marked new_experiment, as the clutter profile's
+    dataset) is introduced as a new experiment, not a reproduction, and its Table 1 sets its gains against the
+    paper's only as relative error reductions; a reproduction's report keeps its lead and its gains in points."""
+    from html import unescape
+
+    import pipeline.report.build as build
+    from pipeline.report.claims import estimate, paper_relative_gain
+    from pipeline.report.load import load_paper
+    from pipeline.report.tables import closest_paper_row, error_reduction
+    from tests.report_fixtures import fake_params, loaded, render_report, write_fake_outputs
+    from tests.test_report import PROVENANCE
+
+    params = fake_params()
+    write_fake_outputs(tmp_path, params)
+    html = unescape(render_report(params, tmp_path, tmp_path / "reproduction", PROVENANCE).read_text())
+    assert '<p class="lead">A reproduction of' in html and "A new experiment with the analyses" not in html
+    assert "of the error: ours" not in html and "pts: ours" in html
+
+    real = build.deviations
+    monkeypatch.setattr(build, "deviations", lambda paper, p: [dict(d, new_experiment=d["topic"] == "Dataset")
+                                                               for d in real(paper, p)])
+    html = unescape(render_report(params, tmp_path, tmp_path / "experiment", PROVENANCE).read_text())
+    assert '<p class="lead">A new experiment with the analyses' in html and "A reproduction of" not in html
+    table1 = html[html.index('id="table1"'):html.index('id="figures"')]
+    assert "pts: ours" not in table1
+    out, paper = loaded(params, tmp_path), load_paper()
+    for key, m in out.train_attn.items():  # each row's verdict from its relative CI against the paper's reduction
+        r = paper_relative_gain(closest_paper_row(m["arch"], m["dataset"], m["attn_dim"], paper["table1"]))
+        est = estimate(out.clean_gain[key])
+        low, high = (error_reduction(m["baseline_acc"], g) for g in (est.low, est.high))
+        where = "below" if high < r else "above" if low > r else "consistent with it"
+        assert f"paper {100 * r:.1f} % of the error: ours {where}" in table1, key

@@ -97,6 +97,7 @@ def build_context(params: Params, plan: AnalysisPlan, out: Outputs, out_dir: Pat
     claims = evaluate_claims(out, paper, params, plan)
     stages = stage_times(out)
     devs, omitted = deviations(paper, params), left_out(params)
+    new_experiment = any(d["new_experiment"] for d in devs)
     baselines = draw_baselines(params, out, out_dir, plan)
     extensions = extensions_section(out, params, plan.alpha_one_sided, plan.get("multiplicity") == "holm")
     sections = {"related modules − GAttANet, clean and at σ*": [r[k] for r in baselines.get("rows", [])
@@ -111,8 +112,9 @@ def build_context(params: Params, plan: AnalysisPlan, out: Outputs, out_dir: Pat
         "committed_runs": committed_runs(out_dir),
         "profile": params.profile,
         "source": paper["source"],
+        "new_experiment": new_experiment,
         "claims": claims,
-        "table1": table1(out, paper),
+        "table1": table1(out, paper, relative_only=new_experiment),
         "figures": draw_figures(params, out, paper, claims, out_dir),
         "dims": dims_table(out),
         "dims_comparisons": dims_comparisons(out),

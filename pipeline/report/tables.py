@@ -72,14 +72,24 @@ def compare_gain(est: Estimate, low: float | None, high: float | None) -> str:
     return "consistent with the paper's range"
 
 
+def compare_relative(est: Estimate, base_acc: float, paper_rel: float | None) -> str:
+    """Our gain's CI as a relative error reduction against the paper's (a new experiment's only comparison)."""
+    if paper_rel is None:
+        return "the paper states no gain to compare"
+    low, high = (error_reduction(base_acc, g) for g in (est.low, est.high))
+    where = "below" if high < paper_rel else "above" if low > paper_rel else "consistent with it"
+    return f"paper {100 * paper_rel:.1f} % of the error: ours {where}"
+
+
 def error_reduction(base_acc: float, gain: float) -> float:
     """The relative reduction of the error rate: gain / (1 − baseline accuracy)."""
     return gain / (1 - base_acc) if base_acc < 1 else 0.0
 
 
-def table1(out: Outputs, paper: dict) -> dict:
+def table1(out: Outputs, paper: dict, relative_only: bool = False) -> dict:
     """This run's rows beside the closest paper row, and the paper rows this profile did not run. Absolute
-    accuracies are compared only on the paper's own dataset; elsewhere the gains are."""
+    accuracies are compared only on the paper's own dataset; elsewhere the gains are, in points, or, for a new
+    experiment (`relative_only`), only as relative error reductions."""
     prow = paper["table1"]
     rows, stand_ins = [], {}
     for key, m in out.train_attn.items():
@@ -113,7 +123,8 @@ def table1(out: Outputs, paper: dict) -> dict:
                 "d_base_acc": pts(m["baseline_acc"] - ref["base_acc"]) if same else "—",
                 "d_gattanet_acc": (pts(m["gattanet_acc"] - ref["gattanet_acc"])
                                    if same and ref["gattanet_acc"] is not None else "—"),
-                "d_gain": compare_gain(gain, low, high)}
+                "d_gain": (compare_relative(gain, m["baseline_acc"], r) if relative_only and not same
+                           else compare_gain(gain, low, high))}
         else:
             notes.append("no paper row with this backbone")
         row["notes"] = notes
@@ -273,14 +284,16 @@ def deviations(paper: dict, params: Params) -> list[dict]:
     """paper.yaml's deviations that apply to these params, each with the params values behind it, quoted as the
     params file writes them (Params.raw: paper.yaml names them by their dotted keys).
 
-    An entry's `when` is {param, in: [values]} or {param, match: {key: value}} (for dicts)."""
+    An entry's `when` is {param, in: [values]} or {param, match: {key: value}} (for dicts); `new_experiment` marks one
+    that makes the run a new experiment rather than a reproduction (the report's lead says which)."""
     rows = []
     for d in paper["deviations"]:
         if d.get("when") and not _applies(d["when"], params.raw):
             continue
         used = param_values(params.raw, d["param"]) if d.get("param") else []
         rows.append({"topic": d["topic"], "paper": d["paper"], "here": d["here"],
-                     "params": ", ".join(f"{k} = {_show(v)}" for k, v in used)})
+                     "params": ", ".join(f"{k} = {_show(v)}" for k, v in used),
+                     "new_experiment": bool(d.get("new_experiment"))})
     return rows
 
 
