@@ -199,10 +199,16 @@ BACKBONES_RUN = ROOT / "reports" / "backbones"
 @pytest.fixture(scope="module")
 def committed_backbones(tmp_path_factory) -> dict:
     """The committed backbones-profile run's claims judged from its JSON and from its arrays alone."""
-    params = read_yaml((BACKBONES_RUN / "params.yaml").read_text())
+    return committed_profile_run(BACKBONES_RUN, tmp_path_factory.mktemp("backbones"))
+
+
+def committed_profile_run(run, where) -> dict:
+    """A run committed under reports/<profile>/: its params.yaml, and its claims judged from its JSON and from its
+    arrays alone (under the project's analysis plan)."""
+    params = read_yaml((run / "params.yaml").read_text())
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)
-        judged = json_and_array_verdicts(BACKBONES_RUN / "results", params, tmp_path_factory.mktemp("backbones"))
+        judged = json_and_array_verdicts(run / "results", params, where)
     return {"params": params, **judged}
 
 
@@ -230,11 +236,14 @@ def test_the_committed_backbones_run_is_rebuilt_from_its_arrays(committed_backbo
 # ---------------------------------------------------------------- the related-work tracks' runs, reports/related-*/
 
 RELATED_RUNS = sorted(p for p in (ROOT / "reports").glob("related-*") if (p / "params.yaml").exists())
+CLUTTER_RUN = ROOT / "reports" / "clutter"
+CLUTTER_RUNS = [CLUTTER_RUN] if (CLUTTER_RUN / "params.yaml").exists() else []
 
 
-@pytest.mark.parametrize("run", RELATED_RUNS, ids=lambda p: p.name)
+@pytest.mark.parametrize("run", RELATED_RUNS + CLUTTER_RUNS, ids=lambda p: p.name)
 def test_a_committed_related_work_run_is_rebuilt_from_its_arrays(run, tmp_path):
-    """A track's run under reports/related-*/ (issue 21): every method its profile lists has its JSON and per-image
+    """A track's run under reports/related-*/ (issue 21), or the clutter run's from-scratch track (RAM, the toy and
+    GAttANet trained from scratch, issue 37): every method its profile lists has its JSON and per-image
     arrays; from the arrays alone (every JSON interval scrambled) each row's gains are its JSON's, each row is paired
     with its track's GAttANet on the same images, and the committed report prints those paired differences."""
     from pipeline.report.extensions import WORDS
@@ -359,6 +368,34 @@ def test_a_lesion_contrast_on_gs_scale_is_the_kept_share():
     assert ests[0]["kept"]["mean"] == pytest.approx(-0.5 * g, abs=1e-12)  # loses all of G
     assert ests[2]["kept"]["mean"] == pytest.approx(0.5 * g, abs=1e-12) and ests[2]["kept"]["share"] == 0.5
     assert lesion_estimates(base, correct, 1, share=0.25)[2]["kept"]["mean"] == pytest.approx(0.75 * g, abs=1e-12)
+
+
+# ---------------------------------------------------------------- the clutter profile's run, reports/clutter/
+
+
+@pytest.fixture(scope="module")
+def committed_clutter(tmp_path_factory) -> dict:
+    """The committed clutter-profile run's claims judged from its JSON and from its arrays alone."""
+    return committed_profile_run(CLUTTER_RUN, tmp_path_factory.mktemp("clutter"))
+
+
+@pytest.mark.skipif(not CLUTTER_RUNS, reason="no clutter run committed under reports/clutter/")
+@pytest.mark.parametrize("claim", CLAIMS)
+def test_the_committed_clutter_run_is_rebuilt_from_its_arrays(committed_clutter, claim):
+    """The cluttered-task run under reports/clutter/ (issue 37): each claim's rows, effects and verdicts from its
+    committed arrays alone are its JSON's, every claim judges at least one row (both dimensions ran, with lesions and
+    controls), and its summary's gains are the noise arrays' clean means."""
+    arrays, from_json = committed_clutter["arrays"][claim], committed_clutter["json"][claim]
+    assert arrays == from_json
+    assert any(effect is not None for _, _, effect in arrays)
+    assert {a for a in claim_arrays(committed_clutter["params"])[claim] if a.endswith(".npz")} <= \
+        set(committed_clutter["loaded"].from_arrays)
+    if claim == "clean_gain":
+        summary = json.loads((CLUTTER_RUN / "summary.json").read_text())
+        assert {row["run"] for row in summary["rows"]} == set(committed_clutter["params"]["attention"])
+        for row in summary["rows"]:
+            z = np.load(CLUTTER_RUN / outputs.NOISE_CORRECT.pattern.format(key=row["run"]))
+            assert row["gain"] == pytest.approx(z["gattanet"][:, 0].mean() - z["baseline"][0].mean(), abs=1e-6)
 
 
 # ---------------------------------------------------------------- the extensions profile's run, reports/extensions/
