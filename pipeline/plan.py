@@ -135,7 +135,7 @@ def make_plan(params, params_path: str | Path, device: str | None = None, figure
     if figures is None:
         figures = cost.Figures(machine)
     from_file = {p.key for p in cost.probes_of(works) if figures.get(dev, prec, p)}
-    measured_now, t0 = [], time.perf_counter()
+    measured_now, t0, busy0 = [], time.perf_counter(), cost.busy_cpu_seconds()
     for probe in cost.probes_of(works):
         if probe.key in from_file or not measure:
             continue
@@ -144,7 +144,13 @@ def make_plan(params, params_path: str | Path, device: str | None = None, figure
         figures.put(dev, prec, probe, cost.measure(probe, dev, params.amp, seconds=probe_seconds))
         measured_now.append(probe.key)
     measuring_seconds = time.perf_counter() - t0
-    if save and measured_now:
+    others = cost.other_cores(busy0, cost.busy_cpu_seconds(), measuring_seconds) if measured_now else None
+    contended = others is not None and others >= cost.CONTENDED_CORES
+    if contended:
+        notes.append(f"other processes used {others:.1f} of this machine's {machine['cpu_count']} cores while the "
+                     "rates were measured: they are slower than this machine alone gives, so the estimate is too "
+                     "long" + (", and they were not saved" if save else ""))
+    if save and measured_now and not contended:
         cost.save_figures(figures_path, figures)
 
     def rate_of(probe):
@@ -176,7 +182,8 @@ def make_plan(params, params_path: str | Path, device: str | None = None, figure
         "notes": notes, "estimate": True,
         "figures": {**file_info, "from_file": len(from_file), "measured_now": len(measured_now),
                     "measuring_seconds": round(measuring_seconds, 1), "probe_seconds": probe_seconds,
-                    "saved_now": bool(save and measured_now),
+                    "saved_now": bool(save and measured_now and not contended),
+                    "other_cores": None if others is None else round(others, 2),
                     "measured_from": dates[0] if dates else None, "measured_to": dates[-1] if dates else None,
                     "smaller_batch": smaller},
         "datasets": {k: vars(v) for k, v in sizes.items()},

@@ -3,6 +3,8 @@ count from the params), its time from measured rates, the figures file, and the 
 
 import json
 import os
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,16 @@ from pipeline.stages import STAGES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
+REAL_BUSY_CPU_SECONDS = cost.busy_cpu_seconds
+
+
+@pytest.fixture(autouse=True)
+def no_other_load(monkeypatch):
+    """The test suite's other process shares the cores: plans measured here are judged as if alone, except where a
+    test sets the load itself."""
+    monkeypatch.setattr(cost, "busy_cpu_seconds", lambda: None)
+
+
 TOY_PATTERNS = 2 + 2 * 5  # Fig. 4c: none, full, each of the toy's 5 taps ablated, each alone
 
 
@@ -266,6 +278,42 @@ def test_plan_measures_what_is_missing_and_saves_it(tmp_path, monkeypatch, tiny_
     again = make_plan(p, "params.yaml", figures_path=tmp_path / "f.json", measure=False)
     assert again["complete"] and again["figures"]["measured_now"] == 0
     assert again["total_seconds"] == pytest.approx(plan["total_seconds"])
+
+
+def test_rates_measured_while_other_processes_use_the_cores_are_flagged_and_not_saved(tmp_path, monkeypatch,
+                                                                                     tiny_params):
+    """A timing taken while another job shares the cores is not this machine's: the plan says so, and `--save` keeps
+    such rates out of the figures file (a later plan would reuse them). Without other load they are saved."""
+    monkeypatch.chdir(tmp_path)
+    _, p = _params(tmp_path, _small(tiny_params))
+    for others, saved in ((1e6, False), (0.0, True)):  # CPU seconds others spend during the measuring
+        readings = iter([(100.0, 1.0), (100.0 + others + 5.0, 6.0)])  # this process's own 5 s are not others'
+        monkeypatch.setattr(cost, "busy_cpu_seconds", lambda: next(readings))
+        figures = tmp_path / f"f-{saved}.json"
+        plan = make_plan(p, "params.yaml", figures_path=figures, probe_seconds=0.05, save=True)
+        flagged = [n for n in plan["notes"] if "other processes used" in n]
+        assert plan["figures"]["saved_now"] is saved and figures.exists() is saved
+        assert bool(flagged) is not saved and (plan["figures"]["other_cores"] > cost.CONTENDED_CORES) is not saved
+        if flagged:
+            assert "not saved" in flagged[0]
+
+
+def test_other_processes_cpu_use_is_read_from_the_kernel():
+    """busy_cpu_seconds reads real counters: this process's own work is counted in both, so it is not 'other'."""
+    before = REAL_BUSY_CPU_SECONDS()
+    assert before is not None and 0 < before[1] <= before[0]
+    t0 = time.perf_counter()
+    x = 0
+    while time.perf_counter() - t0 < 0.3:  # busy on one core
+        x += 1
+    after = REAL_BUSY_CPU_SECONDS()
+    assert after[1] - before[1] >= 0.2
+    assert after[0] - before[0] >= 0.2
+    assert cost.other_cores(before, after, time.perf_counter() - t0) >= 0.0
+    assert cost.other_cores((10.0, 1.0), (14.0, 2.0), 2.0) == pytest.approx(1.5)
+    assert cost.other_cores((10.0, 1.0), (10.5, 2.0), 1.0) == 0.0  # counters of different granularity
+    assert cost.other_cores(None, after, 1.0) is None and cost.other_cores(before, after, 0.0) is None
+    assert REAL_BUSY_CPU_SECONDS(Path("/nonexistent/stat")) is None
 
 
 def test_corrupt_figures_file_is_one_line_and_exit_1(tmp_path, monkeypatch, tiny_params):

@@ -273,6 +273,29 @@ def machine_info(device: str | torch.device) -> dict:
             "torch": torch.__version__, "gpu": gpu, "host": platform.node()}
 
 
+CONTENDED_CORES = 0.5  # other processes' CPU use, in cores, above which rates measured now are not this machine's
+
+
+def busy_cpu_seconds(stat: Path = Path("/proc/stat")) -> tuple[float, float] | None:
+    """(CPU seconds every process has spent busy since boot, CPU seconds this process has spent): from the kernel's
+    counters and os.times(); None where they cannot be read (not Linux)."""
+    try:
+        fields = stat.read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    except (OSError, ValueError):
+        return None
+    t = os.times()
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), t.user + t.system
+
+
+def other_cores(before: tuple[float, float] | None, after: tuple[float, float] | None, wall: float) -> float | None:
+    """How many cores' worth of CPU other processes used between two busy_cpu_seconds() readings `wall` seconds
+    apart (None where either is missing or no time passed)."""
+    if before is None or after is None or wall <= 0:
+        return None
+    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
+
+
 def same_machine(a: Mapping, b: Mapping) -> bool:
     return all(a.get(k) == b.get(k) for k in MACHINE_KEYS)
 
